@@ -8,7 +8,7 @@ over the file:
     tl-nlp generate --config generate.yaml --max_new_tokens 40
     echo "A wonderful film." | tl-nlp predict --model_name_or_path runs/demo/classifier
     tl-nlp convert-fastai lm.pth vocab.pkl converted/
-    tl-nlp push --model_dir runs/demo/classifier --repo_id me/imdb-ulmfit --training_record record.yaml
+    tl-nlp push --model_dir runs/demo/classifier --repo_id me/imdb-ulmfit   # the record ULMFiTTrainer saved there
 
 It works the same under `accelerate launch -m tl_nlp.cli ...`. Errors a user can fix (a wrong path, an unknown
 model, bad input) are one line on stderr and exit status 2, not a traceback.

@@ -25,13 +25,26 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from torch import nn
 from transformers import PreTrainedTokenizerBase
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+)
 
 from .config_files import read_mapping_file
 from .models.awd_lstm import AWDLSTMForSequenceClassification, AWDLSTMPreTrainedModel
 
-OBJECTIVES = ("language-modeling", "classification")
+# "language-modeling" is next-token prediction (AWD-LSTM, GPT-style); "masked-language-modeling" is BERT-style.
+OBJECTIVES = ("language-modeling", "masked-language-modeling", "classification")
 TRAINING_RECORD_FILE = "ulmfit_training_record.json"
+# Per objective: the model's pipeline task, its Auto class and what the card calls it.
+OBJECTIVE_TASKS = {
+    "language-modeling": ("text-generation", "AutoModelForCausalLM", "language model"),
+    "masked-language-modeling": ("fill-mask", "AutoModelForMaskedLM", "masked language model"),
+    "classification": ("text-classification", "AutoModelForSequenceClassification", "text classifier"),
+}
 
 ULMFIT_BIBTEX = """@inproceedings{howard-ruder-2018-universal,
     title = "Universal Language Model Fine-tuning for Text Classification",
@@ -66,6 +79,7 @@ class ULMFiTStage:
     num_examples: int | None = field(default=None, metadata={"help": "Documents trained on."})
     num_tokens: int | None = field(default=None, metadata={"help": "Tokens trained on (language models)."})
     num_train_epochs: float | None = field(default=None, metadata={"help": "Epochs over the data."})
+    num_train_steps: int | None = field(default=None, metadata={"help": "Optimizer steps run."})
     learning_rate: float | None = field(default=None, metadata={"help": "Peak learning rate of the top layer group."})
     per_device_train_batch_size: int | None = field(default=None, metadata={"help": "Batch size per device."})
     bptt: int | None = field(default=None, metadata={"help": "Window length of language-model training."})
@@ -93,7 +107,14 @@ class ULMFiTStage:
                 raise ValueError(f"ULMFiTStage.{name} must be a non-empty string, got {getattr(self, name)!r}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"ULMFiTStage.objective must be one of {OBJECTIVES}, got {self.objective!r}")
-        for name in ("num_examples", "num_tokens", "per_device_train_batch_size", "bptt", "unfreeze_every_n_steps"):
+        for name in (
+            "num_examples",
+            "num_tokens",
+            "num_train_steps",
+            "per_device_train_batch_size",
+            "bptt",
+            "unfreeze_every_n_steps",
+        ):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"ULMFiTStage.{name} must be a positive integer or None, got {value!r}")
@@ -209,7 +230,11 @@ def _hidden_layers(sizes: list[int]) -> str:
 
 def _stage_paragraph(stage: ULMFiTStage) -> str:
     """The facts of one stage, as sentences; nothing is said about what the record does not know."""
-    what = "a language model" if stage.objective == "language-modeling" else "a classifier"
+    what = {
+        "language-modeling": "a language model",
+        "masked-language-modeling": "a masked language model",
+        "classification": "a classifier",
+    }[stage.objective]
     data = [f"split `{stage.dataset_split}`"] if stage.dataset_split else []
     if stage.num_examples:
         data.append(f"{stage.num_examples:,} documents")
@@ -218,6 +243,9 @@ def _stage_paragraph(stage: ULMFiTStage) -> str:
     sentence = f"Trained as {what} on `{stage.dataset}`" + (f" ({', '.join(data)})" if data else "")
     if stage.num_train_epochs:
         sentence += f" for {_number(stage.num_train_epochs)} epoch{'s' if stage.num_train_epochs != 1 else ''}"
+    if stage.num_train_steps:
+        steps = f"{stage.num_train_steps:,} optimizer step{'s' if stage.num_train_steps != 1 else ''}"
+        sentence += f" ({steps})" if stage.num_train_epochs else f" for {steps}"
     batch = []
     if stage.per_device_train_batch_size:
         batch.append(f"batches of {stage.per_device_train_batch_size} per device")
@@ -246,7 +274,8 @@ def _stage_paragraph(stage: ULMFiTStage) -> str:
         )
     if stage.gradual_unfreezing:
         if stage.unfreeze_every_n_steps:
-            when = f"every {stage.unfreeze_every_n_steps:,} steps"
+            n = stage.unfreeze_every_n_steps
+            when = "at every step" if n == 1 else f"every {n:,} steps"
         elif stage.unfreeze_at_fractions:
             when = "at " + ", ".join(f"{f:.0%}" for f in stage.unfreeze_at_fractions) + " of the steps"
         else:
@@ -272,7 +301,55 @@ def _stage_paragraph(stage: ULMFiTStage) -> str:
     return " ".join(sentences)
 
 
-def _usage_snippet(model: AWDLSTMPreTrainedModel, repo_id: str) -> str:
+def model_objective(model: nn.Module) -> str | None:
+    """The training objective a model's class is built for, one of `OBJECTIVES`, or None when it is none of them.
+
+    AWD-LSTM classifiers are `"classification"` and the other AWD-LSTM models `"language-modeling"`; other models
+    are looked up by class name in transformers' Auto mappings (sequence classification, then masked LM, then causal
+    LM, the order that settles the few classes listed twice).
+
+    Args:
+        model: the model, possibly wrapped by peft (its base model is looked at).
+    """
+    if hasattr(model, "get_base_model"):  # a peft model
+        model = model.get_base_model()
+    if isinstance(model, AWDLSTMForSequenceClassification):
+        return "classification"
+    if isinstance(model, AWDLSTMPreTrainedModel):
+        return "language-modeling"
+    return _class_objective(type(model).__name__)
+
+
+def _class_objective(name: str) -> str | None:
+    if name in set(MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES.values()) or name.endswith(
+        "ForSequenceClassification"
+    ):
+        return "classification"
+    if name in set(MODEL_FOR_MASKED_LM_MAPPING_NAMES.values()) or name.endswith("ForMaskedLM"):
+        return "masked-language-modeling"
+    if name in set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()) or name.endswith("ForCausalLM"):
+        return "language-modeling"
+    return None
+
+
+def _usage_snippet(model: nn.Module, repo_id: str, objective: str, tokenizer) -> str:
+    if not isinstance(model, AWDLSTMPreTrainedModel):
+        pipeline_tag, auto_class, _ = OBJECTIVE_TASKS[objective]
+        call = {
+            "text-classification": '(["First text to classify.", "Another one."])',
+            "text-generation": '("The movie", max_new_tokens=40, do_sample=True, top_k=50)',
+            "fill-mask": f'("The movie was {getattr(tokenizer, "mask_token", None) or "[MASK]"}.")',
+        }[pipeline_tag]
+        return f"""```python
+from transformers import {auto_class}, AutoTokenizer, pipeline
+
+print(pipeline("{pipeline_tag}", model="{repo_id}"){call})
+
+# Or step by step:
+tokenizer = AutoTokenizer.from_pretrained("{repo_id}")
+model = {auto_class}.from_pretrained("{repo_id}").eval()
+outputs = model(**tokenizer(["A text."], return_tensors="pt"))
+```"""
     if isinstance(model, AWDLSTMForSequenceClassification):
         return f"""```python
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
@@ -298,8 +375,9 @@ print(generator("The movie", max_new_tokens=40, do_sample=True, top_k=50, temper
 ```"""
 
 
-def _limitations(model: AWDLSTMPreTrainedModel, tokenizer, record: ULMFiTTrainingRecord) -> list[str]:
+def _limitations(model: nn.Module, tokenizer, record: ULMFiTTrainingRecord, objective: str) -> list[str]:
     config = model.config
+    is_awd_lstm = isinstance(model, AWDLSTMPreTrainedModel)
     languages = record.language if isinstance(record.language, str) else ", ".join(record.language)
     items = []
     vocabulary = getattr(getattr(tokenizer, "backend_tokenizer", None), "model", None)
@@ -316,7 +394,11 @@ def _limitations(model: AWDLSTMPreTrainedModel, tokenizer, record: ULMFiTTrainin
             f"carried over (BPT3C), but the pooled features cover only the last {config.max_len} tokens: earlier "
             "text reaches the prediction only through the LSTM state."
         )
-    else:
+    elif not is_awd_lstm and getattr(config, "max_position_embeddings", None):
+        items.append(
+            f"It reads at most {config.max_position_embeddings:,} tokens at a time: truncate (or split) longer texts."
+        )
+    if objective == "language-modeling":
         items.append(
             "Generated text imitates the training data, its errors and biases included; it is not checked for "
             "facts and should not be shown to people as true."
@@ -326,24 +408,28 @@ def _limitations(model: AWDLSTMPreTrainedModel, tokenizer, record: ULMFiTTrainin
         f"Its last training stage saw `{last_data}` only: expect weaker results on text from other domains, "
         "and measure before relying on it."
     )
-    items.append(
-        "The modeling and tokenizer code are in this repository and run on loading (`trust_remote_code=True`) "
-        "unless `tl_nlp` is installed; read the `.py` files before trusting them."
-    )
+    if is_awd_lstm:
+        items.append(
+            "The modeling and tokenizer code are in this repository and run on loading (`trust_remote_code=True`) "
+            "unless `tl_nlp` is installed; read the `.py` files before trusting them."
+        )
+    if tokenizer is None:
+        items.append("No tokenizer was saved with it: use the tokenizer of the model it started from.")
     return items + list(record.limitations)
 
 
 def build_model_card(
-    model: AWDLSTMPreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase | None,
     record: ULMFiTTrainingRecord,
     repo_id: str,
 ) -> ModelCard:
     """Writes the model card of a ULMFiT model from what happened in training.
 
     Args:
-        model: the trained AWD-LSTM (classifier or language model).
-        tokenizer: its tokenizer.
+        model: the trained model: an AWD-LSTM (classifier or language model), or any transformers text classifier,
+            causal or masked language model (BERT, GPT-2, Llama... fine-tuned with `ULMFiTTrainer`).
+        tokenizer: its tokenizer (None if none was saved with the model: the card then says so).
         record: the stages, data, hyperparameters and results of training.
         repo_id: the Hub repository the card will live in (used in the metadata and the usage snippet).
 
@@ -351,11 +437,18 @@ def build_model_card(
         A `huggingface_hub.ModelCard` whose metadata has license, language, datasets, tags, pipeline tag, base
         model and a model-index with `record.eval_results`.
     """
-    if not isinstance(model, AWDLSTMPreTrainedModel):
-        raise TypeError(f"build_model_card writes cards for AWD-LSTM models, got {type(model).__name__}")
+    objective = model_objective(model)
+    if objective is None:
+        raise TypeError(
+            "build_model_card writes cards for text classifiers and causal or masked language models, got "
+            f"{type(model).__name__}"
+        )
+    if hasattr(model, "get_base_model"):  # a peft model: describe the model it wraps
+        model = model.get_base_model()
     config = model.config
-    is_classifier = isinstance(model, AWDLSTMForSequenceClassification)
-    pipeline_tag = "text-classification" if is_classifier else "text-generation"
+    is_awd_lstm = isinstance(model, AWDLSTMPreTrainedModel)
+    is_classifier = objective == "classification"
+    pipeline_tag, _, kind = OBJECTIVE_TASKS[objective]
     model_name = repo_id.split("/")[-1]
     datasets = list(dict.fromkeys(s.dataset for s in record.stages if " " not in s.dataset))
     card_data = ModelCardData(
@@ -363,27 +456,41 @@ def build_model_card(
         license=record.license,
         library_name="transformers",
         pipeline_tag=pipeline_tag,
-        tags=["ulmfit", "awd-lstm", "tl_nlp", "custom_code", pipeline_tag],
+        tags=(
+            ["ulmfit", "awd-lstm", "tl_nlp", "custom_code", pipeline_tag]
+            if is_awd_lstm
+            else ["ulmfit", "tl_nlp", config.model_type, pipeline_tag]
+        ),
         datasets=datasets or None,
         base_model=record.base_model,
         model_name=model_name,
         eval_results=list(record.eval_results) or None,
     )
 
-    kind = "text classifier" if is_classifier else "language model"
-    summary = (
-        f"`{model_name}` is an AWD-LSTM {kind} (Merity et al., 2018) trained with ULMFiT (Howard & Ruder, 2018) "
-        f"in {len(record.stages)} stage{'s' if len(record.stages) > 1 else ''}. It has "
-        f"{model.num_parameters():,} parameters: a {config.vocab_size:,}-token vocabulary, "
-        f"{config.embedding_size}-dimensional embeddings and {config.num_hidden_layers} LSTM layers of "
-        f"{config.hidden_size} units (the last one of {config.embedding_size})."
-    )
-    if is_classifier:
-        labels = [config.id2label[i] for i in range(config.num_labels)]
-        summary += (
-            f" It predicts {', '.join(f'`{label}`' for label in labels)} from [last, max, mean] pooled LSTM "
-            f"outputs through a head with {_hidden_layers(config.classifier_hidden_sizes)}."
+    stages = f"{len(record.stages)} stage{'s' if len(record.stages) > 1 else ''}"
+    num_parameters = sum(parameter.numel() for parameter in model.parameters())
+    if is_awd_lstm:
+        summary = (
+            f"`{model_name}` is an AWD-LSTM {kind} (Merity et al., 2018) trained with ULMFiT (Howard & Ruder, 2018) "
+            f"in {stages}. It has {num_parameters:,} parameters: a {config.vocab_size:,}-token vocabulary, "
+            f"{config.embedding_size}-dimensional embeddings and {config.num_hidden_layers} LSTM layers of "
+            f"{config.hidden_size} units (the last one of {config.embedding_size})."
         )
+    else:
+        summary = (
+            f"`{model_name}` is a {kind} (`{type(model).__name__}`, architecture `{config.model_type}`) trained "
+            f"with ULMFiT's fine-tuning techniques (Howard & Ruder, 2018) in {stages}. It has {num_parameters:,} "
+            "parameters."
+        )
+    if is_classifier:
+        labels = ", ".join(f"`{config.id2label[i]}`" for i in range(config.num_labels))
+        if is_awd_lstm:
+            summary += (
+                f" It predicts {labels} from [last, max, mean] pooled LSTM outputs through a head with "
+                f"{_hidden_layers(config.classifier_hidden_sizes)}."
+            )
+        else:
+            summary += f" It predicts {labels}."
     if record.base_model:
         summary += f" It starts from [`{record.base_model}`](https://huggingface.co/{record.base_model})."
 
@@ -416,16 +523,24 @@ def build_model_card(
                 f"`{result.dataset_type}` | {result.dataset_split or '-'} |"
             )
         sections += ["## Evaluation", "\n".join(rows)]
+    if is_awd_lstm:
+        how_to_load = (
+            "The AWD-LSTM and ULMFiT tokenizer code ship with the weights, so `transformers` alone loads the model "
+            "(with `trust_remote_code=True`; with `tl_nlp` installed the local code is used)."
+        )
+        citation = ["ULMFiT (the training method) and AWD-LSTM (the architecture):", ULMFIT_BIBTEX, AWD_LSTM_BIBTEX]
+    else:
+        how_to_load = "`transformers` alone loads it (no custom code)."
+        citation = ["ULMFiT (the training method):", ULMFIT_BIBTEX]
     sections += [
         "## How to use",
-        "The AWD-LSTM and ULMFiT tokenizer code ship with the weights, so `transformers` alone loads the model "
-        "(with `trust_remote_code=True`; with `tl_nlp` installed the local code is used).",
-        _usage_snippet(model, repo_id),
+        how_to_load,
+        _usage_snippet(model, repo_id, objective, tokenizer),
         "## Limitations",
-        "\n".join(f"- {item}" for item in _limitations(model, tokenizer, record)),
+        "\n".join(f"- {item}" for item in _limitations(model, tokenizer, record, objective)),
         "## Citation",
-        "ULMFiT (the training method) and AWD-LSTM (the architecture):",
-        f"```bibtex\n{ULMFIT_BIBTEX}\n\n{AWD_LSTM_BIBTEX}\n```",
+        citation[0],
+        "```bibtex\n" + "\n\n".join(citation[1:]) + "\n```",
     ]
     content = f"---\n{card_data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n"
     return ModelCard(content)
@@ -433,10 +548,66 @@ def build_model_card(
 
 # Files every ULMFiT folder must have for `from_pretrained(..., trust_remote_code=True)` and `pipeline()`.
 MODEL_FILES = ("config.json", "model.safetensors", "configuration_awd_lstm.py", "modeling_awd_lstm.py")
+# Any other model's weights: one safetensors file, or the index of sharded ones.
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+
+
+def write_training_record(record: ULMFiTTrainingRecord, folder: str | Path) -> Path:
+    """Writes `record` as `ulmfit_training_record.json` into `folder` (created if needed) and returns the file.
+
+    Args:
+        record: what happened in training.
+        folder: a model folder.
+    """
+    path = Path(folder) / TRAINING_RECORD_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record.to_dict(), indent=2) + "\n")
+    return path
+
+
+def check_hub_folder(folder: str | Path, model: nn.Module, with_tokenizer: bool = True) -> list[str]:
+    """Checks that a folder holds what a Hub user needs to load `model` and returns its sorted file names.
+
+    AWD-LSTM folders need the modeling code, an `auto_map` entry for the model's Auto class and, when the tokenizer
+    has an `auto_map`, the tokenizer code; every folder needs `config.json`, safetensors weights and `README.md`,
+    and `tokenizer_config.json` when `with_tokenizer`.
+
+    Args:
+        folder: the folder to check.
+        model: the model saved in it.
+        with_tokenizer: whether a tokenizer was saved with it.
+
+    Raises:
+        RuntimeError: naming the missing files or `auto_map` entry.
+    """
+    folder = Path(folder)
+    files = sorted(p.name for p in folder.iterdir() if p.is_file())
+    is_awd_lstm = isinstance(model, AWDLSTMPreTrainedModel)
+    needed = list(MODEL_FILES) if is_awd_lstm else ["config.json"]
+    needed += ["README.md"] + (["tokenizer_config.json"] if with_tokenizer else [])
+    if with_tokenizer and (folder / "tokenizer_config.json").is_file():
+        tokenizer_auto_map = json.loads((folder / "tokenizer_config.json").read_text()).get("auto_map", {})
+        for class_path in tokenizer_auto_map.get("AutoTokenizer", []):
+            if class_path:
+                needed.append(class_path.split(".")[0] + ".py")
+    missing = [name for name in needed if name not in files]
+    if not is_awd_lstm and not set(WEIGHT_FILES) & set(files):
+        missing.append(" or ".join(WEIGHT_FILES))
+    if missing:
+        raise RuntimeError(
+            f"{folder} lacks {missing} after saving: was tl_nlp imported (it registers the Auto classes whose "
+            "code save_pretrained ships), and were the weights saved as safetensors?"
+        )
+    if is_awd_lstm:
+        auto_map = json.loads((folder / "config.json").read_text()).get("auto_map", {})
+        wanted = OBJECTIVE_TASKS[model_objective(model)][1]
+        if wanted not in auto_map:
+            raise RuntimeError(f"{folder}/config.json has no auto_map entry for {wanted}: {auto_map}")
+    return files
 
 
 def prepare_hub_folder(
-    model: AWDLSTMPreTrainedModel,
+    model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
     output_dir: str | Path,
     record: ULMFiTTrainingRecord,
@@ -445,7 +616,7 @@ def prepare_hub_folder(
     """Writes the folder that [`push_ulmfit_to_hub`] uploads, and checks it is complete.
 
     Args:
-        model: the trained AWD-LSTM.
+        model: the trained model (AWD-LSTM, or any model [`build_model_card`] describes).
         tokenizer: its tokenizer (its files and, for `ULMFiTTokenizerFast`, its code are written too).
         output_dir: where to write; existing files of the same names are replaced.
         record: what happened in training, for the model card (README.md) and `ulmfit_training_record.json`.
@@ -459,33 +630,12 @@ def prepare_hub_folder(
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     card.save(output_dir / "README.md")
-    (output_dir / TRAINING_RECORD_FILE).write_text(json.dumps(record.to_dict(), indent=2) + "\n")
-
-    files = sorted(p.name for p in output_dir.iterdir() if p.is_file())
-    needed = list(MODEL_FILES) + ["tokenizer_config.json", "README.md"]
-    tokenizer_auto_map = json.loads((output_dir / "tokenizer_config.json").read_text()).get("auto_map", {})
-    for class_path in tokenizer_auto_map.get("AutoTokenizer", []):
-        if class_path:
-            needed.append(class_path.split(".")[0] + ".py")
-    missing = [name for name in needed if name not in files]
-    if missing:
-        raise RuntimeError(
-            f"{output_dir} lacks {missing} after saving: was tl_nlp imported (it registers the Auto classes whose "
-            "code save_pretrained ships)?"
-        )
-    auto_map = json.loads((output_dir / "config.json").read_text()).get("auto_map", {})
-    wanted = (
-        "AutoModelForSequenceClassification"
-        if isinstance(model, AWDLSTMForSequenceClassification)
-        else "AutoModelForCausalLM"
-    )
-    if wanted not in auto_map:
-        raise RuntimeError(f"{output_dir}/config.json has no auto_map entry for {wanted}: {auto_map}")
-    return files
+    write_training_record(record, output_dir)
+    return check_hub_folder(output_dir, model)
 
 
 def push_ulmfit_to_hub(
-    model: AWDLSTMPreTrainedModel,
+    model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
     repo_id: str,
     record: ULMFiTTrainingRecord,
@@ -524,8 +674,12 @@ class PushArguments:
 
     model_dir: str = field(metadata={"help": "Folder written by save_pretrained (model and tokenizer)."})
     repo_id: str = field(metadata={"help": "Hub repository, user/name."})
-    training_record: str = field(
-        metadata={"help": "JSON or YAML file with the ULMFiTTrainingRecord fields (stages, language, license...)."}
+    training_record: str | None = field(
+        default=None,
+        metadata={
+            "help": "JSON or YAML file with the ULMFiTTrainingRecord fields (stages, language, license...); default: "
+            f"the {TRAINING_RECORD_FILE} that ULMFiTTrainer.save_model wrote into model_dir."
+        },
     )
     private: bool = field(default=False, metadata={"help": "Create the repository as private."})
     create_repo: bool = field(default=True, metadata={"help": "Create the repository first if it does not exist."})
@@ -555,20 +709,32 @@ def run_push(arguments: PushArguments, api: HfApi | None = None):
 
     Returns the upload's `CommitInfo`, or the file list of the dry-run folder.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    import transformers
 
-    record = read_training_record(arguments.training_record)
     model_dir = Path(arguments.model_dir)
     if not (model_dir / "config.json").is_file():
         raise ValueError(f"{model_dir} is not a saved model folder (no config.json in it)")
-    config = AutoConfig.from_pretrained(model_dir)
+    record_path = arguments.training_record
+    if record_path is None:
+        record_path = model_dir / TRAINING_RECORD_FILE
+        if not record_path.is_file():
+            raise ValueError(
+                f"no --training_record given and {model_dir} has no {TRAINING_RECORD_FILE} (ULMFiTTrainer.save_model "
+                "writes one); write the stages in a JSON or YAML file (ULMFiTTrainingRecord fields) and pass it "
+                "with --training_record"
+            )
+    record = read_training_record(record_path)
+    config = transformers.AutoConfig.from_pretrained(model_dir)
     architectures = config.architectures or []
-    auto_class = AutoModelForSequenceClassification if any("Classification" in a for a in architectures) else None
-    auto_class = auto_class or (AutoModelForCausalLM if any("CausalLM" in a for a in architectures) else None)
-    if auto_class is None:
-        raise ValueError(f"{model_dir}/config.json: architectures {architectures} is neither a classifier nor an LM")
-    model = auto_class.from_pretrained(model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    objectives = [_class_objective(name) for name in architectures]
+    objective = next((objective for objective in objectives if objective is not None), None)
+    if objective is None:
+        raise ValueError(
+            f"{model_dir}/config.json: architectures {architectures} is none of a text classifier, a causal or a "
+            "masked language model"
+        )
+    model = getattr(transformers, OBJECTIVE_TASKS[objective][1]).from_pretrained(model_dir)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
     if arguments.dry_run_dir:
         return prepare_hub_folder(model, tokenizer, arguments.dry_run_dir, record, arguments.repo_id)
     return push_ulmfit_to_hub(
@@ -589,8 +755,11 @@ __all__ = [
     "ULMFiTStage",
     "ULMFiTTrainingRecord",
     "build_model_card",
+    "check_hub_folder",
+    "model_objective",
     "prepare_hub_folder",
     "push_ulmfit_to_hub",
     "read_training_record",
     "run_push",
+    "write_training_record",
 ]
