@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
@@ -46,6 +47,22 @@ class ULMFiTTrainingArguments(TrainingArguments):
         tar_beta (`float`, defaults to 1.0):
             Temporal activation regularization weight for models whose outputs carry `raw_last_hidden_state`:
             `tar_beta * (raw[:, 1:] - raw[:, :-1]).pow(2).mean()` is added to the training loss only.
+        ulmfit_stage_name (`str`, *optional*):
+            Name of this run's stage in `ulmfit_training_record.json` and the model card; by default it follows from
+            the objective and the starting model ("language model pretraining", "language model fine-tuning",
+            "classifier fine-tuning").
+        dataset_name (`str`, *optional*):
+            Hub id (e.g. `"stanfordnlp/imdb"`) or short description of the training data, for the training record;
+            by default the training dataset's own Hub name when it has one.
+        dataset_split (`str`, *optional*):
+            Split(s) trained on, e.g. `"train+unsup"`; by default the training dataset's split when it knows it.
+        language (`str`, *optional*):
+            ISO 639 code of the text, for the model card; by default the language of the record of the model
+            training started from, else `"en"`.
+        previous_training_record (`str`, *optional*):
+            Folder (or the `ulmfit_training_record.json` in it) whose stages came before this run, for a model
+            passed on in memory rather than loaded from the folder of its last stage; by default the record in the
+            folder the model was loaded from (`model.name_or_path`).
 
     Example:
 
@@ -84,6 +101,27 @@ class ULMFiTTrainingArguments(TrainingArguments):
     )
     tar_beta: float = field(
         default=1.0, metadata={"help": "AWD-LSTM temporal activation regularization weight (training loss only)."}
+    )
+    ulmfit_stage_name: str | None = field(
+        default=None,
+        metadata={"help": "Name of this stage in the training record and model card (default: from the objective)."},
+    )
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "Hub id or short description of the training data (default: the dataset's own name)."},
+    )
+    dataset_split: str | None = field(
+        default=None, metadata={"help": "Split(s) trained on, e.g. 'train+unsup' (default: the dataset's split)."}
+    )
+    language: str | None = field(
+        default=None,
+        metadata={"help": "ISO 639 code of the text (default: that of the starting model's record, else 'en')."},
+    )
+    previous_training_record: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder or record file of the stages before this run (default: where the model was loaded)."
+        },
     )
     restore_callback_states_from_checkpoint: bool = field(
         default=True,
@@ -125,3 +163,11 @@ class ULMFiTTrainingArguments(TrainingArguments):
             raise ValueError(f"ar_alpha must be >= 0 (fastai uses 2.0; 0 turns AR off), got {self.ar_alpha}.")
         if self.tar_beta < 0:
             raise ValueError(f"tar_beta must be >= 0 (fastai uses 1.0; 0 turns TAR off), got {self.tar_beta}.")
+        for name in ("ulmfit_stage_name", "dataset_name", "dataset_split", "previous_training_record"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"{name} must be a non-empty string or None, got {value!r}.")
+        if self.language is not None and not re.fullmatch(r"[a-z]{2,3}", str(self.language)):
+            raise ValueError(
+                f"language must be a lower-case ISO 639 code such as 'en' or 'de', got {self.language!r}."
+            )

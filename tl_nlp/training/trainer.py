@@ -2,13 +2,16 @@
 
 It overrides only the narrow hooks: `create_optimizer`, `create_scheduler`, `compute_loss` and `training_step`
 (to drop frozen gradients before clipping), plus `set_initial_training_values` to remember the number of steps
-per epoch. It never overrides `train()`.
+per epoch. It never overrides `train()`. For sharing, `_save` also writes the training record and
+`create_model_card` writes the card from it, so `save_model` and `push_to_hub` work as they do for `Trainer`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,11 +21,13 @@ from transformers.loss.loss_utils import LOSS_MAPPING, ForCausalLMLoss, ForMaske
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 from transformers.trainer_utils import unwrap_peft_model
 
+from ..hub import ULMFiTTrainingRecord, build_model_card, check_hub_folder, write_training_record
 from .arguments import ULMFiTTrainingArguments
 from .callbacks import GradualUnfreezingCallback
 from .layer_groups import LayerGroup, layer_group_summary, layer_groups
 from .param_groups import discriminative_param_groups
 from .schedules import get_stlr_schedule
+from .training_record import chain_record, dataset_name_and_split, find_starting_point, run_stage, training_objective
 
 
 def model_normalizes_loss_by_num_items(model: nn.Module) -> bool:
@@ -66,6 +71,9 @@ class ULMFiTTrainer(Trainer):
       added to the training gradient only: the logged training loss and the evaluation loss stay the model's plain
       loss. Override `compute_regularization_loss` to change or extend it.
     - The loss is a true mean under DDP and gradient accumulation (see `model_normalizes_loss_by_num_items`).
+    - A training record: `save_model(folder)` also writes `ulmfit_training_record.json`, the stages of the record
+      in the folder the model was loaded from plus this run's stage (see `training_record`), and `push_to_hub()`
+      uploads the output folder with a model card written from that record (`tl_nlp.hub.build_model_card`).
 
     Args:
         *args, **kwargs: as for `Trainer`; `args` must be a `ULMFiTTrainingArguments`.
@@ -80,6 +88,8 @@ class ULMFiTTrainer(Trainer):
     >>> trainer = ULMFiTTrainer(model=model, args=args, train_dataset=train, eval_dataset=dev)  # doctest: +SKIP
     >>> trainer.train()  # doctest: +SKIP
     >>> print(trainer.layer_group_summary())  # doctest: +SKIP
+    >>> trainer.save_model("runs/clas/final")  # doctest: +SKIP  (weights, tokenizer, ulmfit_training_record.json)
+    >>> trainer.push_to_hub()  # doctest: +SKIP  (to args.hub_model_id, with the model card)
     ```
     """
 
@@ -93,6 +103,10 @@ class ULMFiTTrainer(Trainer):
         self.custom_layer_groups = custom_layer_groups
         self.num_update_steps_per_epoch: int | None = None
         self.model_accepts_loss_kwargs = model_normalizes_loss_by_num_items(self.accelerator.unwrap_model(self.model))
+        # Read now: saving this run into the folder it started from must not make it its own ancestor.
+        self.starting_point = find_starting_point(
+            self.accelerator.unwrap_model(self.model), self.args.previous_training_record
+        )
         if self.args.gradual_unfreezing and self.unfreezing_callback is None:
             self.add_callback(
                 GradualUnfreezingCallback(
@@ -122,7 +136,67 @@ class ULMFiTTrainer(Trainer):
         num_trainable = callback.num_trainable_groups if callback is not None else None
         return layer_group_summary(self.model, self.get_layer_groups(), self.optimizer, num_trainable)
 
+    def training_record(self) -> ULMFiTTrainingRecord | None:
+        """What happened in training so far: the record of the model this run started from plus this run's stage.
+
+        The stage takes its hyperparameters from `args`, its objective from the data collator, the streams or the
+        model class, its data statistics from `train_dataset`, the epochs and steps actually run from `self.state`,
+        and its metrics (last training loss, last evaluation, perplexity for language models) from the log history.
+        Returns the earlier record unchanged before the first optimizer step, and None when there is nothing to
+        record (no earlier record and no step, or a model that is neither a text classifier nor a language model).
+        """
+        model = self.accelerator.unwrap_model(self.model)
+        objective = training_objective(model, self.train_dataset, self.data_collator)
+        if objective is None:
+            return None
+        stage = run_stage(self.args, self.state, self.train_dataset, objective, self.starting_point)
+        _, eval_split = dataset_name_and_split(self.eval_dataset)
+        return chain_record(self.starting_point, stage, language=self.args.language, eval_split=eval_split)
+
     # ---- Trainer hooks ----------------------------------------------------------------------------------------------
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        super()._save(output_dir, state_dict=state_dict)
+        if self.args.should_save:
+            record = self.training_record()
+            if record is not None:
+                write_training_record(record, output_dir if output_dir is not None else self.args.output_dir)
+
+    def create_model_card(
+        self,
+        language: str | None = None,
+        license: str | None = None,
+        tags: str | list[str] | None = None,
+        model_name: str | None = None,
+        finetuned_from: str | None = None,
+        tasks: str | list[str] | None = None,
+        dataset_tags: str | list[str] | None = None,
+        dataset: str | list[str] | None = None,
+        dataset_args: str | list[str] | None = None,
+    ) -> None:
+        """Writes `README.md` in `args.output_dir` from the training record (see `tl_nlp.hub.build_model_card`),
+        then checks that the folder has what a Hub user needs (code and `auto_map` for AWD-LSTM). `language`,
+        `license`, `finetuned_from` and `tags` override or extend the record's; `tasks`, `dataset_tags`, `dataset`
+        and `dataset_args` are transformers' and the record already says what they would. peft models, and models
+        that are neither text classifiers nor language models, get transformers' card."""
+        if not self.is_world_process_zero():
+            return
+        model = self.accelerator.unwrap_model(self.model)
+        record = self.training_record()
+        if record is None or hasattr(model, "get_base_model"):
+            return super().create_model_card(
+                language, license, tags, model_name, finetuned_from, tasks, dataset_tags, dataset, dataset_args
+            )
+        overrides = {"language": language, "license": license, "base_model": finetuned_from}
+        record = dataclasses.replace(record, **{name: value for name, value in overrides.items() if value is not None})
+        output_dir = Path(self.args.output_dir)
+        repo_id = self.hub_model_id or self.args.hub_model_id or model_name or output_dir.absolute().name
+        card = build_model_card(model, self.processing_class, record, repo_id)
+        for tag in [tags] if isinstance(tags, str) else tags or []:
+            if tag not in card.data.tags:
+                card.data.tags.append(tag)
+        card.save(output_dir / "README.md")
+        check_hub_folder(output_dir, model, with_tokenizer=self.processing_class is not None)
 
     def set_initial_training_values(self, args, dataloader):
         values = super().set_initial_training_values(args, dataloader)
