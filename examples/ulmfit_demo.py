@@ -163,8 +163,8 @@ def training_arguments(args: DemoArguments, stage: str, **overrides) -> ULMFiTTr
 
 
 def language_model_stage(model, tokenizer, train_texts, valid_texts, args, folder: Path, **training):
-    """Trains `model` on `train_texts` as carried-state streams and saves it with the tokenizer in `folder`.
-    Returns the folder, the validation perplexity before and after, and the seconds it took."""
+    """Trains `model` on `train_texts` as carried-state streams and saves it with the tokenizer and its training
+    record in `folder`. Returns the folder, the validation perplexity before and after, and the seconds it took."""
     start = time.perf_counter()
     train = lm_streams(train_texts, tokenizer, args, shuffle=True)
     valid = lm_streams(valid_texts, tokenizer, args, shuffle=False)
@@ -174,11 +174,12 @@ def language_model_stage(model, tokenizer, train_texts, valid_texts, args, folde
         model=model,
         args=training_arguments(args, folder.name, weight_decay=0.01, gradual_unfreezing=False, **training),
         train_dataset=train,
+        processing_class=tokenizer,
     )
     trainer.train()
     after = stream_perplexity(model, valid)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    trainer.log({"eval_perplexity": after})  # goes into the training record that save_model writes
+    trainer.save_model(str(folder))  # weights, tokenizer and ulmfit_training_record.json
     return folder, before, after, time.perf_counter() - start
 
 
@@ -224,6 +225,8 @@ def main() -> None:
         num_train_epochs=args.pretrain_epochs,
         learning_rate=3e-3,
         discriminative_lr_decay=1.0,
+        dataset_name="Salesforce/wikitext",
+        dataset_split="wikitext-2-v1 train",
     )
     print(f"  WikiText-2 validation perplexity: {before:.0f} before training, {after:.1f} after; saved to {stage1}")
 
@@ -237,6 +240,10 @@ def main() -> None:
         output / "lm_imdb",
         num_train_epochs=args.finetune_epochs,
         learning_rate=2e-3,
+        dataset_name="stanfordnlp/imdb",
+        dataset_split=f"unsup ({args.finetune_reviews:,} reviews)",
+        # The same model object goes on training: its record is the one saved with stage 1.
+        previous_training_record=str(stage1),
     )
     print(
         f"  IMDb validation perplexity: {before:.1f} with the WikiText-2 model, {after:.1f} after fine-tuning; "
@@ -263,6 +270,8 @@ def main() -> None:
             per_device_eval_batch_size=64,
             weight_decay=0.01,
             eval_strategy="no",
+            dataset_name="stanfordnlp/imdb",
+            dataset_split=f"train ({len(clas_train):,} balanced reviews)",
         ),
         train_dataset=clas_train,
         data_collator=DataCollatorWithPadding(tokenizer),
