@@ -137,6 +137,9 @@ def load_corpora(args: DemoArguments) -> dict[str, datasets.Dataset]:
 def lm_streams(dataset, tokenizer, args: DemoArguments, shuffle: bool) -> LanguageModelStreams:
     # WikiText has a blank line between paragraphs: those rows are skipped (and counted in the log).
     tokenized = tokenize_for_language_model(dataset, tokenizer, skip_empty=True)
+    # Training streams are split between the processes of the run; every process measures the validation
+    # perplexity (stream_perplexity) over the whole validation stream.
+    processes = {} if shuffle else {"process_index": 0, "num_processes": 1}
     return LanguageModelStreams.from_dataset(
         tokenized,
         batch_size=args.lm_batch_size,
@@ -144,6 +147,7 @@ def lm_streams(dataset, tokenizer, args: DemoArguments, shuffle: bool) -> Langua
         shuffle=shuffle,
         seed=args.seed,
         pad_token_id=tokenizer.pad_token_id,
+        **processes,
     )
 
 
@@ -166,19 +170,19 @@ def language_model_stage(model, tokenizer, train_texts, valid_texts, args, folde
     """Trains `model` on `train_texts` as carried-state streams and saves it with the tokenizer in `folder`.
     Returns the folder, the validation perplexity before and after, and the seconds it took."""
     start = time.perf_counter()
+    # The arguments first: under `accelerate launch` they start the process group that the streams split over.
+    training_args = training_arguments(args, folder.name, weight_decay=0.01, gradual_unfreezing=False, **training)
     train = lm_streams(train_texts, tokenizer, args, shuffle=True)
     valid = lm_streams(valid_texts, tokenizer, args, shuffle=False)
     print(f"  {train.num_tokens:,} training tokens, {valid.num_tokens:,} validation tokens")
     before = stream_perplexity(model, valid)
-    trainer = LanguageModelTrainer(
-        model=model,
-        args=training_arguments(args, folder.name, weight_decay=0.01, gradual_unfreezing=False, **training),
-        train_dataset=train,
-    )
+    trainer = LanguageModelTrainer(model=model, args=training_args, train_dataset=train)
     trainer.train()
     after = stream_perplexity(model, valid)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    if trainer.is_world_process_zero():
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    trainer.accelerator.wait_for_everyone()  # the next stage loads the folder on every process
     return folder, before, after, time.perf_counter() - start
 
 

@@ -145,3 +145,15 @@ def test_checkpoint_is_written_once_and_a_resumed_run_ends_where_an_uninterrupte
     uninterrupted = load_file(out_dir / "uninterrupted.safetensors")
     resumed = load_file(out_dir / "resumed.safetensors")
     assert_same_weights(uninterrupted, resumed, atol=1e-6)
+
+
+def test_language_model_trainer_refuses_streams_split_for_another_number_of_processes(tmp_path):
+    # Streams built before the process group existed think they are alone: under 2 processes both would read
+    # every row. The trainer compares them with the run's processes (here 1 process, streams cut for 2).
+    from tl_nlp import ULMFiTTrainingArguments
+    from tl_nlp.training.lm_trainer import LanguageModelTrainer
+
+    streams = LanguageModelStreams(lm_documents(VALID_LENGTHS, 20), batch_size=2, process_index=0, num_processes=2)
+    args = ULMFiTTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], gradual_unfreezing=False)
+    with pytest.raises(ValueError, match="built for process 0 of 2, but this is process 0 of 1"):
+        LanguageModelTrainer(model=lm_model(), args=args, train_dataset=streams)

@@ -55,6 +55,14 @@ class LanguageModelTrainer(ULMFiTTrainer):
         super().__init__(*args, **kwargs)
         eval_datasets = self.eval_dataset.values() if isinstance(self.eval_dataset, dict) else [self.eval_dataset]
         streams = [d for d in [self.train_dataset, *eval_datasets] if isinstance(d, LanguageModelStreams)]
+        for dataset in streams:
+            if (dataset.process_index, dataset.num_processes) != (self.args.process_index, self.args.world_size):
+                raise ValueError(
+                    f"LanguageModelStreams built for process {dataset.process_index} of {dataset.num_processes}, but "
+                    f"this is process {self.args.process_index} of {self.args.world_size}: every process would read "
+                    "the wrong rows. Build the streams after the training arguments (creating them starts the "
+                    "process group), or pass process_index= and num_processes=."
+                )
         if self.args.label_names is None and streams:
             # Stream batches carry their targets as `shift_labels`; evaluation needs them to report a loss.
             self.label_names = ["shift_labels"]
