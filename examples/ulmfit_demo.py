@@ -281,10 +281,12 @@ def main() -> None:
     print(f"  accuracy on {len(clas_test)} held-out IMDb test reviews: {metrics['eval_accuracy']:.3f}")
     stage3 = output / "classifier"
     trainer.save_model(stage3)
-    tokenizer.save_pretrained(stage3)
-    (stage3 / "demo_metrics.json").write_text(
-        json.dumps({"eval": metrics, "seconds": timings, "arguments": asdict(args)}, indent=2)
-    )
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(stage3)
+        (stage3 / "demo_metrics.json").write_text(
+            json.dumps({"eval": metrics, "seconds": timings, "arguments": asdict(args)}, indent=2)
+        )
+    trainer.accelerator.wait_for_everyone()  # every process reads the folder below
     print(f"  saved to {stage3}")
 
     print("== pipeline('text-classification') on the saved folder")
@@ -296,6 +298,8 @@ def main() -> None:
         prediction = classify(text)[0]
         print(f"  {prediction['label']:>8s} {prediction['score']:.2f}  {text}")
     print("== seconds per stage: " + ", ".join(f"{name} {seconds:.0f}" for name, seconds in timings.items()))
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()  # under accelerate launch: gloo can abort at exit otherwise
     if math.isnan(metrics["eval_loss"]):
         raise SystemExit("the classifier's loss is NaN")
 
