@@ -115,20 +115,48 @@ def lm_documents(lengths: list[int], first_token: int) -> list[list[int]]:
 
 def lm_model() -> AWDLSTMForCausalLM:
     torch.manual_seed(0)
-    config = AWDLSTMConfig(vocab_size=VOCAB, embedding_size=8, hidden_size=12, num_hidden_layers=2)
+    # No dropout: each process would draw its own masks, and the single-process reference others.
+    config = AWDLSTMConfig(
+        vocab_size=VOCAB,
+        embedding_size=8,
+        hidden_size=12,
+        num_hidden_layers=2,
+        input_dropout=0.0,
+        hidden_dropout=0.0,
+        embedding_dropout=0.0,
+        weight_dropout=0.0,
+        output_dropout=0.0,
+    )
     return AWDLSTMForCausalLM(config)
 
 
-def lm_run(output_dir: str) -> tuple[AWDLSTMForCausalLM, dict[str, float]]:
-    """One epoch of LM fine-tuning on streams (2 rows per process), then evaluation on the validation streams."""
+def lm_run(output_dir: str, num_processes: int) -> tuple[AWDLSTMForCausalLM, dict[str, float]]:
+    """One epoch of LM fine-tuning on streams (4 rows in all, state carried, variable BPTT, AR/TAR, gradual
+    unfreezing), then, under DDP, evaluation on validation streams whose tokens do not fill the rows evenly.
+    Returns the model and the metrics, with the logged training losses."""
     args = ULMFiTTrainingArguments(
-        output_dir=output_dir, num_train_epochs=1, learning_rate=1e-2, unfreeze_every_n_steps=2, **COMMON
+        output_dir=output_dir,
+        num_train_epochs=1,
+        learning_rate=1e-2,
+        unfreeze_every_n_steps=2,
+        logging_steps=1,  # logged losses are gathered over the ranks (train()'s own total is not: see the test)
+        **COMMON,
     )
-    train = LanguageModelStreams(lm_documents(LM_LENGTHS, 10), batch_size=2, bptt=5, seed=4)
-    valid = LanguageModelStreams(lm_documents(VALID_LENGTHS, 20), batch_size=2, bptt=5, shuffle=False)
+    processes = {} if num_processes > 1 else {"process_index": 0, "num_processes": 1}
+    documents = lm_documents(LM_LENGTHS, 10)
+    train = LanguageModelStreams(
+        documents, batch_size=4 // num_processes, bptt=5, variable_bptt=True, seed=4, **processes
+    )
+    valid = None
+    if num_processes > 1:
+        valid = LanguageModelStreams(lm_documents(VALID_LENGTHS, 20), batch_size=2, bptt=5, shuffle=False)
     trainer = LanguageModelTrainer(model=lm_model(), args=args, train_dataset=train, eval_dataset=valid)
     trainer.train()
-    return trainer.model, trainer.evaluate()
+    metrics = trainer.evaluate() if valid is not None else {}
+    return trainer.model, {
+        **metrics,
+        "logged_losses": [log["loss"] for log in trainer.state.log_history if "loss" in log],
+    }
 
 
 class WriteCountingBert(BertForSequenceClassification):
@@ -227,7 +255,7 @@ def main() -> None:
         trainer.train()
         final[name] = weights(trainer.model)
     results["eval"] = evaluation_metrics(os.path.join(out_dir, "eval"))
-    lm_model_after, results["lm_eval"] = lm_run(os.path.join(out_dir, "lm"))
+    lm_model_after, results["lm_eval"] = lm_run(os.path.join(out_dir, "lm"), num_processes=2)
     final["lm"] = weights(lm_model_after)
     final["uninterrupted"], final["resumed"], results["resume"] = resume_runs(out_dir)
     results["max_rank_difference"] = {name: max_rank_difference(tensors) for name, tensors in final.items()}

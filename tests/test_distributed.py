@@ -22,6 +22,7 @@ from ddp_distributed_worker import (  # noqa: E402
     evaluation_metrics,
     lm_documents,
     lm_model,
+    lm_run,
     variable_length_dataset,
 )
 
@@ -107,6 +108,22 @@ def test_evaluation_gathered_across_ranks_equals_one_process(distributed, tmp_pa
             assert metrics["eval_accuracy"] == single[order]["eval_accuracy"]
             assert metrics["eval_loss"] == pytest.approx(single[order]["eval_loss"], rel=1e-6)
     assert single["sorted"]["eval_loss"] == pytest.approx(single["sequential"]["eval_loss"], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_language_model_streams_train_under_ddp_as_on_one_process_with_all_the_streams(distributed, tmp_path):
+    # 2 processes x 2 streams against 1 process x 4 streams: the same rows, the state carried in each. The padded
+    # tail of the last row gives the ranks different token counts: the loss must be normalised over both.
+    # (Before LanguageModelTrainer counted the `shift_labels` tokens, each rank averaged its own: 1.2e-4 apart.)
+    out_dir, ranks = distributed
+    model, metrics = lm_run(str(tmp_path), num_processes=1)
+    single = {name: parameter.detach() for name, parameter in model.named_parameters()}
+    assert_same_weights(single, load_file(out_dir / "lm.safetensors"), atol=2e-6)
+    # The logged losses are true token means, not multiplied by the number of processes. (transformers' own
+    # `train().training_loss` adds the steps after the last log as seen by each rank alone: log at the last step.)
+    assert len(metrics["logged_losses"]) == 9  # 9 windows of about 5 tokens over rows of 44
+    for rank in ranks:
+        assert rank["lm_eval"]["logged_losses"] == pytest.approx(metrics["logged_losses"], rel=1e-5)
 
 
 @pytest.mark.slow

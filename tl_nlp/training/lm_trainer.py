@@ -95,6 +95,24 @@ class LanguageModelTrainer(ULMFiTTrainer):
             return dataset.dataloader(num_workers=self.args.dataloader_num_workers)
         return super().get_eval_dataloader(eval_dataset)
 
+    def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device):
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if (
+            num_items_in_batch is None
+            and self.model_accepts_loss_kwargs
+            and batch_samples
+            and "shift_labels" in batch_samples[0]
+            and "labels" not in batch_samples[0]
+        ):
+            # Trainer counts target tokens only in batches that carry `labels`; stream batches carry
+            # `shift_labels`. Without the count each process (and each accumulated window) would average its own
+            # tokens, and a process holding the stream's padded tail would weigh its tokens more.
+            num_items_in_batch = sum(int((batch["shift_labels"] != IGNORE_INDEX).sum()) for batch in batch_samples)
+            num_items_in_batch = torch.tensor(num_items_in_batch, device=device)
+            if self.args.average_tokens_across_devices and self.args.world_size > 1:
+                num_items_in_batch = self.accelerator.gather(num_items_in_batch).sum()
+        return batch_samples, num_items_in_batch
+
     def compute_loss(
         self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch=None
     ):
