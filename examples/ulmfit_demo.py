@@ -137,6 +137,9 @@ def load_corpora(args: DemoArguments) -> dict[str, datasets.Dataset]:
 def lm_streams(dataset, tokenizer, args: DemoArguments, shuffle: bool) -> LanguageModelStreams:
     # WikiText has a blank line between paragraphs: those rows are skipped (and counted in the log).
     tokenized = tokenize_for_language_model(dataset, tokenizer, skip_empty=True)
+    # Training streams are split between the processes of the run; every process measures the validation
+    # perplexity (stream_perplexity) over the whole validation stream.
+    processes = {} if shuffle else {"process_index": 0, "num_processes": 1}
     return LanguageModelStreams.from_dataset(
         tokenized,
         batch_size=args.lm_batch_size,
@@ -144,6 +147,7 @@ def lm_streams(dataset, tokenizer, args: DemoArguments, shuffle: bool) -> Langua
         shuffle=shuffle,
         seed=args.seed,
         pad_token_id=tokenizer.pad_token_id,
+        **processes,
     )
 
 
@@ -166,20 +170,18 @@ def language_model_stage(model, tokenizer, train_texts, valid_texts, args, folde
     """Trains `model` on `train_texts` as carried-state streams and saves it with the tokenizer and its training
     record in `folder`. Returns the folder, the validation perplexity before and after, and the seconds it took."""
     start = time.perf_counter()
+    # The arguments first: under `accelerate launch` they start the process group that the streams split over.
+    training_args = training_arguments(args, folder.name, weight_decay=0.01, gradual_unfreezing=False, **training)
     train = lm_streams(train_texts, tokenizer, args, shuffle=True)
     valid = lm_streams(valid_texts, tokenizer, args, shuffle=False)
     print(f"  {train.num_tokens:,} training tokens, {valid.num_tokens:,} validation tokens")
     before = stream_perplexity(model, valid)
-    trainer = LanguageModelTrainer(
-        model=model,
-        args=training_arguments(args, folder.name, weight_decay=0.01, gradual_unfreezing=False, **training),
-        train_dataset=train,
-        processing_class=tokenizer,
-    )
+    trainer = LanguageModelTrainer(model=model, args=training_args, train_dataset=train, processing_class=tokenizer)
     trainer.train()
     after = stream_perplexity(model, valid)
     trainer.log({"eval_perplexity": after})  # goes into the training record that save_model writes
-    trainer.save_model(str(folder))  # weights, tokenizer and ulmfit_training_record.json
+    trainer.save_model(str(folder))  # weights, tokenizer and ulmfit_training_record.json (main process only)
+    trainer.accelerator.wait_for_everyone()  # the next stage loads the folder on every process
     return folder, before, after, time.perf_counter() - start
 
 
@@ -286,10 +288,12 @@ def main() -> None:
     print(f"  accuracy on {len(clas_test)} held-out IMDb test reviews: {metrics['eval_accuracy']:.3f}")
     stage3 = output / "classifier"
     trainer.save_model(stage3)
-    tokenizer.save_pretrained(stage3)
-    (stage3 / "demo_metrics.json").write_text(
-        json.dumps({"eval": metrics, "seconds": timings, "arguments": asdict(args)}, indent=2)
-    )
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(stage3)
+        (stage3 / "demo_metrics.json").write_text(
+            json.dumps({"eval": metrics, "seconds": timings, "arguments": asdict(args)}, indent=2)
+        )
+    trainer.accelerator.wait_for_everyone()  # every process reads the folder below
     print(f"  saved to {stage3}")
 
     print("== pipeline('text-classification') on the saved folder")
@@ -301,6 +305,8 @@ def main() -> None:
         prediction = classify(text)[0]
         print(f"  {prediction['label']:>8s} {prediction['score']:.2f}  {text}")
     print("== seconds per stage: " + ", ".join(f"{name} {seconds:.0f}" for name, seconds in timings.items()))
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()  # under accelerate launch: gloo can abort at exit otherwise
     if math.isnan(metrics["eval_loss"]):
         raise SystemExit("the classifier's loss is NaN")
 

@@ -151,18 +151,23 @@ def test_evaluation_carries_state_and_is_deterministic(tmp_path):
     valid = LanguageModelStreams(DOCUMENTS, batch_size=2, bptt=5, shuffle=False)
     model = tiny_lm().eval()
     trainer = LanguageModelTrainer(model=model, args=lm_args(tmp_path), eval_dataset=valid)
-    first, second = trainer.evaluate()["eval_loss"], trainer.evaluate()["eval_loss"]
+    metrics = trainer.evaluate()
+    first, second = metrics["eval_loss"], trainer.evaluate()["eval_loss"]
     assert first == second
-    # The same windows read by hand with the state carried: Trainer averages the per-window mean losses.
-    losses, state = [], None
+    # The same windows read by hand with the state carried: the loss is the mean over every target token, not the
+    # mean of the per-window means (the last window is shorter and the stream's padded tail has no targets).
+    losses, counts, state = [], [], None
     with torch.no_grad():
         for batch in valid:
             out = model(input_ids=batch["input_ids"], shift_labels=batch["shift_labels"], state=state, use_cache=True)
             losses.append(out.loss.item())
+            counts.append(int((batch["shift_labels"] != -100).sum()))
             state = out.state
-    assert first == pytest.approx(np.mean(losses), rel=1e-5)
-    # The token-weighted perplexity over the whole stream, with and without the carried state.
+    assert first == pytest.approx(np.average(losses, weights=counts), rel=1e-6)
+    assert first != pytest.approx(np.mean(losses), rel=1e-6)
+    # The same number as the token-weighted perplexity over the whole stream, with the carried state.
     carried = stream_perplexity(model, valid)
+    assert metrics["eval_perplexity"] == pytest.approx(carried, rel=1e-6)
     assert carried != pytest.approx(stream_perplexity(model, valid, carry_state=False))
     assert carried == stream_perplexity(model, valid)
 

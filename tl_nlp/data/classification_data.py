@@ -284,7 +284,9 @@ def sortish_batches(
 class SortishSampler(Sampler[int]):
     """Training order for a dataloader with `batch_size`: consecutive runs of `batch_size` indices are the sortish
     batches of [`sortish_batches`]. The order depends only on `seed` and the epoch (`set_epoch`), so every DDP
-    process computes the same one and Accelerate hands each process whole batches.
+    process computes the same one. Accelerate deals the per-device batches out to the processes in turn, so under
+    DDP give it the global batch size (`ClassificationTrainer` does): each process then gets a consecutive slice
+    of every sortish batch, and a step sees the examples one process with that batch size would see.
 
     Args:
         lengths: length of each example (the `length` column of [`tokenize_dataset`]).

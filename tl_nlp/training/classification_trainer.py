@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
+import numpy as np
 import torch
+from transformers.trainer_utils import EvalLoopOutput
 
 from ..data.classification_data import SortedSampler, SortishSampler
 from .trainer import ULMFiTTrainer
@@ -14,6 +18,11 @@ class ClassificationTrainer(ULMFiTTrainer):
     `tl_nlp.data.tokenize_dataset`). Datasets without that column get Trainer's usual samplers. Use it with
     `DataCollatorWithPadding(tokenizer)`: little padding, and BPT3C in the model reads documents of any length.
 
+    Under DDP the sortish batches are built at the global batch size (`per_device_train_batch_size` x processes)
+    and Accelerate hands each process a consecutive slice of each, so a step sees the same examples as one process
+    with the global batch size. For single-label classifiers `eval_loss` is the mean cross-entropy over the gathered
+    logits: exact under DDP, where Trainer's own loss would count the duplicates that pad the last batch.
+
     Example:
 
     ```python
@@ -23,14 +32,75 @@ class ClassificationTrainer(ULMFiTTrainer):
     ```
     """
 
+    def _get_dataloader(
+        self,
+        dataset,
+        description: str,
+        batch_size: int,
+        sampler_fn: Callable | None = None,
+        is_training: bool = False,
+        dataloader_key: str | None = None,
+    ) -> torch.utils.data.DataLoader:
+        # Trainer drops the columns the model's forward does not take (`length` among them) before it asks for a
+        # sampler, so the lengths are read here, while the column is still there.
+        if "length" in getattr(dataset, "column_names", []):
+            lengths = np.asarray(dataset["length"])
+            sampler_fn = self._length_sampler_fn(lengths, batch_size, is_training)
+        return super()._get_dataloader(dataset, description, batch_size, sampler_fn, is_training, dataloader_key)
+
+    def _length_sampler_fn(self, lengths: Sequence[int], batch_size: int, is_training: bool) -> Callable:
+        if not is_training:
+            return lambda dataset: SortedSampler(lengths)
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        # Accelerate deals out consecutive per-device batches to the processes in turn, so sortish batches of the
+        # global size give every step the examples one process would see with that batch size.
+        global_batch_size = batch_size * self.args.world_size
+        return lambda dataset: SortishSampler(lengths, global_batch_size, seed=seed)
+
     def _get_train_sampler(self, train_dataset=None) -> torch.utils.data.Sampler | None:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if "length" in getattr(dataset, "column_names", []):
-            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-            return SortishSampler(dataset["length"], self.args.per_device_train_batch_size, seed=seed)
+            return self._length_sampler_fn(dataset["length"], self._train_batch_size, is_training=True)(dataset)
         return super()._get_train_sampler(train_dataset)
 
     def _get_eval_sampler(self, eval_dataset) -> torch.utils.data.Sampler | None:
         if "length" in getattr(eval_dataset, "column_names", []):
             return SortedSampler(eval_dataset["length"])
         return super()._get_eval_sampler(eval_dataset)
+
+    def evaluation_loop(
+        self,
+        dataloader: torch.utils.data.DataLoader,
+        description: str,
+        prediction_loss_only: bool | None = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ) -> EvalLoopOutput:
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        loss = self._gathered_cross_entropy(output)
+        if loss is not None:
+            output.metrics[f"{metric_key_prefix}_loss"] = loss
+        return output
+
+    def _gathered_cross_entropy(self, output: EvalLoopOutput) -> float | None:
+        """Mean cross-entropy over the gathered logits and labels (duplicates already dropped by Accelerate's
+        `gather_for_metrics`), for single-label classifiers; `None` when that is not the model's loss."""
+        logits, labels = output.predictions, output.label_ids
+        config = getattr(self.accelerator.unwrap_model(self.model), "config", None)
+        single_label = (
+            config is not None
+            and getattr(config, "num_labels", 1) > 1
+            and getattr(config, "problem_type", None) in (None, "single_label_classification")
+        )
+        if not (
+            single_label
+            and isinstance(logits, np.ndarray)
+            and isinstance(labels, np.ndarray)
+            and logits.ndim == 2
+            and labels.ndim == 1
+            and np.issubdtype(labels.dtype, np.integer)
+            and len(logits) == len(labels) > 0
+        ):
+            return None
+        loss = torch.nn.functional.cross_entropy(torch.from_numpy(logits).double(), torch.from_numpy(labels).long())
+        return loss.item()

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import TrainerCallback
+from transformers.trainer_utils import EvalLoopOutput
 
 from ..data.lm_data import IGNORE_INDEX, LanguageModelStreams
 from .trainer import ULMFiTTrainer
@@ -30,7 +31,13 @@ class LanguageModelTrainer(ULMFiTTrainer):
       separate states.
     - With `variable_bptt=True` streams, each optimizer step's learning rate is multiplied by the mean window length
       over `bptt` of its batches (AWD-LSTM's rule), and restored after the step.
-    - With streams, `label_names` defaults to `["shift_labels"]`, so evaluation reports `eval_loss`.
+    - With streams, `label_names` defaults to `["shift_labels"]`, so evaluation reports `eval_loss`: the mean
+      negative log-likelihood over every target token of the evaluation streams (summed over all processes under
+      DDP, each token counted once), and `eval_perplexity`, its exponential; the same number as
+      [`stream_perplexity`] on one process.
+    - Gradient accumulation over streams sums the gradients of consecutive windows of the same rows (the state is
+      carried between them): a step then sees `gradient_accumulation_steps` times more tokens of each stream, which
+      is not the same update as more streams per batch (a larger `batch_size`).
 
     Args:
         *args, **kwargs: as for `ULMFiTTrainer`.
@@ -48,10 +55,20 @@ class LanguageModelTrainer(ULMFiTTrainer):
         super().__init__(*args, **kwargs)
         eval_datasets = self.eval_dataset.values() if isinstance(self.eval_dataset, dict) else [self.eval_dataset]
         streams = [d for d in [self.train_dataset, *eval_datasets] if isinstance(d, LanguageModelStreams)]
+        for dataset in streams:
+            if (dataset.process_index, dataset.num_processes) != (self.args.process_index, self.args.world_size):
+                raise ValueError(
+                    f"LanguageModelStreams built for process {dataset.process_index} of {dataset.num_processes}, but "
+                    f"this is process {self.args.process_index} of {self.args.world_size}: every process would read "
+                    "the wrong rows. Build the streams after the training arguments (creating them starts the "
+                    "process group), or pass process_index= and num_processes=."
+                )
         if self.args.label_names is None and streams:
             # Stream batches carry their targets as `shift_labels`; evaluation needs them to report a loss.
             self.label_names = ["shift_labels"]
         self.carried_state: dict[bool, tuple | None] = {True: None, False: None}
+        # Evaluation over streams: summed negative log-likelihood and number of target tokens on this process.
+        self.eval_totals = torch.zeros(2, dtype=torch.float64)
         self.window_lr_scales: list[float] = []
         self.add_callback(WindowLearningRateCallback(self))
 
@@ -78,6 +95,24 @@ class LanguageModelTrainer(ULMFiTTrainer):
             return dataset.dataloader(num_workers=self.args.dataloader_num_workers)
         return super().get_eval_dataloader(eval_dataset)
 
+    def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device):
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if (
+            num_items_in_batch is None
+            and self.model_accepts_loss_kwargs
+            and batch_samples
+            and "shift_labels" in batch_samples[0]
+            and "labels" not in batch_samples[0]
+        ):
+            # Trainer counts target tokens only in batches that carry `labels`; stream batches carry
+            # `shift_labels`. Without the count each process (and each accumulated window) would average its own
+            # tokens, and a process holding the stream's padded tail would weigh its tokens more.
+            num_items_in_batch = sum(int((batch["shift_labels"] != IGNORE_INDEX).sum()) for batch in batch_samples)
+            num_items_in_batch = torch.tensor(num_items_in_batch, device=device)
+            if self.args.average_tokens_across_devices and self.args.world_size > 1:
+                num_items_in_batch = self.accelerator.gather(num_items_in_batch).sum()
+        return batch_samples, num_items_in_batch
+
     def compute_loss(
         self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch=None
     ):
@@ -98,7 +133,31 @@ class LanguageModelTrainer(ULMFiTTrainer):
         self.carried_state[training] = tuple((h.detach(), c.detach()) for h, c in outputs.state)
         if training:
             self.window_lr_scales.append(float(lr_scale))
+        else:
+            # The model's loss is the mean over this window's target tokens; windows differ in how many they hold
+            # (the last is shorter, the padded tail has none), so the evaluation loss is weighted by tokens.
+            num_targets = (inputs["shift_labels"] != IGNORE_INDEX).sum()
+            self.eval_totals += torch.stack([loss.detach().double().cpu() * num_targets.cpu(), num_targets.cpu()])
         return (loss, outputs) if return_outputs else loss
+
+    def evaluation_loop(
+        self,
+        dataloader: torch.utils.data.DataLoader,
+        description: str,
+        prediction_loss_only: bool | None = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ) -> EvalLoopOutput:
+        self.eval_totals = torch.zeros(2, dtype=torch.float64)
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        if isinstance(dataloader.dataset, LanguageModelStreams):
+            # Each process read its own rows of the streams: the sums over processes cover every token once.
+            totals = self.accelerator.reduce(self.eval_totals.to(self.args.device), reduction="sum").cpu()
+            if totals[1] > 0:
+                loss = float(totals[0] / totals[1])
+                output.metrics[f"{metric_key_prefix}_loss"] = loss
+                output.metrics[f"{metric_key_prefix}_perplexity"] = math.exp(loss)
+        return output
 
 
 class WindowLearningRateCallback(TrainerCallback):

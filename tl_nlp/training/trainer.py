@@ -57,6 +57,30 @@ def model_normalizes_loss_by_num_items(model: nn.Module) -> bool:
     return takes_kwargs and token_loss
 
 
+def check_fsdp_supports_layer_groups(accelerator: Any, args: ULMFiTTrainingArguments) -> None:
+    """Fails early when FSDP would hide the per-parameter names that layer groups need.
+
+    FSDP1 without `use_orig_params` flattens each wrapped unit into one `FlatParameter`: the optimizer can no longer
+    give each layer group its own learning rate, and a group cannot be frozen inside a unit. FSDP2 shards every
+    parameter separately (as a DTensor) and keeps their names, so it needs nothing; gradual unfreezing then keeps
+    `requires_grad=True` and drops frozen gradients before the step (see `GradualUnfreezingCallback`).
+
+    Args:
+        accelerator: the trainer's `accelerate.Accelerator`.
+        args: the training arguments (`discriminative_lr_decay`, `gradual_unfreezing`).
+    """
+    plugin = getattr(accelerator.state, "fsdp_plugin", None)
+    if plugin is None or getattr(plugin, "fsdp_version", 1) != 1 or plugin.use_orig_params:
+        return
+    if args.gradual_unfreezing or args.discriminative_lr_decay != 1.0:
+        raise ValueError(
+            "FSDP (fsdp_version: 1) with use_orig_params=False flattens the parameters, so layer groups cannot get "
+            "their own learning rates (discriminative_lr_decay) or be frozen (gradual_unfreezing). Set "
+            "`fsdp_use_orig_params: true` in the accelerate config (fsdp_config={'use_orig_params': True} in "
+            "TrainingArguments), or use `fsdp_version: 2` (accelerate_configs/fsdp.yaml)."
+        )
+
+
 class ULMFiTTrainer(Trainer):
     """A `Trainer` that fine-tunes any model the ULMFiT way.
 
@@ -100,6 +124,7 @@ class ULMFiTTrainer(Trainer):
                 f"ULMFiTTrainer needs ULMFiTTrainingArguments, got {type(self.args).__name__}: build the arguments "
                 "with tl_nlp.ULMFiTTrainingArguments (same fields as TrainingArguments, plus the ULMFiT ones)."
             )
+        check_fsdp_supports_layer_groups(self.accelerator, self.args)
         self.custom_layer_groups = custom_layer_groups
         self.num_update_steps_per_epoch: int | None = None
         self.model_accepts_loss_kwargs = model_normalizes_loss_by_num_items(self.accelerator.unwrap_model(self.model))
