@@ -87,9 +87,7 @@ def test_adapters_of_layer_k_get_layer_ks_discriminative_rate(tmp_path, factory)
                 assert id(parameters[name]) not in rate_of, name  # frozen base weights stay out of the optimizer
         if group.name.startswith("layer "):
             assert any("lora_" in name and parameters[name].requires_grad for name in group.parameter_names)
-    assert all(
-        "lora_" in name or "modules_to_save" in name for name, p in parameters.items() if id(p) in rate_of
-    )
+    assert all("lora_" in name or "modules_to_save" in name for name, p in parameters.items() if id(p) in rate_of)
 
 
 def test_gradual_unfreezing_keeps_frozen_groups_adapters_still(tmp_path):
