@@ -40,7 +40,9 @@ def test_awd_lstm_concat_pooling_is_the_classifiers_whatever_the_batching(tokeni
     for index, text in enumerate(texts):
         ids = torch.tensor([tokenizer(text)["input_ids"]])
         torch.testing.assert_close(features[index], classifier.pool_document(ids)[0].detach(), atol=1e-6, rtol=0)
-    torch.testing.assert_close(extract_features(classifier, tokenizer, texts, batch_size=8), features, atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        extract_features(classifier, tokenizer, texts, batch_size=8), features, atol=1e-6, rtol=0
+    )
 
 
 def test_bert_mean_and_cls_pooling_over_real_tokens(tokenizer):

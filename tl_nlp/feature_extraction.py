@@ -227,7 +227,7 @@ class FeatureExtractionClassifier:
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-                total += float(loss) * len(batch)
+                total += float(loss.detach()) * len(batch)
             history.append(total / features.size(0))
         self.head = head.eval()
         return history
