@@ -109,15 +109,16 @@ class ZeroShotLMClassifier:
         ids = self.tokenizer(prompts)["input_ids"]
         return [row[-self.max_length :] if self.max_length else row for row in ids]
 
-    def _pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Right-pad rows of ids: `(input_ids, attention_mask)` on the model's device."""
+    def _pad(self, rows: list[list[int]], left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pad rows of ids on the right (or the left): `(input_ids, attention_mask)` on the model's device."""
         width = max(len(row) for row in rows)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
         for index, row in enumerate(rows):
-            input_ids[index, : len(row)] = torch.tensor(row)
-            attention_mask[index, : len(row)] = 1
+            span = slice(width - len(row), width) if left else slice(0, len(row))
+            input_ids[index, span] = torch.tensor(row)
+            attention_mask[index, span] = 1
         return input_ids.to(self.device), attention_mask.to(self.device)
 
     @torch.no_grad()
@@ -129,10 +130,12 @@ class ZeroShotLMClassifier:
         return self._scores_from_concatenation(prompts)
 
     def _scores_from_state(self, prompts: list[list[int]]) -> torch.Tensor:
-        input_ids, attention_mask = self._pad(prompts)
-        out = self.model(input_ids, attention_mask=attention_mask, return_dict=True)
-        last = attention_mask.sum(1) - 1
-        first_log_probs = out.logits[torch.arange(len(prompts), device=self.device), last].float().log_softmax(-1)
+        # Left padding puts every prompt's last token in the last column, so only that column's logits are computed
+        # (the decoder over the whole vocabulary costs as much as the LSTM); the state is each row's after its last
+        # real token whatever the padding.
+        input_ids, attention_mask = self._pad(prompts, left=True)
+        out = self.model(input_ids, attention_mask=attention_mask, logits_to_keep=1, return_dict=True)
+        first_log_probs = out.logits[:, -1].float().log_softmax(-1)
         scores = []
         for word in self._words:
             score = first_log_probs[:, word[0]]
