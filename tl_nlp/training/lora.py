@@ -49,9 +49,10 @@ class ULMFiTLoraArguments:
         r (`int`, defaults to 8): rank of each adapter (>= 1).
         lora_alpha (`float`, defaults to 16): scale; the update is `lora_alpha / r * B @ A` (> 0).
         lora_dropout (`float`, defaults to 0.0): dropout on the adapter input, in [0, 1).
-        adapt_embeddings (`bool`, defaults to `True`): for AWD-LSTM, also adapt the embedding matrix (its decoder
-            is tied to it, so a language model's output layer is adapted too).
-        train_head (`bool`, defaults to `True`): train a classifier's head (`classifier` / `score`) in full.
+        adapt_embeddings (`bool`, defaults to `True`): for AWD-LSTM, also adapt the embedding lookup (a language
+            model's tied decoder keeps reading the base matrix: peft adapts the lookup only).
+        train_head (`bool`, defaults to `True`): train a classifier's head (`classifier` / `score`, and a BERT-style
+            pooler) in full.
         target_modules (`list[str]`, *optional*): your own module targets instead of the per-architecture ones.
     """
 
@@ -59,7 +60,7 @@ class ULMFiTLoraArguments:
     lora_alpha: float = field(default=16.0, metadata={"help": "LoRA scale: update = lora_alpha / r * B @ A (> 0)."})
     lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapter input, in [0, 1)."})
     adapt_embeddings: bool = field(
-        default=True, metadata={"help": "AWD-LSTM: also adapt the embedding matrix (and so the tied decoder)."}
+        default=True, metadata={"help": "AWD-LSTM: also adapt the embedding lookup (not the tied decoder)."}
     )
     train_head: bool = field(default=True, metadata={"help": "Train a classifier's new head in full."})
     target_modules: list[str] | None = field(
