@@ -21,7 +21,9 @@ from .data import (
     train_ulmfit_tokenizer,
     transfer_vocabulary,
 )
+from .feature_extraction import FeatureExtractionClassifier, FeatureHeadArguments, extract_features
 from .hub import ULMFiTStage, ULMFiTTrainingRecord, build_model_card, prepare_hub_folder, push_ulmfit_to_hub
+from .hub_adapters import build_adapter_card, prepare_adapter_folder, push_adapter_to_hub
 from .models.awd_lstm import (
     AWDLSTMConfig,
     AWDLSTMForCausalLM,
@@ -30,10 +32,13 @@ from .models.awd_lstm import (
     AWDLSTMPreTrainedModel,
 )
 from .training import (
+    AuxiliaryLMTrainer,
     ClassificationTrainer,
+    ClassifierWithAuxiliaryLM,
     GradualUnfreezingCallback,
     LanguageModelTrainer,
     LayerGroup,
+    ULMFiTLoraArguments,
     ULMFiTTrainer,
     ULMFiTTrainingArguments,
     discriminative_param_groups,
@@ -42,7 +47,10 @@ from .training import (
     layer_groups,
     stlr_multiplier,
     stream_perplexity,
+    ulmfit_lora_config,
+    ulmfit_lora_model,
 )
+from .zero_shot import ZeroShotLMClassifier
 
 __version__ = "0.1.0"
 
@@ -52,28 +60,38 @@ __all__ = [
     "AWDLSTMForSequenceClassification",
     "AWDLSTMModel",
     "AWDLSTMPreTrainedModel",
+    "AuxiliaryLMTrainer",
     "ClassificationTrainer",
+    "ClassifierWithAuxiliaryLM",
+    "FeatureExtractionClassifier",
+    "FeatureHeadArguments",
     "GradualUnfreezingCallback",
     "LanguageModelStreams",
     "LanguageModelTrainer",
     "LayerGroup",
     "SortishSampler",
+    "ULMFiTLoraArguments",
     "ULMFiTStage",
     "ULMFiTTokenizerFast",
     "ULMFiTTrainer",
     "ULMFiTTrainingArguments",
     "ULMFiTTrainingRecord",
+    "ZeroShotLMClassifier",
     "__version__",
     "backward_tokenizer",
+    "build_adapter_card",
     "build_model_card",
     "convert_fastai_checkpoint",
     "discriminative_param_groups",
     "ensemble_predict",
+    "extract_features",
     "get_stlr_schedule",
     "layer_group_summary",
     "layer_groups",
     "load_text_dataset",
+    "prepare_adapter_folder",
     "prepare_hub_folder",
+    "push_adapter_to_hub",
     "push_ulmfit_to_hub",
     "stlr_multiplier",
     "stream_perplexity",
@@ -81,6 +99,8 @@ __all__ = [
     "tokenize_for_language_model",
     "train_ulmfit_tokenizer",
     "transfer_vocabulary",
+    "ulmfit_lora_config",
+    "ulmfit_lora_model",
 ]
 
 

@@ -9,6 +9,7 @@ over the file:
     echo "A wonderful film." | tl-nlp predict --model_name_or_path runs/demo/classifier
     tl-nlp convert-fastai lm.pth vocab.pkl converted/
     tl-nlp push --model_dir runs/demo/classifier --repo_id me/imdb-ulmfit   # the record ULMFiTTrainer saved there
+    tl-nlp zero-shot --model_name_or_path runs/demo/lm_imdb --labels negative positive --label_words bad good
 
 It works the same under `accelerate launch -m tl_nlp.cli ...`. Errors a user can fix (a wrong path, an unknown
 model, bad input) are one line on stderr and exit status 2, not a traceback.
@@ -245,11 +246,19 @@ def _convert_fastai(argv: Sequence[str], prog: str) -> int:
     return convert_fastai_main(argv)
 
 
+def _zero_shot(argv: Sequence[str], prog: str) -> int:
+    from .zero_shot import ZeroShotArguments, run_zero_shot
+
+    run_zero_shot(parse_dataclass(ZeroShotArguments, argv, prog))
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable[[Sequence[str], str], int], str]] = {
     "predict": (_dataclass_command(PredictArguments, run_predict), "classify texts (JSON lines out)"),
     "generate": (_dataclass_command(GenerateArguments, run_generate), "continue a prompt with a language model"),
     "convert-fastai": (_convert_fastai, "convert a fastai AWD-LSTM checkpoint into a tl_nlp folder"),
     "push": (_push, "upload a model with a model card written from its training record to the Hub"),
+    "zero-shot": (_zero_shot, "classify texts with a language model and label words, no training (JSON lines out)"),
 }
 
 

@@ -1,0 +1,109 @@
+"""Zero-shot classification by LM scoring: exact label log-likelihoods, carried state, calibration, CLI."""
+
+import json
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from tl_nlp import AWDLSTMConfig, AWDLSTMForCausalLM, ZeroShotLMClassifier
+from tl_nlp.cli import main
+from tl_nlp.data import train_ulmfit_tokenizer
+
+CORPUS = ["This movie was great, really great!", "Awful film. I hated it. Terrible.", "The cat sat on the mat."] * 4
+TEXTS = ["A great film, I loved it.", "Awful.", "The cat was on the mat and it was great"]
+LABELS = {"negative": ["bad", "Terrible"], "positive": "great"}  # " Terrible" is two tokens: xxmaj terrible
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_ulmfit_tokenizer(CORPUS, min_frequency=1)
+
+
+def awd_lstm_lm(vocab_size: int) -> AWDLSTMForCausalLM:
+    torch.manual_seed(0)
+    config = AWDLSTMConfig(vocab_size=vocab_size, embedding_size=8, hidden_size=12, num_hidden_layers=2)
+    return AWDLSTMForCausalLM(config).eval()
+
+
+def gpt2_lm(vocab_size: int) -> GPT2LMHeadModel:
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=vocab_size, n_embd=16, n_layer=2, n_head=2, n_positions=64, pad_token_id=1)
+    return GPT2LMHeadModel(config).eval()
+
+
+def reference_log_likelihood(model, tokenizer, prompt: str, word: str) -> float:
+    """log p(word | prompt) from one unpadded pass over prompt + word, token by token."""
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    word_ids = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([prompt_ids + word_ids])
+    with torch.no_grad():
+        log_probs = model(ids).logits[0].log_softmax(-1)
+    return sum(float(log_probs[len(prompt_ids) - 1 + i, token]) for i, token in enumerate(word_ids))
+
+
+@pytest.mark.parametrize("factory", [awd_lstm_lm, gpt2_lm])
+def test_label_scores_are_the_exact_log_likelihoods_of_the_label_words(tokenizer, factory):
+    model = factory(len(tokenizer))
+    classifier = ZeroShotLMClassifier(model, tokenizer, LABELS, template="{text} It was", batch_size=2)
+    assert [len(word) for word in classifier._words] == [1, 2, 1]
+    # Batches of 2 with prompts of different lengths: padding and (for AWD-LSTM) carried state change nothing.
+    words = torch.cat([classifier.word_log_likelihoods(TEXTS[i : i + 2]) for i in range(0, 3, 2)])
+    for row, text in enumerate(TEXTS):
+        for column, word in enumerate(["bad", "Terrible", "great"]):
+            expected = reference_log_likelihood(model, tokenizer, f"{text} It was", word)
+            assert words[row, column].item() == pytest.approx(expected, abs=1e-4), (text, word)
+    labels = classifier.label_log_likelihoods(TEXTS)
+    torch.testing.assert_close(labels[:, 0], words[:, :2].logsumexp(1))  # several words: summed probabilities
+    torch.testing.assert_close(labels[:, 1], words[:, 2])
+
+    results = classifier(TEXTS)
+    for result, scores in zip(results, labels.softmax(1).tolist(), strict=True):
+        assert result["scores"] == pytest.approx(dict(zip(["negative", "positive"], scores, strict=True)))
+        assert result["label"] == max(result["scores"], key=result["scores"].get)
+        assert result["score"] == pytest.approx(max(scores))
+
+
+def test_calibration_removes_the_models_prior_for_a_label_word(tokenizer):
+    model = awd_lstm_lm(len(tokenizer))
+    great = tokenizer(" great", add_special_tokens=False)["input_ids"][0]
+    with torch.no_grad():
+        model.decoder.bias[great] += 20.0  # the LM now says "great" after anything
+    labels = {"negative": "bad", "positive": "great"}
+    raw = ZeroShotLMClassifier(model, tokenizer, labels)
+    assert [result["label"] for result in raw(TEXTS)] == ["positive"] * 3
+    calibrated = ZeroShotLMClassifier(model, tokenizer, labels, calibration_text="N/A")
+    expected = raw.label_log_likelihoods(TEXTS) - raw.label_log_likelihoods(["N/A"])
+    got = [[result["scores"][label] for label in ("negative", "positive")] for result in calibrated(TEXTS)]
+    torch.testing.assert_close(torch.tensor(got), expected.softmax(1))
+
+
+def test_bad_settings_are_refused(tokenizer):
+    model = awd_lstm_lm(len(tokenizer))
+    with pytest.raises(ValueError, match="template must contain"):
+        ZeroShotLMClassifier(model, tokenizer, ["bad", "great"], template="It was")
+    with pytest.raises(ValueError, match="at least 2 labels"):
+        ZeroShotLMClassifier(model, tokenizer, ["great"])
+    with pytest.raises(ValueError, match="non-empty word"):
+        ZeroShotLMClassifier(model, tokenizer, {"a": "great", "b": " "})
+
+
+def test_cli_zero_shot_writes_the_classifiers_answers(tokenizer, tmp_path, capsys):
+    model = awd_lstm_lm(len(tokenizer))
+    model.save_pretrained(tmp_path / "lm")
+    tokenizer.save_pretrained(tmp_path / "lm")
+    (tmp_path / "texts.txt").write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    argv = ["zero-shot", "--model_name_or_path", str(tmp_path / "lm"), "--labels", "negative", "positive",
+            "--label_words", "bad|Terrible", "great", "--input_file", str(tmp_path / "texts.txt")]  # fmt: skip
+    assert main(argv) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    expected = ZeroShotLMClassifier(model, tokenizer, LABELS)(TEXTS)
+    assert [line["text"] for line in lines] == TEXTS
+    for line, answer in zip(lines, expected, strict=True):
+        assert line["label"] == answer["label"]
+        assert line["scores"] == pytest.approx(answer["scores"], abs=1e-6)
+
+    assert main(argv[:6] + ["--label_words", "bad"]) == 2
+    assert "label_words has 1 entries for 2 labels" in capsys.readouterr().err
+    assert main(["zero-shot", "--model_name_or_path", str(tmp_path / "nowhere"), "--labels", "a", "b"]) == 2
+    assert "cannot load a causal language model" in capsys.readouterr().err

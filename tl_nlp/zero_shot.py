@@ -1,0 +1,268 @@
+"""Zero-shot text classification by language-model scoring: no labelled data, only a prompt and label words.
+
+Each text is put in a template (`"{text} It was"`) and each label is scored by the log-likelihood the language model
+gives its word(s) after the prompt (`" great"` / `" terrible"`); a word of several tokens scores the sum of their
+log-probabilities, and a label with several words the log of the summed probabilities. The label with the highest
+score wins; `scores` are their softmax. With `calibration_text` ("contextual calibration", Zhao et al. 2021), the
+scores of a content-free input (`"N/A"` in the template) are subtracted first, which removes the model's prior
+preference for one label word.
+
+Any causal LM works. AWD-LSTM carries its state: the prompt is read once and each label continuation is scored
+from the state after it. Other models (GPT-2, Llama...) read prompt and continuation together, once per word.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+
+def _label_words(labels: Sequence[str] | Mapping[str, str | Sequence[str]]) -> dict[str, list[str]]:
+    if isinstance(labels, Mapping):
+        words = {label: [value] if isinstance(value, str) else list(value) for label, value in labels.items()}
+    elif isinstance(labels, str):
+        raise ValueError(
+            f"labels must be a list of label words or a mapping label -> word(s), got the string {labels!r}"
+        )
+    else:
+        words = {label: [label] for label in labels}
+    if len(words) < 2:
+        raise ValueError(f"labels must name at least 2 labels, got {list(words)}.")
+    for label, label_words in words.items():
+        if not label_words or any(not isinstance(w, str) or not w.strip() for w in label_words):
+            raise ValueError(f"label {label!r} needs at least one non-empty word, got {label_words!r}.")
+    return words
+
+
+class ZeroShotLMClassifier:
+    """Classify texts with a causal language model and no training, by the likelihood of each label's word(s).
+
+    Args:
+        model (`nn.Module`): a causal LM (`AWDLSTMForCausalLM`, `GPT2LMHeadModel`, any `AutoModelForCausalLM`).
+        tokenizer (`PreTrainedTokenizerBase`): its tokenizer.
+        labels (`Sequence[str]` or `Mapping[str, str | Sequence[str]]`): the label words (each label is its own
+            word), or label -> word(s), e.g. `{"positive": ["great", "good"], "negative": ["terrible", "bad"]}`.
+        template (`str`, defaults to `"{text} It was"`): the prompt; must contain `{text}`. Each word is scored as
+            the continuation `" " + word`.
+        batch_size (`int`, defaults to 16): texts per forward pass.
+        max_length (`int`, *optional*): keep only the last `max_length` tokens of each prompt (the words next to
+            the label matter most).
+        calibration_text (`str`, *optional*): a content-free text (e.g. `"N/A"`) whose label scores are subtracted.
+
+    Example:
+
+    ```python
+    >>> classifier = ZeroShotLMClassifier(model, tokenizer, {"positive": "great", "negative": "terrible"})
+    >>> classifier(["A wonderful film.", "Dull and far too long."])  # doctest: +SKIP
+    [{'label': 'positive', 'score': 0.71, 'scores': {...}}, {'label': 'negative', ...}]
+    ```
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        labels: Sequence[str] | Mapping[str, str | Sequence[str]],
+        template: str = "{text} It was",
+        batch_size: int = 16,
+        max_length: int | None = None,
+        calibration_text: str | None = None,
+    ):
+        if "{text}" not in template:
+            raise ValueError(f"template must contain '{{text}}' where the text goes, got {template!r}.")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        if max_length is not None and max_length < 1:
+            raise ValueError(f"max_length must be >= 1 or None, got {max_length}.")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.template = template
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.label_words = _label_words(labels)
+        self.labels = list(self.label_words)
+        self.carries_state = getattr(getattr(model, "config", None), "model_type", None) == "awd_lstm"
+        # Every word of every label, as token ids of its continuation, and which label each belongs to.
+        self._words, self._word_label = [], []
+        for index, label in enumerate(self.labels):
+            for word in self.label_words[label]:
+                ids = tokenizer(" " + word.strip(), add_special_tokens=False)["input_ids"]
+                if not ids:
+                    raise ValueError(f"label word {word!r} of label {label!r} tokenizes to nothing.")
+                self._words.append(ids)
+                self._word_label.append(index)
+        self._calibration = None
+        if calibration_text is not None:
+            self._calibration = self.label_log_likelihoods([calibration_text])[0]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _prompt_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        prompts = [self.template.format(text=text) for text in texts]
+        ids = self.tokenizer(prompts)["input_ids"]
+        return [row[-self.max_length :] if self.max_length else row for row in ids]
+
+    def _pad(self, rows: list[list[int]], left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pad rows of ids on the right (or the left): `(input_ids, attention_mask)` on the model's device."""
+        width = max(len(row) for row in rows)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for index, row in enumerate(rows):
+            span = slice(width - len(row), width) if left else slice(0, len(row))
+            input_ids[index, span] = torch.tensor(row)
+            attention_mask[index, span] = 1
+        return input_ids.to(self.device), attention_mask.to(self.device)
+
+    @torch.no_grad()
+    def word_log_likelihoods(self, texts: Sequence[str]) -> torch.Tensor:
+        """`(len(texts), num_words)`: log p(word | prompt) of every label word, summed over its tokens."""
+        prompts = self._prompt_ids(texts)
+        if self.carries_state:
+            return self._scores_from_state(prompts)
+        return self._scores_from_concatenation(prompts)
+
+    def _scores_from_state(self, prompts: list[list[int]]) -> torch.Tensor:
+        # Left padding puts every prompt's last token in the last column, so only that column's logits are computed
+        # (the decoder over the whole vocabulary costs as much as the LSTM); the state is each row's after its last
+        # real token whatever the padding.
+        input_ids, attention_mask = self._pad(prompts, left=True)
+        out = self.model(input_ids, attention_mask=attention_mask, logits_to_keep=1, return_dict=True)
+        first_log_probs = out.logits[:, -1].float().log_softmax(-1)
+        scores = []
+        for word in self._words:
+            score = first_log_probs[:, word[0]]
+            if len(word) > 1:
+                # Continue each prompt's state with the word's tokens: the prompt is never read again.
+                continuation = torch.tensor([word[:-1]] * len(prompts), device=self.device)
+                log_probs = self.model(continuation, state=out.state, return_dict=True).logits.float().log_softmax(-1)
+                targets = torch.tensor(word[1:], device=self.device)
+                score = score + log_probs.gather(-1, targets.expand(len(prompts), -1).unsqueeze(-1)).sum((1, 2))
+            scores.append(score)
+        return torch.stack(scores, dim=1)
+
+    def _scores_from_concatenation(self, prompts: list[list[int]]) -> torch.Tensor:
+        scores = []
+        for word in self._words:
+            input_ids, attention_mask = self._pad([prompt + word for prompt in prompts])
+            log_probs = self.model(input_ids, attention_mask=attention_mask).logits.float().log_softmax(-1)
+            score = torch.zeros(len(prompts), device=self.device)
+            for offset, token in enumerate(word):
+                # The logit at position p predicts the token at p + 1.
+                position = torch.tensor([len(prompt) - 1 + offset for prompt in prompts], device=self.device)
+                score = score + log_probs[torch.arange(len(prompts), device=self.device), position, token]
+            scores.append(score)
+        return torch.stack(scores, dim=1)
+
+    def label_log_likelihoods(self, texts: Sequence[str]) -> torch.Tensor:
+        """`(len(texts), num_labels)`: log of the summed probabilities of each label's words (uncalibrated)."""
+        results = []
+        word_label = torch.tensor(self._word_label)
+        for start in range(0, len(texts), self.batch_size):
+            words = self.word_log_likelihoods(texts[start : start + self.batch_size]).cpu()
+            per_label = [words[:, word_label == index].logsumexp(dim=1) for index in range(len(self.labels))]
+            results.append(torch.stack(per_label, dim=1))
+        return torch.cat(results)
+
+    def __call__(self, texts: str | Sequence[str]) -> list[dict]:
+        """Classify `texts` (one string or several).
+
+        Returns:
+            `list[dict]`: per text, `label` (the best), `score` (its probability among the labels) and `scores`
+            (label -> probability), as the text-classification pipeline with `top_k=None` reports them.
+        """
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts:
+            return []
+        scores = self.label_log_likelihoods(texts)
+        if self._calibration is not None:
+            scores = scores - self._calibration
+        probabilities = scores.softmax(dim=1)
+        results = []
+        for row in probabilities.tolist():
+            best = max(range(len(row)), key=row.__getitem__)
+            results.append(
+                {"label": self.labels[best], "score": row[best], "scores": dict(zip(self.labels, row, strict=True))}
+            )
+        return results
+
+
+@dataclass
+class ZeroShotArguments:
+    """Classify texts without training: the label whose word a causal language model finds most likely."""
+
+    model_name_or_path: str = field(metadata={"help": "Folder (or Hub id) of a causal language model with tokenizer."})
+    labels: list[str] = field(metadata={"help": "The labels, e.g. --labels positive negative."})
+    label_words: list[str] | None = field(
+        default=None,
+        metadata={"help": "Word(s) for each label, in order, '|' between several: --label_words 'great|good' bad."},
+    )
+    template: str = field(default="{text} It was", metadata={"help": "The prompt; must contain {text}."})
+    calibration_text: str | None = field(
+        default=None, metadata={"help": "Content-free text (e.g. 'N/A') whose label scores are subtracted."}
+    )
+    input_file: str | None = field(
+        default=None, metadata={"help": "Text file with one text per line; standard input when not given."}
+    )
+    output_file: str | None = field(
+        default=None, metadata={"help": "Where to write the JSON lines; standard output when not given."}
+    )
+    batch_size: int = field(default=16, metadata={"help": "Texts per forward pass (>= 1)."})
+    max_length: int | None = field(default=None, metadata={"help": "Keep the last this many prompt tokens (>= 1)."})
+    device: str | None = field(default=None, metadata={"help": "'cpu', 'cuda'...; the best available when not given."})
+    trust_remote_code: bool = field(default=True, metadata={"help": "Allow the model's own code."})
+
+    def __post_init__(self):
+        if len(self.labels) < 2:
+            raise ValueError(f"labels must name at least 2 labels, got {self.labels}.")
+        if self.label_words is not None and len(self.label_words) != len(self.labels):
+            raise ValueError(
+                f"label_words has {len(self.label_words)} entries for {len(self.labels)} labels: give one entry "
+                "(words separated by '|') per label, in the order of --labels."
+            )
+        if "{text}" not in self.template:
+            raise ValueError(f"template must contain '{{text}}', got {self.template!r}.")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}.")
+        if self.max_length is not None and self.max_length < 1:
+            raise ValueError(f"max_length must be >= 1 or not given, got {self.max_length}.")
+
+
+def run_zero_shot(arguments: ZeroShotArguments) -> None:
+    """`tl-nlp zero-shot`: read texts, classify them, write one JSON line per text."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .cli import UsageError, read_texts, write_output
+
+    path = arguments.model_name_or_path
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=arguments.trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=arguments.trust_remote_code)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"cannot load a causal language model from {path!r}: {str(error).splitlines()[0]}") from error
+    if arguments.device is not None:
+        model = model.to(arguments.device)
+    words = arguments.label_words or arguments.labels
+    labels = {label: entry.split("|") for label, entry in zip(arguments.labels, words, strict=True)}
+    texts = read_texts(arguments.input_file)
+    classifier = ZeroShotLMClassifier(
+        model,
+        tokenizer,
+        labels,
+        template=arguments.template,
+        batch_size=arguments.batch_size,
+        max_length=arguments.max_length,
+        calibration_text=arguments.calibration_text,
+    )
+    lines = [
+        json.dumps({"text": text, **result}, ensure_ascii=False)
+        for text, result in zip(texts, classifier(texts), strict=True)
+    ]
+    write_output("\n".join(lines) + "\n", arguments.output_file)
