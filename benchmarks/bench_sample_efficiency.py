@@ -124,6 +124,17 @@ class SampleEfficiencyArguments:
     fastai_label_counts: list[int] | None = field(
         default=None, metadata={"help": "Label counts to run with fastai (default: all of the preset's)."}
     )
+    tl_nlp_classifiers: bool = field(
+        default=True,
+        metadata={
+            "help": "Train the tl_nlp classifiers; --tl_nlp_classifiers false runs only fastai's (e.g. in a second "
+            "process next to the first, once stage 2 is cached; give it another --results_file)."
+        },
+    )
+    results_file: str = field(
+        default="results.json",
+        metadata={"help": "File name (in output_dir) for this process's results; the plot reads every results*.json."},
+    )
     implementations: list[str] = field(
         default_factory=lambda: ["ulmfit", "scratch"], metadata={"help": "Classifiers to train: ulmfit, scratch."}
     )
@@ -393,7 +404,7 @@ def main() -> None:
     wiki = {s: load_text_dataset(str(data_dir / "wikitext-2" / f"{s}.txt")) for s in ("train", "valid")}
     lm_reviews = imdb["unsup"].select(rows["lm_train"][: sizes["finetune_reviews"]])
     lm_valid = imdb["unsup"].select(rows["lm_valid"])
-    results_path = output / "results.json"
+    results_path = output / args.results_file
     report: dict = {"arguments": asdict(args), "preset": sizes, "stages": {}, "classifiers": []}
 
     def save() -> None:
@@ -495,6 +506,7 @@ def main() -> None:
             data_paths[label_count] = write_fastai_inputs(data_for[label_count], label_count, fastai_folder)
     # All tl_nlp classifiers first, then fastai's on the same data: a run cut short still has the whole tl_nlp curve.
     runs = [("tl_nlp", kind, count) for count in sizes["label_counts"] for kind in args.implementations]
+    runs = runs if args.tl_nlp_classifiers else []
     runs += [("fastai", kind, count) for count in fastai_counts for kind in args.implementations if args.fastai_python]
     for implementation, kind, label_count in runs:
         epochs = epochs_for[label_count]
@@ -514,16 +526,18 @@ def main() -> None:
         f"IMDb, preset {args.preset}: AWD-LSTM {sizes['embedding_size']}/{sizes['hidden_size']}/"
         f"{sizes['num_hidden_layers']}, first {sizes['max_tokens'] or 'all'} tokens, {len(test_set):,} test reviews"
     )
-    plot(report["classifiers"], output / "sample_efficiency.png", title)
+    # Every results*.json of the folder: a fastai-only process run next to the main one lands in the same plot.
+    merged = [r for path in sorted(output.glob("results*.json")) for r in json.loads(path.read_text())["classifiers"]]
+    plot(merged, output / "sample_efficiency.png", title)
     print(f"== results in {results_path}, plot in {output / 'sample_efficiency.png'}")
     print("| labels | classifier | implementation | test accuracy | clas_valid accuracy | train s | tokens/s |")
     print("|---|---|---|---|---|---|---|")
-    for r in report["classifiers"]:
+    for r in merged:
         print(
             f"| {r['labels']:,} | {r['classifier']} | {r['implementation']} | {r['test_accuracy']:.4f} | "
             f"{r['valid_accuracy']:.4f} | {r['train_seconds']:.0f} | {r['train_tokens_per_s']:.0f} |"
         )
-    if any(math.isnan(r["test_accuracy"]) for r in report["classifiers"]):
+    if any(math.isnan(r["test_accuracy"]) for r in merged):
         sys.exit("a classifier's accuracy is NaN")
 
 
