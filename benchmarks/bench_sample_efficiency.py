@@ -121,6 +121,10 @@ class SampleEfficiencyArguments:
     fastai_python: str = field(
         default="", metadata={"help": "Python of a venv with fastai 2.8 (e.g. .fastai-venv/bin/python); empty: skip."}
     )
+    label_counts: list[int] | None = field(
+        default=None,
+        metadata={"help": "Train only these of the preset's label counts (e.g. in another process; default: all)."},
+    )
     fastai_label_counts: list[int] | None = field(
         default=None, metadata={"help": "Label counts to run with fastai (default: all of the preset's)."}
     )
@@ -169,6 +173,12 @@ class SampleEfficiencyArguments:
             raise ValueError(
                 f"--fastai_python {self.fastai_python} does not exist (see ../shared/tools/fastai-venv.sh)"
             )
+        for name in ("label_counts", "fastai_label_counts"):
+            unknown = set(getattr(self, name) or []) - set(self.sizes["label_counts"])
+            if unknown:
+                raise ValueError(
+                    f"--{name} must be among the preset's {self.sizes['label_counts']}, got {sorted(unknown)}"
+                )
         if not self.output_dir:
             self.output_dir = f"runs/sample_efficiency/{self.preset}"
 
@@ -505,7 +515,8 @@ def main() -> None:
         if args.fastai_python and label_count in fastai_counts:
             data_paths[label_count] = write_fastai_inputs(data_for[label_count], label_count, fastai_folder)
     # All tl_nlp classifiers first, then fastai's on the same data: a run cut short still has the whole tl_nlp curve.
-    runs = [("tl_nlp", kind, count) for count in sizes["label_counts"] for kind in args.implementations]
+    tl_nlp_counts = args.label_counts or sizes["label_counts"]
+    runs = [("tl_nlp", kind, count) for count in tl_nlp_counts for kind in args.implementations]
     runs = runs if args.tl_nlp_classifiers else []
     runs += [("fastai", kind, count) for count in fastai_counts for kind in args.implementations if args.fastai_python]
     for implementation, kind, label_count in runs:
