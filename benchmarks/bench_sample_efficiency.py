@@ -62,8 +62,9 @@ from tl_nlp import (
 FASTAI_WORKER = Path(__file__).with_name("sample_efficiency_fastai.py")
 LABEL_NAMES = ["negative", "positive"]
 
-# Every size of a run. `cpu` was sized to finish, fastai included, within about 45 minutes on 2 CPU cores shared
-# with other jobs (see BENCHMARKS.md); `gpu` is the paper's model size with whole reviews and the full test set.
+# Every size of a run. `cpu` was sized for 2 CPU cores shared with other jobs: its recorded run (BENCHMARKS.md) took
+# 45 minutes of wall time as four processes, fastai at 100 and 1,000 labels included; `gpu` is the paper's model size
+# with whole reviews and the full test set.
 PRESETS: dict[str, dict] = {
     "tiny": dict(
         vocab_size=4_000,
