@@ -42,12 +42,16 @@ def split_examples(arrays: dict, split: str) -> list[tuple[torch.Tensor, torch.T
     ]
 
 
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def sorted_loader(examples, batch_size: int, shuffle: bool, config: dict) -> SortedDL:
     return SortedDL(
         examples,
         res=[len(x) for x, _ in examples],
         bs=batch_size,
         shuffle=shuffle,
+        device=DEVICE,
         # BatchNorm in the head cannot train on a batch of one.
         drop_last=shuffle and len(examples) % batch_size == 1,
         before_batch=partial(
@@ -109,6 +113,7 @@ def main() -> None:
     )
     if job["classifier"] == "ulmfit":
         load_encoder(model, job["encoder"])
+    model.to(DEVICE)
     test_loader = sorted_loader(test, 128, False, config)
     valid_loader = sorted_loader(valid, 128, False, config)
     learn = TextLearner(
