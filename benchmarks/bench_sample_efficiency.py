@@ -1,0 +1,557 @@
+"""ULMFiT's sample efficiency on IMDb: classifiers from a fine-tuned LM against the same classifier from scratch.
+
+The paper's headline (Howard & Ruder 2018, figure 3): with ULMFiT, 100 labelled examples match training from scratch
+on 10 to 100 times more. The protocol here, on the fixed rows of `../shared/data/imdb/small_protocol.json`:
+
+1. A general-domain AWD-LSTM language model trained on WikiText-2 (train split), with a word vocabulary learnt
+   from WikiText-2 and the LM-fine-tuning reviews.
+2. That LM fine-tuned on unlabelled IMDb reviews (`lm_train` rows of unsup; discriminative rates, STLR).
+   Stages 1 and 2 run once and are cached under `--output_dir` (delete the folders to retrain).
+3. For each number of labels (100, 1,000, 10,000: the first 50 of each class of `train_1k` in protocol order,
+   `train_1k`, `train_10k`), two classifiers of the same architecture, on the same labels, with the same epochs,
+   batch size, peak rate and STLR:
+   - `ulmfit`: encoder from stage 2, gradual unfreezing and discriminative rates (decay 2.6);
+   - `scratch`: random initialisation, every layer trained from the first step at one rate.
+   Both are evaluated on `test_5k` (balanced, 5,000 test reviews; the `gpu` preset uses all 25,000) and on
+   `clas_valid` (500 held-out training reviews). Reviews are cut to their first `max_tokens` tokens (preset).
+4. With `--fastai_python`, the same classifiers with fastai 2.8's own API (`benchmarks/sample_efficiency_fastai.py`
+   run in that venv as a subprocess): the same token ids, the same stage-2 encoder weights for `ulmfit`, the same
+   epochs, batch size, peak rate, unfreezing points and dropouts, fastai's `fit_one_cycle` per unfreezing stage.
+   fastai's LM stages are not run: both implementations start from our stage-2 LM.
+
+Everything (accuracy, wall time and tokens/s of each stage) goes to `<output_dir>/results.json`, rewritten after
+every run, and the plot of accuracy against labels to `<output_dir>/sample_efficiency.png`.
+
+    .venv/bin/python benchmarks/bench_sample_efficiency.py --preset tiny    # smoke check, a few minutes
+    .venv/bin/python benchmarks/bench_sample_efficiency.py --preset cpu --fastai_python .fastai-venv/bin/python
+    python benchmarks/bench_sample_efficiency.py --preset gpu --fastai_python PATH   # full sizes, on a GPU
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from transformers import DataCollatorWithPadding, HfArgumentParser, set_seed
+
+from tl_nlp import (
+    AWDLSTMConfig,
+    AWDLSTMForCausalLM,
+    AWDLSTMForSequenceClassification,
+    ClassificationTrainer,
+    LanguageModelStreams,
+    LanguageModelTrainer,
+    ULMFiTTokenizerFast,
+    ULMFiTTrainingArguments,
+    load_text_dataset,
+    stream_perplexity,
+    tokenize_dataset,
+    tokenize_for_language_model,
+    train_ulmfit_tokenizer,
+)
+
+FASTAI_WORKER = Path(__file__).with_name("sample_efficiency_fastai.py")
+LABEL_NAMES = ["negative", "positive"]
+
+# Every size of a run. `cpu` was sized for 2 CPU cores shared with other jobs: its recorded run (BENCHMARKS.md) took
+# 45 minutes of wall time as four processes, fastai at 100 and 1,000 labels included; `gpu` is the paper's model size
+# with whole reviews and the full test set.
+PRESETS: dict[str, dict] = {
+    "tiny": dict(
+        vocab_size=4_000,
+        embedding_size=64,
+        hidden_size=128,
+        num_hidden_layers=3,
+        pretrain_epochs=0.02,
+        finetune_reviews=300,
+        finetune_epochs=1.0,
+        label_counts=[100, 1_000],
+        classifier_epochs=[4, 2],
+        max_tokens=64,
+        test_reviews=500,
+        batch_size=32,
+    ),
+    "cpu": dict(
+        vocab_size=8_000,
+        embedding_size=100,
+        hidden_size=256,
+        num_hidden_layers=3,
+        pretrain_epochs=0.15,
+        finetune_reviews=1_500,
+        finetune_epochs=1.0,
+        label_counts=[100, 1_000, 10_000],
+        classifier_epochs=[20, 6, 1],
+        max_tokens=80,
+        test_reviews=5_000,
+        batch_size=32,
+    ),
+    "gpu": dict(
+        vocab_size=60_000,
+        embedding_size=400,
+        hidden_size=1152,
+        num_hidden_layers=3,
+        pretrain_epochs=15.0,
+        finetune_reviews=8_000,
+        finetune_epochs=10.0,
+        label_counts=[100, 1_000, 10_000],
+        classifier_epochs=[40, 15, 6],
+        max_tokens=0,
+        test_reviews=25_000,
+        batch_size=64,
+    ),
+}
+
+
+@dataclass
+class SampleEfficiencyArguments:
+    preset: str = field(default="cpu", metadata={"help": f"Sizes of the run: one of {sorted(PRESETS)}."})
+    data_dir: str = field(default="../shared/data", metadata={"help": "Folder with wikitext-2/ and imdb/."})
+    output_dir: str = field(
+        default="",
+        metadata={"help": "Where the LMs, results.json and the plot go (default runs/sample_efficiency/PRESET)."},
+    )
+    fastai_python: str = field(
+        default="", metadata={"help": "Python of a venv with fastai 2.8 (e.g. .fastai-venv/bin/python); empty: skip."}
+    )
+    label_counts: list[int] | None = field(
+        default=None,
+        metadata={"help": "Train only these of the preset's label counts (e.g. in another process; default: all)."},
+    )
+    fastai_label_counts: list[int] | None = field(
+        default=None, metadata={"help": "Label counts to run with fastai (default: all of the preset's)."}
+    )
+    tl_nlp_classifiers: bool = field(
+        default=True,
+        metadata={
+            "help": "Train the tl_nlp classifiers; --tl_nlp_classifiers false runs only fastai's (e.g. in a second "
+            "process next to the first, once stage 2 is cached; give it another --results_file)."
+        },
+    )
+    results_file: str = field(
+        default="results.json",
+        metadata={"help": "File name (in output_dir) for this process's results; the plot reads every results*.json."},
+    )
+    implementations: list[str] = field(
+        default_factory=lambda: ["ulmfit", "scratch"], metadata={"help": "Classifiers to train: ulmfit, scratch."}
+    )
+    learning_rate: float = field(default=1e-2, metadata={"help": "Peak rate of the classifiers' top layer group."})
+    unfreeze_at_fractions: list[float] = field(
+        default_factory=lambda: [0.1, 0.2, 0.3, 0.4],
+        metadata={"help": "ULMFiT classifiers: one more layer group (of 5) trains from each of these step fractions."},
+    )
+    bptt: int = field(default=70, metadata={"help": "Language-model window length."})
+    lm_batch_size: int = field(default=32, metadata={"help": "Parallel streams in language-model training."})
+    threads: int = field(
+        default=1,
+        metadata={
+            "help": "torch threads (CPU). 1 by default: on 2 cores shared with other jobs, 2 threads ran a training "
+            "step about 10x slower than 1 (threads waiting for each other); use the core count on a quiet machine."
+        },
+    )
+    seed: int = field(default=42, metadata={"help": "Random seed (initialisations, data order)."})
+
+    def __post_init__(self):
+        if self.preset not in PRESETS:
+            raise ValueError(f"--preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
+        unknown = set(self.implementations) - {"ulmfit", "scratch"}
+        if not self.implementations or unknown:
+            raise ValueError(f"--implementations takes ulmfit and/or scratch, got {self.implementations}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"--learning_rate must be > 0, got {self.learning_rate}")
+        for name in ("bptt", "lm_batch_size", "threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.fastai_python and not Path(self.fastai_python).is_file():
+            raise ValueError(
+                f"--fastai_python {self.fastai_python} does not exist (see ../shared/tools/fastai-venv.sh)"
+            )
+        for name in ("label_counts", "fastai_label_counts"):
+            unknown = set(getattr(self, name) or []) - set(self.sizes["label_counts"])
+            if unknown:
+                raise ValueError(
+                    f"--{name} must be among the preset's {self.sizes['label_counts']}, got {sorted(unknown)}"
+                )
+        if not self.output_dir:
+            self.output_dir = f"runs/sample_efficiency/{self.preset}"
+
+    @property
+    def sizes(self) -> dict:
+        return PRESETS[self.preset]
+
+
+def protocol_rows(data_dir: Path) -> dict[str, list[int]]:
+    """The fixed rows of the small protocol, plus `train_100`: the first 50 reviews of each class of `train_1k`."""
+    protocol = json.loads((data_dir / "imdb" / "small_protocol.json").read_text())
+    rows = {key: value["rows"] for key, value in protocol.items() if isinstance(value, dict)}
+    labels = load_text_dataset(str(data_dir / "imdb" / "train.parquet"))["label"]
+    per_class: dict[int, list[int]] = {0: [], 1: []}
+    for row in rows["train_1k"]:
+        if len(per_class[labels[row]]) < 50:
+            per_class[labels[row]].append(row)
+    rows["train_100"] = per_class[0] + per_class[1]
+    return rows
+
+
+def labelled_subset(label_count: int) -> str:
+    return {100: "train_100", 1_000: "train_1k", 10_000: "train_10k"}[label_count]
+
+
+def training_arguments(args: SampleEfficiencyArguments, stage: str, **overrides) -> ULMFiTTrainingArguments:
+    values = dict(
+        output_dir=str(Path(args.output_dir) / "checkpoints" / stage),
+        seed=args.seed,
+        logging_steps=50,
+        save_strategy="no",
+        report_to=[],
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        disable_tqdm=True,
+        weight_decay=0.01,
+    )
+    values.update(overrides)
+    return ULMFiTTrainingArguments(**values)
+
+
+def language_model_stage(model, tokenizer, train_texts, valid_texts, args, folder: Path, epochs: float, **training):
+    """Trains `model` on `train_texts` as carried-state streams, saves it with the tokenizer in `folder` and returns
+    a record: validation perplexity before and after, training tokens, seconds and tokens/s."""
+    start = time.perf_counter()
+
+    def streams(texts, shuffle: bool) -> LanguageModelStreams:
+        tokenized = tokenize_for_language_model(texts, tokenizer, skip_empty=True)
+        return LanguageModelStreams.from_dataset(
+            tokenized,
+            batch_size=args.lm_batch_size,
+            bptt=args.bptt,
+            shuffle=shuffle,
+            seed=args.seed,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+
+    train, valid = streams(train_texts, True), streams(valid_texts, False)
+    before = stream_perplexity(model, valid)
+    trainer = LanguageModelTrainer(
+        model=model,
+        args=training_arguments(args, folder.name, num_train_epochs=epochs, gradual_unfreezing=False, **training),
+        train_dataset=train,
+    )
+    train_start = time.perf_counter()
+    trainer.train()
+    train_seconds = time.perf_counter() - train_start
+    after = stream_perplexity(model, valid)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    tokens = trainer.state.global_step * args.lm_batch_size * args.bptt
+    record = {
+        "valid_perplexity_before": before,
+        "valid_perplexity_after": after,
+        "train_tokens": tokens,
+        "train_seconds": train_seconds,
+        "train_tokens_per_s": tokens / train_seconds,
+        "seconds": time.perf_counter() - start,
+    }
+    (folder / "stage_record.json").write_text(json.dumps(record, indent=2))
+    return record
+
+
+def truncate(dataset: datasets.Dataset, max_tokens: int) -> datasets.Dataset:
+    """Keeps the first `max_tokens` tokens of each review (0: whole reviews)."""
+    if max_tokens <= 0:
+        return dataset
+
+    def cut(batch):
+        ids = [row[:max_tokens] for row in batch["input_ids"]]
+        return {"input_ids": ids, "attention_mask": [[1] * len(row) for row in ids], "length": [len(r) for r in ids]}
+
+    return dataset.map(cut, batched=True, desc="Truncating")
+
+
+def accuracy(prediction) -> dict[str, float]:
+    return {"accuracy": float((prediction.predictions.argmax(-1) == prediction.label_ids).mean())}
+
+
+def train_classifier(
+    kind: str, label_count: int, epochs: int, data: dict, tokenizer, lm_folder: Path, args: SampleEfficiencyArguments
+) -> dict:
+    """One tl_nlp classifier (`ulmfit` or `scratch`) on `data["train"]`, evaluated on test and clas_valid."""
+    set_seed(args.seed)
+    id2label = dict(enumerate(LABEL_NAMES))
+    label2id = {name: index for index, name in id2label.items()}
+    if kind == "ulmfit":
+        model = AWDLSTMForSequenceClassification.from_pretrained(
+            lm_folder, num_labels=2, id2label=id2label, label2id=label2id
+        )
+        technique = dict(gradual_unfreezing=True, unfreeze_at_fractions=args.unfreeze_at_fractions)
+    else:
+        config = AWDLSTMConfig.from_pretrained(lm_folder, num_labels=2, id2label=id2label, label2id=label2id)
+        model = AWDLSTMForSequenceClassification(config)  # same architecture, random initialisation
+        # Nothing pretrained to protect: every layer trains from the first step, at one rate.
+        technique = dict(gradual_unfreezing=False, discriminative_lr_decay=1.0)
+    trainer = ClassificationTrainer(
+        model=model,
+        args=training_arguments(
+            args,
+            f"{kind}_{label_count}",
+            num_train_epochs=epochs,
+            learning_rate=args.learning_rate,
+            per_device_train_batch_size=args.sizes["batch_size"],
+            per_device_eval_batch_size=128,
+            eval_strategy="no",
+            **technique,
+        ),
+        train_dataset=data["train"],
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=accuracy,
+    )
+    start = time.perf_counter()
+    trainer.train()
+    train_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    test = trainer.evaluate(data["test"], metric_key_prefix="test")
+    test_seconds = time.perf_counter() - start
+    valid = trainer.evaluate(data["valid"], metric_key_prefix="valid")
+    train_tokens = epochs * sum(data["train"]["length"])
+    test_tokens = sum(data["test"]["length"])
+    return {
+        "implementation": "tl_nlp",
+        "classifier": kind,
+        "labels": label_count,
+        "epochs": epochs,
+        "test_accuracy": test["test_accuracy"],
+        "valid_accuracy": valid["valid_accuracy"],
+        "train_seconds": train_seconds,
+        "train_tokens_per_s": train_tokens / train_seconds,
+        "test_seconds": test_seconds,
+        "test_tokens_per_s": test_tokens / test_seconds,
+    }
+
+
+def write_fastai_inputs(data: dict, label_count: int, folder: Path) -> Path:
+    """Token ids and labels as plain arrays (no pickles) for the fastai worker."""
+    path = folder / f"data_{label_count}.npz"
+    arrays = {}
+    for split in ("train", "test", "valid"):
+        ids = data[split]["input_ids"]
+        arrays[f"{split}_ids"] = np.concatenate([np.asarray(row, dtype=np.int64) for row in ids])
+        arrays[f"{split}_offsets"] = np.cumsum([0] + [len(row) for row in ids]).astype(np.int64)
+        arrays[f"{split}_labels"] = np.asarray(data[split]["labels"], dtype=np.int64)
+    np.savez(path, **arrays)
+    return path
+
+
+def run_fastai(kind, label_count, epochs, data_path, encoder_path, config, args) -> dict:
+    job = {
+        "classifier": kind,
+        "labels": label_count,
+        "epochs": epochs,
+        "data": str(data_path),
+        "encoder": str(encoder_path) if kind == "ulmfit" else None,
+        "learning_rate": args.learning_rate,
+        "batch_size": args.sizes["batch_size"],
+        "unfreeze_at_fractions": args.unfreeze_at_fractions,
+        "seed": args.seed,
+        "threads": args.threads,
+        "config": config,
+    }
+    completed = subprocess.run(
+        [args.fastai_python, str(FASTAI_WORKER), json.dumps(job)], capture_output=True, text=True, check=False
+    )
+    if completed.returncode != 0:
+        raise SystemExit(f"fastai {kind} classifier on {label_count} labels failed:\n{completed.stderr[-4000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def plot(results: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4.2))
+    styles = {
+        ("tl_nlp", "ulmfit"): ("C0", "o-", "ULMFiT (tl_nlp)"),
+        ("tl_nlp", "scratch"): ("C1", "s-", "from scratch (tl_nlp)"),
+        ("fastai", "ulmfit"): ("C0", "o--", "ULMFiT (fastai)"),
+        ("fastai", "scratch"): ("C1", "s--", "from scratch (fastai)"),
+    }
+    for (implementation, kind), (color, style, label) in styles.items():
+        points = sorted(
+            (r["labels"], r["test_accuracy"])
+            for r in results
+            if r["implementation"] == implementation and r["classifier"] == kind
+        )
+        if points:
+            axes.plot(*zip(*points, strict=True), style, color=color, label=label, alpha=0.6 if "--" in style else 1)
+    axes.set_xscale("log")
+    axes.set_xlabel("labelled training reviews")
+    axes.set_ylabel("test accuracy")
+    axes.set_title(title, fontsize=9)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main() -> None:
+    (args,) = HfArgumentParser(SampleEfficiencyArguments).parse_args_into_dataclasses()
+    torch.set_num_threads(args.threads)
+    set_seed(args.seed)
+    sizes = args.sizes
+    output = Path(args.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    data_dir = Path(args.data_dir)
+    rows = protocol_rows(data_dir)
+    imdb = {s: load_text_dataset(str(data_dir / "imdb" / f"{s}.parquet")) for s in ("train", "test", "unsup")}
+    wiki = {s: load_text_dataset(str(data_dir / "wikitext-2" / f"{s}.txt")) for s in ("train", "valid")}
+    lm_reviews = imdb["unsup"].select(rows["lm_train"][: sizes["finetune_reviews"]])
+    lm_valid = imdb["unsup"].select(rows["lm_valid"])
+    results_path = output / args.results_file
+    report: dict = {"arguments": asdict(args), "preset": sizes, "stages": {}, "classifiers": []}
+
+    def save() -> None:
+        results_path.write_text(json.dumps(report, indent=2))
+
+    stage1, stage2 = output / "lm_wikitext2", output / "lm_imdb"
+    if (stage2 / "model.safetensors").is_file():
+        print(f"== stages 1 and 2: reusing {stage1} and {stage2}")
+        tokenizer = ULMFiTTokenizerFast.from_pretrained(stage2)
+        report["stages"] = json.loads((output / "lm_stages.json").read_text())
+    else:
+        print("== tokenizer")
+        start = time.perf_counter()
+        tokenizer = train_ulmfit_tokenizer(
+            (text for corpus in (wiki["train"], lm_reviews) for text in corpus["text"]),
+            vocab_size=sizes["vocab_size"],
+        )
+        report["stages"]["tokenizer"] = {"seconds": time.perf_counter() - start, "vocab_size": len(tokenizer)}
+        config = AWDLSTMConfig(
+            vocab_size=len(tokenizer),
+            embedding_size=sizes["embedding_size"],
+            hidden_size=sizes["hidden_size"],
+            num_hidden_layers=sizes["num_hidden_layers"],
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        model = AWDLSTMForCausalLM(config)
+        report["stages"]["parameters"] = sum(p.numel() for p in model.parameters())
+        print(f"== stage 1: LM on WikiText-2, {report['stages']['parameters']:,} parameters")
+        report["stages"]["pretrain"] = language_model_stage(
+            model,
+            tokenizer,
+            wiki["train"],
+            wiki["valid"],
+            args,
+            stage1,
+            sizes["pretrain_epochs"],
+            learning_rate=3e-3,
+            discriminative_lr_decay=1.0,
+        )
+        print(f"   {report['stages']['pretrain']}")
+        print(f"== stage 2: LM fine-tuned on {len(lm_reviews):,} IMDb reviews")
+        report["stages"]["finetune"] = language_model_stage(
+            model, tokenizer, lm_reviews, lm_valid, args, stage2, sizes["finetune_epochs"], learning_rate=2e-3
+        )
+        print(f"   {report['stages']['finetune']}")
+        (output / "lm_stages.json").write_text(json.dumps(report["stages"], indent=2))
+    save()
+
+    config = AWDLSTMConfig.from_pretrained(stage2)
+    fastai_config = {
+        key: getattr(config, key)
+        for key in (
+            "vocab_size",
+            "embedding_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "input_dropout",
+            "hidden_dropout",
+            "embedding_dropout",
+            "weight_dropout",
+            "dropout_multiplier",
+            "classifier_hidden_sizes",
+            "classifier_dropouts",
+            "bptt_chunk_length",
+            "pad_token_id",
+        )
+    }
+    fastai_folder = output / "fastai_inputs"
+    encoder_path = fastai_folder / "encoder.npz"
+    if args.fastai_python:
+        fastai_folder.mkdir(exist_ok=True)
+        weights = load_file(str(stage2 / "model.safetensors"))
+        np.savez(encoder_path, **{k: v.numpy() for k, v in weights.items() if k.startswith("awd_lstm.")})
+
+    def tokenized(split: str, key: str, count: int | None = None) -> datasets.Dataset:
+        indices = rows[key] if count is None else rows[key][:count]
+        dataset, _, _ = tokenize_dataset(imdb[split].select(indices), tokenizer, label_names=LABEL_NAMES)
+        return truncate(dataset, sizes["max_tokens"])
+
+    if sizes["test_reviews"] > len(rows["test_5k"]):  # the gpu preset: the whole test set
+        test_set, _, _ = tokenize_dataset(imdb["test"], tokenizer, label_names=LABEL_NAMES)
+        test_set = truncate(test_set, sizes["max_tokens"])
+    else:
+        test_set = tokenized("test", "test_5k")
+        if sizes["test_reviews"] < len(test_set):  # the tiny preset: a balanced head of test_5k
+            labels = np.asarray(test_set["labels"])
+            keep = [int(i) for c in (0, 1) for i in np.flatnonzero(labels == c)[: sizes["test_reviews"] // 2]]
+            test_set = test_set.select(keep)
+    valid_set = tokenized("train", "clas_valid")
+    fastai_counts = args.fastai_label_counts or sizes["label_counts"]
+    epochs_for = dict(zip(sizes["label_counts"], sizes["classifier_epochs"], strict=True))
+    data_for, data_paths = {}, {}
+    for label_count in sizes["label_counts"]:
+        train_set = tokenized("train", labelled_subset(label_count))
+        data_for[label_count] = {"train": train_set, "test": test_set, "valid": valid_set}
+        if args.fastai_python and label_count in fastai_counts:
+            data_paths[label_count] = write_fastai_inputs(data_for[label_count], label_count, fastai_folder)
+    # All tl_nlp classifiers first, then fastai's on the same data: a run cut short still has the whole tl_nlp curve.
+    tl_nlp_counts = args.label_counts or sizes["label_counts"]
+    runs = [("tl_nlp", kind, count) for count in tl_nlp_counts for kind in args.implementations]
+    runs = runs if args.tl_nlp_classifiers else []
+    runs += [("fastai", kind, count) for count in fastai_counts for kind in args.implementations if args.fastai_python]
+    for implementation, kind, label_count in runs:
+        epochs = epochs_for[label_count]
+        print(f"== {implementation} {kind} classifier, {label_count:,} labels, {epochs} epochs", flush=True)
+        if implementation == "tl_nlp":
+            result = train_classifier(kind, label_count, epochs, data_for[label_count], tokenizer, stage2, args)
+        else:
+            result = run_fastai(kind, label_count, epochs, data_paths[label_count], encoder_path, fastai_config, args)
+        report["classifiers"].append(result)
+        save()
+        print(
+            f"   test accuracy {result['test_accuracy']:.4f} (clas_valid {result['valid_accuracy']:.4f}), "
+            f"train {result['train_seconds']:.0f} s ({result['train_tokens_per_s']:.0f} tokens/s)",
+            flush=True,
+        )
+    title = (
+        f"IMDb, preset {args.preset}: AWD-LSTM {sizes['embedding_size']}/{sizes['hidden_size']}/"
+        f"{sizes['num_hidden_layers']}, first {sizes['max_tokens'] or 'all'} tokens, {len(test_set):,} test reviews"
+    )
+    # Every results*.json of the folder: a fastai-only process run next to the main one lands in the same plot.
+    merged = [r for path in sorted(output.glob("results*.json")) for r in json.loads(path.read_text())["classifiers"]]
+    plot(merged, output / "sample_efficiency.png", title)
+    print(f"== results in {results_path}, plot in {output / 'sample_efficiency.png'}")
+    print("| labels | classifier | implementation | test accuracy | clas_valid accuracy | train s | tokens/s |")
+    print("|---|---|---|---|---|---|---|")
+    for r in merged:
+        print(
+            f"| {r['labels']:,} | {r['classifier']} | {r['implementation']} | {r['test_accuracy']:.4f} | "
+            f"{r['valid_accuracy']:.4f} | {r['train_seconds']:.0f} | {r['train_tokens_per_s']:.0f} |"
+        )
+    if any(math.isnan(r["test_accuracy"]) for r in merged):
+        sys.exit("a classifier's accuracy is NaN")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""The protocol helpers of benchmarks/bench_sample_efficiency.py: which IMDb rows each run uses."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from tl_nlp import load_text_dataset
+
+DATA = Path("../shared/data")
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_sample_efficiency.py"
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("bench_sample_efficiency", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(not (DATA / "imdb" / "small_protocol.json").is_file(), reason="needs ../shared/data/imdb")
+def test_protocol_rows_are_fixed_balanced_and_nested():
+    bench = load_benchmark()
+    rows = bench.protocol_rows(DATA)
+    labels = load_text_dataset(str(DATA / "imdb" / "train.parquet"))["label"]
+    # train_100: the first 50 reviews of each class of train_1k, in protocol order.
+    train_1k = rows["train_1k"]
+    expected = [r for r in train_1k if labels[r] == 0][:50] + [r for r in train_1k if labels[r] == 1][:50]
+    assert rows["train_100"] == expected
+    assert set(rows["train_100"]) <= set(train_1k) <= set(rows["train_10k"])
+    for key, size in (("train_100", 100), ("train_1k", 1_000), ("train_10k", 10_000)):
+        assert len(rows[key]) == size
+        assert sum(labels[r] for r in rows[key]) == size // 2
+    assert not set(rows["clas_valid"]) & set(rows["train_10k"])
+    assert len(rows["test_5k"]) == 5_000
+    assert [bench.labelled_subset(n) for n in (100, 1_000, 10_000)] == ["train_100", "train_1k", "train_10k"]
+
+
+def test_arguments_name_the_bad_field():
+    bench = load_benchmark()
+    with pytest.raises(ValueError, match="--preset must be one of"):
+        bench.SampleEfficiencyArguments(preset="huge")
+    with pytest.raises(ValueError, match="--implementations"):
+        bench.SampleEfficiencyArguments(implementations=["bert"])
+    args = bench.SampleEfficiencyArguments(preset="tiny")
+    assert args.output_dir == "runs/sample_efficiency/tiny"
+    for preset in bench.PRESETS.values():
+        assert len(preset["label_counts"]) == len(preset["classifier_epochs"])
