@@ -86,6 +86,10 @@ class ULMFiTTokenizerFast(PreTrainedTokenizerFast):
             Return every sequence's ids in reverse order (after truncation, before padding), for backward language
             models and classifiers, so that a backward model gets reversed ids from raw text in `pipeline()` too.
 
+    A call on more than `pipeline_chunk_size` texts (1,024; a class attribute) without padding or tensors, as when a
+    corpus is tokenized, runs the Python rules on one chunk while the Rust backend encodes the previous one; the ids
+    are those of one call.
+
     Example:
 
     ```python
