@@ -9,9 +9,10 @@ throughput (reviews/s) and as work (reviews per CPU-second, this process and its
 DataLoader workers), which neighbours on a shared machine disturb much less:
 
 - end to end, raw text in, class probabilities out: fastai `learn.get_preds(dl=learn.dls.test_dl(texts))` (spaCy
-  tokenization, fastai's default DataLoader workers) against tl_nlp `pipeline("text-classification", ...)`, once
-  on the reviews in their order and once on the reviews sorted by length (`end_to_end_sorted`: what fastai's
-  SortedDL does inside get_preds, done by the caller, answers put back in the input order);
+  tokenization, fastai's default DataLoader workers) against tl_nlp `pipeline("text-classification", ...)` on the
+  reviews in their order (`end_to_end`: tl_nlp's AWD-LSTM pipeline, which batches by length like fastai's SortedDL
+  and answers in input order), and against transformers' stock `TextClassificationPipeline` on the same folder
+  (`end_to_end_stock`: batches in input order, what `pipeline()` did before tl_nlp registered its own class);
 - model only, token ids in: fastai `get_preds` on a `test_dl` of the already numericalized reviews (its
   length-sorted, pad-first batches) against tl_nlp's classifier on length-sorted batches of the same ids.
 
@@ -22,6 +23,7 @@ accuracy is reported.
 
     .venv/bin/python benchmarks/bench_inference.py --fastai_python .fastai-venv/bin/python
     .venv/bin/python benchmarks/bench_inference.py --fastai_python .fastai-venv/bin/python --num_reviews 200 --rounds 1
+    .venv/bin/python benchmarks/bench_inference.py --num_reviews 150 --rounds 3 --skip_model_only
 
 The data is read from ../shared/data/imdb (rows from small_protocol.json: `train_10k` for the vocabulary, the first
 `--num_reviews` of `test_5k` for the measurement). The worker half imports neither tl_nlp nor fastai at the top, so
@@ -30,6 +32,7 @@ that the fastai venv can run this file.
 
 import argparse
 import json
+import os
 import pickle
 import resource
 import statistics
@@ -43,10 +46,10 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT / ".." / "shared" / "data" / "imdb"
-# end_to_end_sorted is tl_nlp's pipeline fed length-sorted reviews; fastai's get_preds sorts on its own (SortedDL).
-MODES = ("end_to_end", "end_to_end_sorted", "model_only")
-RUNS = (("fastai", "end_to_end"), ("tl_nlp", "end_to_end"), ("tl_nlp", "end_to_end_sorted"))
-RUNS += (("fastai", "model_only"), ("tl_nlp", "model_only"))
+# end_to_end_stock is transformers' own TextClassificationPipeline class on the same folder (batches in input order).
+MODES = ("end_to_end", "end_to_end_stock", "model_only")
+END_TO_END_RUNS = (("fastai", "end_to_end"), ("tl_nlp", "end_to_end"), ("tl_nlp", "end_to_end_stock"))
+MODEL_ONLY_RUNS = (("fastai", "model_only"), ("tl_nlp", "model_only"))
 
 
 def read_protocol_texts(split: str, limit: int | None = None) -> list[str]:
@@ -117,31 +120,23 @@ def fastai_worker(args) -> dict:
 
 
 def tl_nlp_worker(args) -> dict:
-    from transformers import pipeline
+    from transformers import TextClassificationPipeline, pipeline
 
-    import tl_nlp  # noqa: F401  (registers the AWD-LSTM Auto classes and tokenizer)
+    import tl_nlp  # noqa: F401  (registers the AWD-LSTM Auto classes, tokenizer and text-classification pipeline)
 
     torch.set_num_threads(args.threads)
     work = Path(args.workdir)
     texts = json.loads((work / "texts.json").read_text())
-    classify = pipeline("text-classification", model=str(work / "tl_nlp_classifier"), device=-1)
+    # end_to_end_stock: transformers' own class, as `pipeline()` built it before tl_nlp registered its own.
+    pipeline_class = TextClassificationPipeline if args.mode == "end_to_end_stock" else None
+    classify = pipeline(
+        "text-classification", model=str(work / "tl_nlp_classifier"), device=-1, pipeline_class=pipeline_class
+    )
     model = classify.model
     classify(texts[:16], batch_size=args.batch_size)  # warm-up
-    if args.mode in ("end_to_end", "end_to_end_sorted"):
-
-        def classify_all():
-            if args.mode == "end_to_end":
-                return classify(texts, batch_size=args.batch_size, top_k=None)
-            # What fastai's SortedDL does inside get_preds, done by the caller: reviews of similar length share a
-            # batch, so the LSTM keeps the whole batch busy; the answers are put back in the input order.
-            order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
-            sorted_predictions = classify([texts[i] for i in order], batch_size=args.batch_size, top_k=None)
-            predictions = [None] * len(texts)
-            for position, index in enumerate(order):
-                predictions[index] = sorted_predictions[position]
-            return predictions
-
-        predictions, seconds, cpu = timed(classify_all)
+    if args.mode in ("end_to_end", "end_to_end_stock"):
+        # The reviews in their order; the answers come back in that order.
+        predictions, seconds, cpu = timed(lambda: classify(texts, batch_size=args.batch_size, top_k=None))
         label_ids = model.config.label2id
         probabilities = [[0.0] * model.config.num_labels for _ in predictions]
         for row, prediction in zip(probabilities, predictions, strict=True):
@@ -211,11 +206,12 @@ def driver(args) -> None:
     facts = prepare(args, work)
     print(f"data: {json.dumps(facts)}", flush=True)
     # The first fastai run writes the weights; convert them so both sides hold the same model.
-    timings = {run: [] for run in RUNS}
-    cpu_timings = {run: [] for run in RUNS}
     outputs = {}
+    runs = END_TO_END_RUNS if args.skip_model_only else END_TO_END_RUNS + MODEL_ONLY_RUNS
+    timings = {run: [] for run in runs}
+    cpu_timings = {run: [] for run in runs}
     for round_index in range(args.rounds):
-        for impl, mode in RUNS:
+        for impl, mode in runs:
             if impl == "tl_nlp" and not (work / "tl_nlp_classifier").exists():
                 # The first fastai run wrote its weights: convert them so both sides hold the same model.
                 convert_fastai_checkpoint(
@@ -232,16 +228,16 @@ def driver(args) -> None:
             print(
                 f"round {round_index + 1} {impl:7s} {mode:17s} {result['seconds']:8.2f} s "
                 f"{facts['num_reviews'] / result['seconds']:7.2f} reviews/s   CPU {result['cpu_seconds']:8.2f} s "
-                f"{facts['num_reviews'] / result['cpu_seconds']:7.2f} reviews/CPU-s",
+                f"{facts['num_reviews'] / result['cpu_seconds']:7.2f} reviews/CPU-s   load average {os.getloadavg()[0]:.1f}",
                 flush=True,
             )
 
     report = {"command": " ".join(sys.argv), "threads": args.threads, "batch_size": args.batch_size, **facts}
-    for ours_mode, fastai_mode in (
-        ("end_to_end", "end_to_end"),
-        ("end_to_end_sorted", "end_to_end"),
-        ("model_only", "model_only"),
-    ):
+    report["load_average"] = os.getloadavg()
+    comparisons = [("end_to_end", "end_to_end"), ("end_to_end_stock", "end_to_end")]
+    if not args.skip_model_only:
+        comparisons.append(("model_only", "model_only"))
+    for ours_mode, fastai_mode in comparisons:
         fastai_s = statistics.median(timings[("fastai", fastai_mode)])
         ours_s = statistics.median(timings[("tl_nlp", ours_mode)])
         fastai_cpu = statistics.median(cpu_timings[("fastai", fastai_mode)])
@@ -260,9 +256,13 @@ def driver(args) -> None:
             "tl_nlp_cpu_seconds": cpu_timings[("tl_nlp", ours_mode)],
             "prediction_agreement": float((outputs[("fastai", fastai_mode)].argmax(-1) == ours_top).float().mean()),
         }
-    fastai_logits = torch.load(work / "fastai_logits.pt")
-    ours_logits = torch.load(work / "tl_nlp_logits.pt")
-    report["model_only"]["max_abs_logit_difference"] = float((fastai_logits - ours_logits).abs().max())
+    report["end_to_end_same_as_stock"] = float(
+        (outputs[("tl_nlp", "end_to_end")] - outputs[("tl_nlp", "end_to_end_stock")]).abs().max()
+    )
+    if not args.skip_model_only:
+        fastai_logits = torch.load(work / "fastai_logits.pt")
+        ours_logits = torch.load(work / "tl_nlp_logits.pt")
+        report["model_only"]["max_abs_logit_difference"] = float((fastai_logits - ours_logits).abs().max())
     print(json.dumps(report, indent=2))
     if args.output_json:
         Path(args.output_json).write_text(json.dumps(report, indent=2) + "\n")
@@ -280,6 +280,7 @@ def main() -> None:
     # One thread by default: on a shared machine, CPU time then counts work rather than threads waiting for each other.
     parser.add_argument("--threads", type=int, default=1, help="torch threads on both sides")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the median is reported")
+    parser.add_argument("--skip_model_only", action="store_true", help="measure end to end only")
     parser.add_argument("--output_json", default=None)
     args = parser.parse_args()
     if args.worker == "fastai":

@@ -9,7 +9,12 @@ import pytest
 import torch
 from transformers import pipeline
 
-from tl_nlp import AWDLSTMConfig, AWDLSTMForCausalLM, AWDLSTMForSequenceClassification
+from tl_nlp import (
+    AWDLSTMConfig,
+    AWDLSTMForCausalLM,
+    AWDLSTMForSequenceClassification,
+    AWDLSTMTextClassificationPipeline,
+)
 from tl_nlp.data import ULMFiTTokenizerFast, train_ulmfit_tokenizer
 
 CORPUS = [
@@ -68,6 +73,40 @@ def test_text_classification_returns_label_names_and_the_models_scores(folders):
     every_label = classify(TEXTS[0], top_k=None)
     assert {p["label"] for p in every_label} == set(LABELS.values())
     assert sum(p["score"] for p in every_label) == pytest.approx(1.0)
+
+
+def test_text_classification_batches_by_length_and_answers_in_input_order(folders, tmp_path):
+    classifier_folder, _ = folders
+    classify = pipeline("text-classification", model=classifier_folder)
+    assert isinstance(classify, AWDLSTMTextClassificationPipeline)
+    # Lengths in shuffled order: long, short, medium, longest, shortest, ...
+    texts = [TEXTS[2], "bad", TEXTS[3], TEXTS[2] * 2, "good", TEXTS[0], CORPUS[1]]
+    widths = []
+    hook = classify.model.register_forward_pre_hook(
+        lambda module, args, kwargs: widths.append(kwargs["input_ids"].shape), with_kwargs=True
+    )
+    try:
+        batched = classify(texts, batch_size=3, top_k=None)
+    finally:
+        hook.remove()
+    # Three batches, longest texts first: each batch is as wide as its longest text and the widths only go down.
+    assert [shape[0] for shape in widths] == [3, 3, 1]
+    assert [shape[1] for shape in widths] == sorted((shape[1] for shape in widths), reverse=True)
+    one_by_one = [classify(text, top_k=None) for text in texts]
+    assert len(batched) == len(texts)
+    for answer, expected in zip(batched, one_by_one, strict=True):
+        assert [item["label"] for item in answer] == [item["label"] for item in expected]
+        assert [item["score"] for item in answer] == pytest.approx([item["score"] for item in expected], abs=1e-6)
+    # A saved pipeline is a plain model folder (no custom pipeline code to trust) that loads into the same class.
+    classify.save_pretrained(tmp_path)
+    assert "custom_pipelines" not in (tmp_path / "config.json").read_text()
+    assert not (tmp_path / "pipeline_awd_lstm.py").exists()
+    assert isinstance(pipeline("text-classification", model=tmp_path), AWDLSTMTextClassificationPipeline)
+    # The default output (top 1) of a list, as the stock pipeline gives it: one dict per text, in input order.
+    top_one = classify(texts, batch_size=3)
+    assert [answer["label"] for answer in top_one] == [
+        max(e, key=lambda item: item["score"])["label"] for e in one_by_one
+    ]
 
 
 def test_text_generation_greedy_equals_generate_and_sampling_follows_its_options(folders):

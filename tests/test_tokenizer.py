@@ -39,6 +39,19 @@ def test_rules_on_crafted_strings():
     assert apply_rules("  I LOVED it!!! <br />See 1/2 #1  ok ") == "i xxup loved it xxrep 3 ! \nxxmaj see 1 / 2 # 1 ok"
 
 
+def test_rules_at_line_starts_and_text_edges():
+    # Pinned on the first implementation of the rules (one regex pass per rule, look-behinds at every character).
+    assert apply_rules("very very very") == "xxwrep 3 very"
+    assert apply_rules("x the the the\n the") == "x xxwrep 4 the"
+    assert apply_rules("ab ab ab. ab ab ab") == "xxwrep 3 ab . xxwrep 3 ab"
+    assert apply_rules("THE THE THE") == "xxwrep 3 xxup the"
+    assert apply_rules("foo\tBar\nBAZ") == "foo\txxmaj bar\nxxup baz"
+    assert apply_rules("aaa AAA AaA") == "xxrep 3 a xxrep 3 a aaa"
+    assert apply_rules("GREAT Movie U.S.A. B2B 3D X-Men O'Brien iPhone") == (
+        "xxup great xxmaj movie xxup u.s.a. xxup b2b 3d x-men o'brien iphone"
+    )
+
+
 def test_undo_rules_reads_back():
     assert (
         undo_rules("xxmaj the xxup cat sat xxrep 3 ! xxwrep 3 very good .".split())
@@ -145,6 +158,23 @@ def test_pipeline_on_raw_text_uses_training_ids(tokenizer):
         expected = model(**tokenizer(CORPUS[1], return_tensors="pt")).logits.softmax(-1)[0]
     assert scores["LABEL_0"] == pytest.approx(expected[0].item(), abs=1e-6)
     assert scores["LABEL_1"] == pytest.approx(expected[1].item(), abs=1e-6)
+
+
+def test_large_batch_encoded_in_chunks_gives_the_ids_of_one_by_one_calls(tokenizer):
+    chunked = ULMFiTTokenizerFast(tokenizer_object=tokenizer.backend_tokenizer)
+    chunked.pipeline_chunk_size = 2  # 9 texts: five chunks, the last one short
+    encoded = chunked(CORPUS)
+    one_by_one = [tokenizer(text) for text in CORPUS]
+    assert encoded["input_ids"] == [single["input_ids"] for single in one_by_one]
+    assert encoded["attention_mask"] == [single["attention_mask"] for single in one_by_one]
+    assert [encoding.word_ids for encoding in encoded.encodings] == [single.word_ids() for single in one_by_one]
+    truncated = chunked(CORPUS, truncation=True, max_length=5)["input_ids"]
+    assert truncated == [ids[:5] for ids in encoded["input_ids"]]
+    backward = ULMFiTTokenizerFast(tokenizer_object=tokenizer.backend_tokenizer, reverse=True)
+    backward.pipeline_chunk_size = 2
+    assert backward(CORPUS)["input_ids"] == [ids[::-1] for ids in encoded["input_ids"]]
+    with pytest.raises(TypeError, match="row 7 is NoneType"):
+        chunked(CORPUS[:7] + [None, "text"])
 
 
 def test_bad_texts_name_the_row(tokenizer):

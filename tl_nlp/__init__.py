@@ -7,6 +7,8 @@ from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
 )
+from transformers.pipelines import PIPELINE_REGISTRY
+from transformers.utils import logging
 
 from .convert_fastai import convert_fastai_checkpoint
 from .data import (
@@ -30,6 +32,7 @@ from .models.awd_lstm import (
     AWDLSTMForSequenceClassification,
     AWDLSTMModel,
     AWDLSTMPreTrainedModel,
+    AWDLSTMTextClassificationPipeline,
 )
 from .training import (
     AuxiliaryLMTrainer,
@@ -60,6 +63,7 @@ __all__ = [
     "AWDLSTMForSequenceClassification",
     "AWDLSTMModel",
     "AWDLSTMPreTrainedModel",
+    "AWDLSTMTextClassificationPipeline",
     "AuxiliaryLMTrainer",
     "ClassificationTrainer",
     "ClassifierWithAuxiliaryLM",
@@ -117,3 +121,30 @@ AWDLSTMForSequenceClassification.register_for_auto_class("AutoModelForSequenceCl
 # The ULMFiT tokenizer that AWD-LSTM folders ship with: `AutoTokenizer` and `pipeline(task, model=folder)` find it
 # in-process without `trust_remote_code` (folders whose tokenizer_config names another class keep that class).
 AutoTokenizer.register(AWDLSTMConfig, fast_tokenizer_class=ULMFiTTokenizerFast, exist_ok=True)
+
+
+def _register_text_classification_pipeline() -> None:
+    """`pipeline("text-classification", model=folder)` then batches AWD-LSTM inputs by length (answers in input
+    order). The class is a TextClassificationPipeline that leaves every other model as it was, and the task keeps its
+    model classes, default model and type. `register_pipeline` warns whenever it replaces a task's class, which is
+    the point here, so the warning is silenced for that one call."""
+    text_classification = PIPELINE_REGISTRY.supported_tasks["text-classification"]
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        PIPELINE_REGISTRY.register_pipeline(
+            "text-classification",
+            pipeline_class=AWDLSTMTextClassificationPipeline,
+            pt_model=text_classification["pt"],
+            default=text_classification.get("default"),
+            type=text_classification.get("type"),
+        )
+    finally:
+        logging.set_verbosity(verbosity)
+    # The registry also marks the class as custom code for `Pipeline.save_pretrained` to copy into a saved folder and
+    # declare in its config (`custom_pipelines`), which would then need `trust_remote_code` to load. The class is
+    # part of tl_nlp, not of the folder: saved pipelines stay plain model folders.
+    del AWDLSTMTextClassificationPipeline._registered_impl
+
+
+_register_text_classification_pipeline()

@@ -356,8 +356,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipe
 
 classifier = pipeline("text-classification", model="{repo_id}", trust_remote_code=True)
 print(classifier(["First review to classify.", "Another one, as long as you like."], batch_size=32))
-# Many documents? Pass them sorted by length (and restore the order after): batches of similar lengths keep the
-# LSTM busy, as fastai's SortedDL does.
+# Many documents? With tl_nlp imported, pipeline() batches them by length and answers in input order; without
+# it, pass them sorted by length (and restore the order after): batches of similar lengths keep the LSTM busy.
 
 # Or step by step:
 tokenizer = AutoTokenizer.from_pretrained("{repo_id}", trust_remote_code=True)

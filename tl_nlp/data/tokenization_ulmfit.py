@@ -9,6 +9,7 @@ installed. This file imports only transformers, tokenizers and `rules.py` so tha
 """
 
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
@@ -32,8 +33,8 @@ _PUNCTUATION = r"!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_{|}~…“”‘’«»—–"
 # A word character: anything but whitespace and punctuation (digits, accents, `´` and control characters included).
 _W = rf"[^\s{_PUNCTUATION}]"
 _CLITIC = r"(?:s|m|re|ve|d|ll)"
-# A run of word characters that stops before a final `n't` (`do|n't`).
-_WORD_PART = rf"(?:(?!n't(?!{_W})){_W})+"
+# A run of word characters that stops before a final `n't` (`do|n't`): only an `n` needs the look-ahead.
+_WORD_PART = rf"(?:[^\s{_PUNCTUATION}n]|n(?!'t(?!{_W})))+"
 # Contractions written without an apostrophe, split where spaCy splits them (`can|not`, `gon|na`, `do|nt`).
 _UNMARKED_CONTRACTIONS = {
     "nt": "ca|wo|do|does|did|is|was|are|were|have|has|had|could|should|would|ai",
@@ -85,6 +86,10 @@ class ULMFiTTokenizerFast(PreTrainedTokenizerFast):
             Return every sequence's ids in reverse order (after truncation, before padding), for backward language
             models and classifiers, so that a backward model gets reversed ids from raw text in `pipeline()` too.
 
+    A call on more than `pipeline_chunk_size` texts (1,024; a class attribute) without padding or tensors, as when a
+    corpus is tokenized, runs the Python rules on one chunk while the Rust backend encodes the previous one; the ids
+    are those of one call.
+
     Example:
 
     ```python
@@ -100,6 +105,8 @@ class ULMFiTTokenizerFast(PreTrainedTokenizerFast):
     vocab_files_names = {"tokenizer_file": "tokenizer.json"}
     model_input_names = ["input_ids", "attention_mask"]
     slow_tokenizer_class = None
+    # Texts per chunk when a larger unpadded batch is encoded as a pipeline (see `_encode_with_rules`).
+    pipeline_chunk_size: int = 1024
 
     def __init__(self, tokenizer_file: str | None = None, reverse: bool = False, **kwargs):
         kwargs.setdefault("unk_token", UNKNOWN_TOKEN)
@@ -117,19 +124,15 @@ class ULMFiTTokenizerFast(PreTrainedTokenizerFast):
         return dict(kwargs)
 
     def _encode_plus(self, text, text_pair=None, **kwargs) -> BatchEncoding:
-        if not kwargs.get("is_split_into_words", False):
-            text = _apply_rules_to_input(text, "text")
-            if text_pair is not None:
-                text_pair = _apply_rules_to_input(text_pair, "text_pair")
         if not self.reverse:
-            return super()._encode_plus(text, text_pair=text_pair, **kwargs)
+            return self._encode_with_rules(text, text_pair, **kwargs)
         # Reverse each sequence before padding so that padding stays on the tokenizer's padding side.
         padding_strategy = kwargs.pop("padding_strategy", PaddingStrategy.DO_NOT_PAD)
         return_tensors = kwargs.pop("return_tensors", None)
         return_attention_mask = kwargs.pop("return_attention_mask", None)
         kwargs.pop("return_offsets_mapping", None)
-        encoded = super()._encode_plus(
-            text, text_pair=text_pair, padding_strategy=PaddingStrategy.DO_NOT_PAD, return_tensors=None, **kwargs
+        encoded = self._encode_with_rules(
+            text, text_pair, padding_strategy=PaddingStrategy.DO_NOT_PAD, return_tensors=None, **kwargs
         )
         is_batched = isinstance(text, (list, tuple))
         reversed_encoded = {}
@@ -146,6 +149,44 @@ class ULMFiTTokenizerFast(PreTrainedTokenizerFast):
             return_attention_mask=return_attention_mask,
             return_tensors=return_tensors,
         )
+
+    def _encode_with_rules(self, text, text_pair=None, **kwargs) -> BatchEncoding:
+        """Applies the rules (unless the input is split into words already) and encodes with the Rust backend.
+
+        A large unpadded batch of single texts (more than `pipeline_chunk_size` texts, as when a corpus is tokenized) is
+        encoded in chunks as a pipeline: while one thread runs the Rust backend on a chunk (which releases the GIL and
+        spreads the chunk over the `tokenizers` thread pool), this thread applies the Python rules to the next one.
+        The ids are the same as in one call; only the wall-clock time differs.
+        """
+        encode = super()._encode_plus
+        if kwargs.get("is_split_into_words", False):
+            return encode(text, text_pair=text_pair, **kwargs)
+        pipelined = (
+            isinstance(text, (list, tuple))
+            and len(text) > self.pipeline_chunk_size
+            and text_pair is None
+            and kwargs.get("padding_strategy", PaddingStrategy.DO_NOT_PAD) == PaddingStrategy.DO_NOT_PAD
+            and kwargs.get("return_tensors") is None
+            and not kwargs.get("return_overflowing_tokens", False)
+        )
+        if not pipelined:
+            text = _apply_rules_to_input(text, "text")
+            if text_pair is not None:
+                text_pair = _apply_rules_to_input(text_pair, "text_pair")
+            return encode(text, text_pair=text_pair, **kwargs)
+        # One worker: chunks are encoded in order, one at a time, so the backend's settings are never shared.
+        with ThreadPoolExecutor(max_workers=1) as worker:
+            chunks = [
+                worker.submit(
+                    encode,
+                    _apply_rules_to_input(text[start : start + self.pipeline_chunk_size], "text", start),
+                    **kwargs,
+                )
+                for start in range(0, len(text), self.pipeline_chunk_size)
+            ]
+            encoded = [chunk.result() for chunk in chunks]
+        data = {key: [row for chunk in encoded for row in chunk[key]] for key in encoded[0]}
+        return BatchEncoding(data, [encoding for chunk in encoded for encoding in chunk.encodings])
 
     def _decode(self, token_ids, skip_special_tokens: bool = False, **kwargs) -> str:
         if isinstance(token_ids, int):
@@ -177,13 +218,14 @@ class ULMFiTTokenizerFast(PreTrainedTokenizerFast):
         return undo_rules(tokens)
 
 
-def _apply_rules_to_input(text, argument: str):
-    """Applies the rules to one text or a batch of texts, naming the row of any value that is not a string."""
+def _apply_rules_to_input(text, argument: str, first_row: int = 0):
+    """Applies the rules to one text or a batch of texts, naming the row of any value that is not a string (rows
+    count from `first_row`, for a chunk of a larger batch)."""
     if isinstance(text, str):
         return apply_rules(text)
     if isinstance(text, (list, tuple)):
         processed = []
-        for row, value in enumerate(text):
+        for row, value in enumerate(text, start=first_row):
             if not isinstance(value, str):
                 raise TypeError(
                     f"ULMFiTTokenizerFast: `{argument}` row {row} is {type(value).__name__} ({value!r:.40}), "

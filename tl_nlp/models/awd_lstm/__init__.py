@@ -1,4 +1,4 @@
-"""AWD-LSTM as a Hugging Face model: config, encoder, language model and classifier."""
+"""AWD-LSTM as a Hugging Face model: config, encoder, language model, classifier, text-classification pipeline."""
 
 from .configuration_awd_lstm import AWDLSTMConfig
 from .modeling_awd_lstm import (
@@ -7,6 +7,7 @@ from .modeling_awd_lstm import (
     AWDLSTMModel,
     AWDLSTMPreTrainedModel,
 )
+from .pipeline_awd_lstm import AWDLSTMTextClassificationPipeline
 
 __all__ = [
     "AWDLSTMConfig",
@@ -14,4 +15,5 @@ __all__ = [
     "AWDLSTMForSequenceClassification",
     "AWDLSTMModel",
     "AWDLSTMPreTrainedModel",
+    "AWDLSTMTextClassificationPipeline",
 ]
