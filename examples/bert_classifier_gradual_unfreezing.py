@@ -43,13 +43,13 @@ from pathlib import Path
 
 import datasets
 import torch
-from accelerate import PartialState
 from example_utils import (
     check_positive,
     probe_logits,
     save_json,
     say,
     sst2_splits,
+    start_processes,
     tokenize_classification,
     trainer_metrics,
 )
@@ -132,7 +132,7 @@ def fetch_default_checkpoint(model_dir: Path) -> None:
 def main() -> None:
     (args,) = HfArgumentParser(BertExampleArguments).parse_args_into_dataclasses()
     # Starts the process group under `accelerate launch` before anything else touches torch.distributed.
-    state = PartialState()
+    state = start_processes()
     if not state.is_main_process:
         datasets.disable_progress_bars()
     output = Path(args.output_dir)

@@ -16,6 +16,7 @@ import datasets
 import numpy as np
 import torch
 from accelerate import PartialState
+from accelerate.utils import parse_flag_from_env
 
 from tl_nlp import load_text_dataset
 from tl_nlp.data import check_texts, encode_labels
@@ -27,6 +28,16 @@ PROBE_TEXTS = [
     "One of the best films I have seen in years, moving and funny.",
     "A dull, badly acted mess; I wanted my two hours back.",
 ]
+
+
+def start_processes() -> PartialState:
+    """The process state, created first thing so that everything after it (the LM streams, barriers, saving)
+    knows the rank and the number of processes under `accelerate launch`.
+
+    `cpu=` follows `ACCELERATE_USE_CPU` as transformers' `TrainingArguments` does: the state is shared, and one
+    created without it would stay a single-process state on CPU, so each process would train alone.
+    """
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
 
 
 def say(message: str) -> None:

@@ -43,13 +43,13 @@ from pathlib import Path
 
 import datasets
 import torch
-from accelerate import PartialState
 from example_utils import (
     check_positive,
     imdb_subsets,
     probe_logits,
     save_json,
     say,
+    start_processes,
     tokenize_classification,
     trainer_metrics,
 )
@@ -190,7 +190,7 @@ def language_model_blocks(texts: datasets.Dataset, tokenizer, block_size: int) -
 def main() -> None:
     (args,) = HfArgumentParser(GPT2ExampleArguments).parse_args_into_dataclasses()
     # Starts the process group under `accelerate launch` before anything else touches torch.distributed.
-    state = PartialState()
+    state = start_processes()
     if not state.is_main_process:
         datasets.disable_progress_bars()
     set_seed(args.seed)

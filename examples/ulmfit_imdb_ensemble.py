@@ -52,6 +52,7 @@ from example_utils import (
     probe_logits,
     save_json,
     say,
+    start_processes,
 )
 from transformers import DataCollatorWithPadding, HfArgumentParser, set_seed
 
@@ -320,7 +321,7 @@ def one_direction(direction: str, tokenizer: ULMFiTTokenizerFast, corpora: dict,
 def main() -> None:
     (args,) = HfArgumentParser(EnsembleArguments).parse_args_into_dataclasses()
     # Starts the process group under `accelerate launch`, before anything reads the rank (the LM streams do).
-    state = PartialState()
+    state = start_processes()
     if not state.is_main_process:
         datasets.disable_progress_bars()
     set_seed(args.seed)
