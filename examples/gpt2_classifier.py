@@ -17,8 +17,7 @@ Saved under `--output_dir`: `lm_imdb/` (the fine-tuned causal LM with its tokeni
 with its tokenizer and label names), both standard Hugging Face folders, and `metrics.json` (test accuracy and
 macro-F1, LM perplexities, seconds, the arguments).
 
-Single process, CPU defaults (a 4-layer, 256-wide GPT-2, 2,000 unlabelled and 1,000 labelled reviews: a few
-minutes on 2 cores):
+Single process, CPU defaults (a 4-layer, 128-wide GPT-2, 1,000 unlabelled and 1,000 labelled reviews):
 
     python examples/gpt2_classifier.py --data_dir ../shared/data --output_dir runs/gpt2_imdb
 
@@ -87,7 +86,7 @@ class GPT2ExampleArguments:
     )
     output_dir: str = field(default="runs/gpt2_imdb", metadata={"help": "Where the two folders and metrics go."})
     vocab_size: int = field(default=8_000, metadata={"help": "BPE vocabulary size of a new tokenizer (>= 300)."})
-    n_embd: int = field(default=256, metadata={"help": "Width of a new GPT-2 (divisible by n_head)."})
+    n_embd: int = field(default=128, metadata={"help": "Width of a new GPT-2 (divisible by n_head)."})
     n_layer: int = field(default=4, metadata={"help": "Transformer blocks of a new GPT-2."})
     n_head: int = field(default=4, metadata={"help": "Attention heads of a new GPT-2."})
     n_positions: int = field(
@@ -95,7 +94,7 @@ class GPT2ExampleArguments:
     )
     block_size: int = field(default=128, metadata={"help": "Tokens per language-model block (>= 2)."})
     lm_reviews: int = field(
-        default=2_000, metadata={"help": "Unlabelled IMDb reviews for the LM stage (0: all 50,000)."}
+        default=1_000, metadata={"help": "Unlabelled IMDb reviews for the LM stage (0: all 50,000)."}
     )
     lm_epochs: float = field(default=1.0, metadata={"help": "Epochs over those reviews (> 0)."})
     lm_learning_rate: float = field(
@@ -116,7 +115,7 @@ class GPT2ExampleArguments:
         default=1_000, metadata={"help": "Held-out IMDb test reviews to evaluate on, balanced (0: all 25,000)."}
     )
     max_length: int = field(default=256, metadata={"help": "Classifier input length in tokens; reviews are cut."})
-    classifier_epochs: float = field(default=3.0, metadata={"help": "Classifier epochs (> 0)."})
+    classifier_epochs: float = field(default=2.0, metadata={"help": "Classifier epochs (> 0)."})
     classifier_learning_rate: float = field(default=1e-3, metadata={"help": "Classifier top-group peak rate (> 0)."})
     discriminative_lr_decay: float = field(
         default=2.6, metadata={"help": "Classifier rate decay per layer group, top down (> 0; 1 turns it off)."}

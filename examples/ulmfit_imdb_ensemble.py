@@ -15,7 +15,7 @@ Hugging Face folders: safetensors weights, config, tokenizer; the backward token
 `ensemble_metrics.json` (metrics, perplexities, seconds per stage, the arguments) and `predictions.json` (each model's
 probabilities on the test reviews).
 
-Single process, CPU defaults (small model, about 10 minutes on 2 cores):
+Single process, CPU defaults (a small model, short training):
 
     python examples/ulmfit_imdb_ensemble.py --data_dir ../shared/data --output_dir runs/imdb_ensemble
 
@@ -101,7 +101,7 @@ class EnsembleArguments:
     bptt: int = field(default=70, metadata={"help": "Language-model window length (the paper: 70)."})
     lm_batch_size: int = field(default=32, metadata={"help": "Parallel streams per process in LM training."})
     pretrain_epochs: float = field(
-        default=0.15, metadata={"help": "Epochs over the general-domain corpus in stage 1 (> 0)."}
+        default=0.1, metadata={"help": "Epochs over the general-domain corpus in stage 1 (> 0)."}
     )
     pretrain_learning_rate: float = field(default=3e-3, metadata={"help": "Stage 1 learning rate (> 0)."})
     finetune_reviews: int = field(
@@ -118,7 +118,7 @@ class EnsembleArguments:
         default=500, metadata={"help": "Held-out IMDb test reviews to evaluate on, balanced (0: all 25,000)."}
     )
     classifier_epochs: int = field(
-        default=5, metadata={"help": "Classifier epochs: one more layer group unfrozen at each (then all train)."}
+        default=4, metadata={"help": "Classifier epochs: one more layer group unfrozen at each (then all train)."}
     )
     classifier_learning_rate: float = field(default=1e-2, metadata={"help": "Classifier top-layer learning rate."})
     classifier_batch_size: int = field(default=16, metadata={"help": "Classifier batch size per process."})

@@ -151,3 +151,42 @@ def test_gpt2_classifier(tmp_path):
     lm = AutoModelForCausalLM.from_pretrained(tmp_path / "lm_imdb")
     assert type(lm).__name__ == "GPT2LMHeadModel" and lm.config.vocab_size == len(tokenizer)
     assert AutoTokenizer.from_pretrained(tmp_path / "lm_imdb").get_vocab() == tokenizer.get_vocab()
+
+
+@pytest.fixture
+def examples_on_path():
+    sys.path.insert(0, str(ROOT / "examples"))
+    yield
+    sys.path.remove(str(ROOT / "examples"))
+
+
+def test_macro_f1_on_known_counts(examples_on_path):
+    from example_utils import classification_metrics
+
+    labels = np.array([0, 0, 0, 0, 1, 1])
+    scores = np.eye(2)[[0, 0, 0, 1, 1, 0]]  # class 0: 3 of 4 found, 1 false alarm; class 1: 1 of 2, 1 false alarm
+    metrics = classification_metrics(scores, labels)
+    assert metrics["accuracy"] == pytest.approx(4 / 6)
+    assert metrics["macro_f1"] == pytest.approx((2 * 3 / (4 + 4) + 2 * 1 / (2 + 2)) / 2)  # (0.75 + 0.5) / 2
+    # Always predicting one class: F1 0 for the other, so macro-F1 exposes what accuracy hides.
+    assert classification_metrics(np.eye(2)[[0] * 6], labels) == pytest.approx(
+        {"accuracy": 4 / 6, "macro_f1": (2 * 4 / (6 + 4) + 0) / 2}
+    )
+
+
+@pytest.mark.parametrize(
+    "module, class_name, arguments, field",
+    [
+        ("ulmfit_imdb_ensemble", "EnsembleArguments", dict(train_reviews=401), "--train_reviews"),
+        ("ulmfit_imdb_ensemble", "EnsembleArguments", dict(pretrain_corpus="wikitext-3"), "--pretrain_corpus"),
+        ("bert_classifier_gradual_unfreezing", "BertExampleArguments", dict(unfreeze_over=1.0), "--unfreeze_over"),
+        ("bert_classifier_gradual_unfreezing", "BertExampleArguments", dict(max_length=4), "--max_length"),
+        ("gpt2_classifier", "GPT2ExampleArguments", dict(n_embd=30, n_head=4), "--n_embd"),
+        ("gpt2_classifier", "GPT2ExampleArguments", dict(lm_epochs=0), "--lm_epochs"),
+    ],
+)
+def test_bad_options_name_the_flag(examples_on_path, module, class_name, arguments, field):
+    import importlib
+
+    with pytest.raises(ValueError, match=field):
+        getattr(importlib.import_module(module), class_name)(**arguments)
