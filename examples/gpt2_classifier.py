@@ -17,7 +17,8 @@ Saved under `--output_dir`: `lm_imdb/` (the fine-tuned causal LM with its tokeni
 with its tokenizer and label names), both standard Hugging Face folders, and `metrics.json` (test accuracy and
 macro-F1, LM perplexities, seconds, the arguments).
 
-Single process, CPU defaults (a 4-layer, 128-wide GPT-2, 1,000 unlabelled and 1,000 labelled reviews):
+Single process, CPU defaults (a 4-layer, 128-wide GPT-2, 1,000 unlabelled and 1,000 labelled reviews; they show the
+mechanics in a few CPU minutes, but a model this small and this briefly trained stays near chance: BENCHMARKS.md):
 
     python examples/gpt2_classifier.py --data_dir ../shared/data --output_dir runs/gpt2_imdb
 
