@@ -15,7 +15,9 @@ Hugging Face folders: safetensors weights, config, tokenizer; the backward token
 `ensemble_metrics.json` (metrics, perplexities, seconds per stage, the arguments) and `predictions.json` (each model's
 probabilities on the test reviews).
 
-Single process, CPU defaults (a small model, short training):
+Single process, CPU defaults (a small model, short training: they show the mechanics, but accuracy stays near chance
+at these sizes, see BENCHMARKS.md; `--pretrain_epochs 0.4 --finetune_reviews 2000 --classifier_epochs 6` is the demo's
+scale):
 
     python examples/ulmfit_imdb_ensemble.py --data_dir ../shared/data --output_dir runs/imdb_ensemble
 
