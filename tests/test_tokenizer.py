@@ -144,6 +144,8 @@ def test_reverse_tokenizer_reverses_ids_before_padding(tokenizer, tmp_path):
     assert backward.decode(padded[0], skip_special_tokens=True) == "The cat sat."
     backward.save_pretrained(tmp_path)
     assert AutoTokenizer.from_pretrained(tmp_path, trust_remote_code=True)("The cat sat.")["input_ids"] == padded[0]
+    # One text with return_tensors: a (1, length) tensor, as forward tokenizers give and pipeline() expects.
+    assert backward("The cat sat.", return_tensors="pt")["input_ids"].tolist() == [padded[0]]
 
 
 def test_pipeline_on_raw_text_uses_training_ids(tokenizer):

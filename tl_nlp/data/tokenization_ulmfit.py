@@ -140,15 +140,16 @@ class ULMFiTTokenizerFast(PreTrainedTokenizerFast):
             if key in ("input_ids", "attention_mask", "token_type_ids", "special_tokens_mask"):
                 values = [row[::-1] for row in values] if is_batched else values[::-1]
             reversed_encoded[key] = values
-        return self.pad(
+        padded = self.pad(
             reversed_encoded,
             padding=padding_strategy,
             max_length=kwargs.get("max_length"),
             pad_to_multiple_of=kwargs.get("pad_to_multiple_of"),
             padding_side=kwargs.get("padding_side"),
             return_attention_mask=return_attention_mask,
-            return_tensors=return_tensors,
         )
+        # One text with return_tensors gets a batch axis, as on the forward path (pipeline() calls it that way).
+        return BatchEncoding(padded.data, tensor_type=return_tensors, prepend_batch_axis=not is_batched)
 
     def _encode_with_rules(self, text, text_pair=None, **kwargs) -> BatchEncoding:
         """Applies the rules (unless the input is split into words already) and encodes with the Rust backend.
