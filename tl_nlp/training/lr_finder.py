@@ -57,11 +57,12 @@ class LRFinderArguments:
 
 @dataclass
 class LRFinderResult:
-    """What the range test measured: the top group's learning rate and the smoothed loss at each step, and the
-    suggestions (`None` when the curve is too short to read one)."""
+    """What the range test measured: the top group's learning rate, the smoothed and the raw loss at each step, and
+    the suggestions (`None` when the curve is too short to read one)."""
 
     learning_rates: list[float]
     losses: list[float]
+    raw_losses: list[float]
     steepest: float | None
     valley: float | None
     stopped_early: bool
@@ -73,6 +74,7 @@ class LRFinderResult:
             "stopped_early": self.stopped_early,
             "learning_rates": self.learning_rates,
             "losses": self.losses,
+            "raw_losses": self.raw_losses,
         }
 
     def plot(self, path: str | Path) -> Path:
@@ -162,7 +164,7 @@ def find_learning_rate(
         optimizer = trainer.create_optimizer()
         top_rate = max(group["lr"] for group in optimizer.param_groups)
         ratios = [group["lr"] / top_rate for group in optimizer.param_groups]
-        learning_rates, losses = _sweep(trainer, optimizer, ratios, arguments)
+        learning_rates, losses, raw_losses = _sweep(trainer, optimizer, ratios, arguments)
     finally:
         model.load_state_dict(saved_weights)
         for parameter, requires_grad in zip(model.parameters(), saved_requires_grad, strict=True):
@@ -182,6 +184,7 @@ def find_learning_rate(
     result = LRFinderResult(
         learning_rates=learning_rates,
         losses=losses,
+        raw_losses=raw_losses,
         steepest=steepest_learning_rate(curve_rates, curve_losses),
         valley=valley_learning_rate(curve_rates, curve_losses),
         stopped_early=stopped_early,
@@ -193,7 +196,7 @@ def find_learning_rate(
 
 def _sweep(
     trainer: Trainer, optimizer: torch.optim.Optimizer, ratios: list[float], arguments: LRFinderArguments
-) -> tuple[list[float], list[float]]:
+) -> tuple[list[float], list[float], list[float]]:
     model = trainer.model
     model.train()
     dataloader = trainer.get_train_dataloader()
@@ -201,7 +204,7 @@ def _sweep(
     growth = (arguments.end_lr / arguments.start_lr) ** (1 / (arguments.num_steps - 1))
     # One batch per sweep step: Trainer.training_step divides the loss by this (set by `train()` otherwise).
     trainer.current_gradient_accumulation_steps = 1
-    learning_rates, losses = [], []
+    learning_rates, losses, raw_losses = [], [], []
     average, best = 0.0, math.inf
     for step in range(arguments.num_steps):
         rate = arguments.start_lr * growth**step
@@ -223,7 +226,8 @@ def _sweep(
         smoothed = average / (1 - arguments.smoothing ** (step + 1))
         learning_rates.append(rate)
         losses.append(smoothed)
+        raw_losses.append(value)
         best = min(best, smoothed)
         if smoothed > arguments.divergence_threshold * best:
             break
-    return learning_rates, losses
+    return learning_rates, losses, raw_losses
