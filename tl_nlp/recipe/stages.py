@@ -61,6 +61,8 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.01,
     "dataloader_num_workers": 0,
     "disable_tqdm": False,
+    # Pinning means nothing without an accelerator (and torch warns).
+    "dataloader_pin_memory": torch.cuda.is_available(),
 }
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     # Stage 1 trains every layer at one rate; stage 2 (ULMFiT's LM fine-tuning) uses discriminative rates and STLR.
@@ -168,8 +170,6 @@ def training_arguments(
     values = {**COMMON_DEFAULTS, **STAGE_DEFAULTS[stage], "output_dir": str(output_dir / "checkpoints")}
     if transformer:
         values["learning_rate"] = TRANSFORMER_LEARNING_RATE[stage]
-    # Pinning means nothing without an accelerator (and torch warns).
-    values["dataloader_pin_memory"] = torch.cuda.is_available()
     values.update(training_args or {})
     return ULMFiTTrainingArguments(**values)
 
