@@ -345,6 +345,8 @@ def run_ulmfit_command(
         **model.language_model_options(),
     )
     summary = {name: result if isinstance(result, dict) else result.metrics for name, result in results.items()}
+    if training.process_index != 0:
+        return
     (root / "recipe_results.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(f"saved the stages under {root}; metrics of every stage in {root / 'recipe_results.json'}")
 

@@ -294,6 +294,11 @@ def prepare_language_model(
 
     train_dataset, collator = lm_dataset(train_texts, train_text_column, shuffle=True)
     eval_dataset = lm_dataset(eval_texts, eval_text_column, shuffle=False)[0] if eval_texts is not None else None
+    if args.process_index == 0:
+        counts = [f"{_num_tokens(train_dataset, block_size):,} training tokens"]
+        if eval_dataset is not None:
+            counts.append(f"{_num_tokens(eval_dataset, block_size):,} validation tokens")
+        print(f"  {stage}: {', '.join(counts)} ({objective} language modelling)")
     guard = NonFiniteLossCallback()
     trainer = LanguageModelTrainer(
         model=model, args=args, train_dataset=train_dataset, data_collator=collator, callbacks=[guard]
@@ -339,6 +344,12 @@ def train_language_model(train_data: DataLike, output_dir: str | Path, **kwargs:
         _print_metrics(trainer, f"{prepared.stage}: validation perplexity", metrics["eval"])
     _save_stage(trainer, model, prepared.tokenizer, prepared.output_dir, metrics)
     return StageResult(prepared.output_dir, _flatten(metrics))
+
+
+def _num_tokens(dataset, block_size: int) -> int:
+    """Tokens in AWD-LSTM streams (which count them) or in packed blocks."""
+    streamed = getattr(dataset, "num_tokens", None)
+    return streamed if streamed is not None else len(dataset) * block_size
 
 
 def _new_awd_lstm(texts, tokenizer, model_config, vocab_size, tokenizer_type, min_frequency, backwards, seed):
