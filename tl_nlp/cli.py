@@ -313,6 +313,10 @@ def _end_distributed() -> None:
 
 
 COMMANDS: dict[str, tuple[Callable[[Sequence[str], str], int], str]] = {
+    "predict": (_dataclass_command(PredictArguments, run_predict), "classify texts (JSON lines out)"),
+    "generate": (_dataclass_command(GenerateArguments, run_generate), "continue a prompt with a language model"),
+    "convert-fastai": (_convert_fastai, "convert a fastai AWD-LSTM checkpoint into a tl_nlp folder"),
+    "push": (_push, "upload a model with a model card written from its training record to the Hub"),
     "pretrain-lm": (_recipe_command("pretrain-lm"), "ULMFiT stage 1: train a general-domain language model"),
     "finetune-lm": (_recipe_command("finetune-lm"), "ULMFiT stage 2: fine-tune a language model on target text"),
     "train-classifier": (
@@ -325,10 +329,6 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str], str], int], str]] = {
         "accuracy and macro-F1 of a classifier (or an ensemble) on labelled texts",
     ),
     "lr-find": (_recipe_command("lr-find"), "learning-rate range test with suggested rates and a plot"),
-    "predict": (_dataclass_command(PredictArguments, run_predict), "classify texts (JSON lines out)"),
-    "generate": (_dataclass_command(GenerateArguments, run_generate), "continue a prompt with a language model"),
-    "convert-fastai": (_convert_fastai, "convert a fastai AWD-LSTM checkpoint into a tl_nlp folder"),
-    "push": (_push, "upload a model with a model card written from its training record to the Hub"),
 }
 
 
