@@ -130,7 +130,7 @@ def training_arguments(args: DemoArguments, stage: str, **values) -> dict:
 
 def parameter_count(folder: Path) -> int:
     with safe_open(folder / "model.safetensors", framework="pt") as weights:
-        return sum(weights.get_slice(name).get_shape().numel() for name in weights.keys())
+        return sum(math.prod(weights.get_slice(name).get_shape()) for name in weights.keys())
 
 
 def main() -> None:
