@@ -4,8 +4,9 @@
 2. That language model fine-tuned on unlabelled IMDb reviews (discriminative learning rates, STLR).
 3. A classifier built from the fine-tuned encoder, trained on a few hundred labelled reviews with gradual
    unfreezing, discriminative learning rates and STLR, then evaluated on held-out reviews.
-Each stage saves a standard Hugging Face folder under `--output_dir`; the last one is used through
-`pipeline("text-classification")`.
+Each stage is one call of the recipe API (`tl_nlp.recipe`) and saves a standard Hugging Face folder under
+`--output_dir`; the last one is used through `pipeline("text-classification")`. The same recipe from the shell:
+`tl-nlp ulmfit --config examples/configs/ulmfit_awd_lstm_cpu_demo.yaml`.
 
 Single process (what `make demo` runs):
 
@@ -31,22 +32,11 @@ from pathlib import Path
 
 import datasets
 import torch
-from transformers import DataCollatorWithPadding, HfArgumentParser, pipeline, set_seed
+from safetensors import safe_open
+from transformers import HfArgumentParser, pipeline, set_seed
 
-from tl_nlp import (
-    AWDLSTMConfig,
-    AWDLSTMForCausalLM,
-    AWDLSTMForSequenceClassification,
-    ClassificationTrainer,
-    LanguageModelStreams,
-    LanguageModelTrainer,
-    ULMFiTTrainingArguments,
-    load_text_dataset,
-    stream_perplexity,
-    tokenize_dataset,
-    tokenize_for_language_model,
-    train_ulmfit_tokenizer,
-)
+from tl_nlp import load_text_dataset, train_ulmfit_tokenizer
+from tl_nlp.recipe import finetune_language_model, pretrain_language_model, train_classifier
 
 
 @dataclass
@@ -134,55 +124,14 @@ def load_corpora(args: DemoArguments) -> dict[str, datasets.Dataset]:
     }
 
 
-def lm_streams(dataset, tokenizer, args: DemoArguments, shuffle: bool) -> LanguageModelStreams:
-    # WikiText has a blank line between paragraphs: those rows are skipped (and counted in the log).
-    tokenized = tokenize_for_language_model(dataset, tokenizer, skip_empty=True)
-    # Training streams are split between the processes of the run; every process measures the validation
-    # perplexity (stream_perplexity) over the whole validation stream.
-    processes = {} if shuffle else {"process_index": 0, "num_processes": 1}
-    return LanguageModelStreams.from_dataset(
-        tokenized,
-        batch_size=args.lm_batch_size,
-        bptt=args.bptt,
-        shuffle=shuffle,
-        seed=args.seed,
-        pad_token_id=tokenizer.pad_token_id,
-        **processes,
-    )
+def training_arguments(args: DemoArguments, stage: str, **values) -> dict:
+    """The stage's training options (the recipe's stage defaults fill in the rest: no checkpoints, tqdm bars)."""
+    return dict(output_dir=str(Path(args.output_dir) / "checkpoints" / stage), seed=args.seed, **values)
 
 
-def training_arguments(args: DemoArguments, stage: str, **overrides) -> ULMFiTTrainingArguments:
-    values = dict(
-        output_dir=str(Path(args.output_dir) / "checkpoints" / stage),
-        seed=args.seed,
-        logging_steps=20,
-        save_strategy="no",
-        report_to=[],
-        dataloader_num_workers=0,
-        dataloader_pin_memory=torch.cuda.is_available(),  # pinning means nothing on CPU (and torch warns)
-        disable_tqdm=False,
-    )
-    values.update(overrides)
-    return ULMFiTTrainingArguments(**values)
-
-
-def language_model_stage(model, tokenizer, train_texts, valid_texts, args, folder: Path, **training):
-    """Trains `model` on `train_texts` as carried-state streams and saves it with the tokenizer and its training
-    record in `folder`. Returns the folder, the validation perplexity before and after, and the seconds it took."""
-    start = time.perf_counter()
-    # The arguments first: under `accelerate launch` they start the process group that the streams split over.
-    training_args = training_arguments(args, folder.name, weight_decay=0.01, gradual_unfreezing=False, **training)
-    train = lm_streams(train_texts, tokenizer, args, shuffle=True)
-    valid = lm_streams(valid_texts, tokenizer, args, shuffle=False)
-    print(f"  {train.num_tokens:,} training tokens, {valid.num_tokens:,} validation tokens")
-    before = stream_perplexity(model, valid)
-    trainer = LanguageModelTrainer(model=model, args=training_args, train_dataset=train, processing_class=tokenizer)
-    trainer.train()
-    after = stream_perplexity(model, valid)
-    trainer.log({"eval_perplexity": after})  # goes into the training record that save_model writes
-    trainer.save_model(str(folder))  # weights, tokenizer and ulmfit_training_record.json (main process only)
-    trainer.accelerator.wait_for_everyone()  # the next stage loads the folder on every process
-    return folder, before, after, time.perf_counter() - start
+def parameter_count(folder: Path) -> int:
+    with safe_open(folder / "model.safetensors", framework="pt") as weights:
+        return sum(math.prod(weights.get_slice(name).get_shape()) for name in weights.keys())
 
 
 def main() -> None:
@@ -205,106 +154,96 @@ def main() -> None:
     print(f"  {len(tokenizer):,} tokens; e.g. {tokenizer.tokenize('This movie was GREAT!!!')}")
 
     print("== stage 1: general-domain language model on WikiText-2")
-    config = AWDLSTMConfig(
-        vocab_size=len(tokenizer),
-        embedding_size=args.embedding_size,
-        hidden_size=args.hidden_size,
-        num_hidden_layers=args.num_hidden_layers,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    model = AWDLSTMForCausalLM(config)
-    print(f"  {sum(p.numel() for p in model.parameters()):,} parameters")
-    # Stage 1 trains every layer at one rate; stage 2 (ULMFiT's LM fine-tuning) uses discriminative rates and STLR.
-    stage1, before, after, timings["pretrain"] = language_model_stage(
-        model,
-        tokenizer,
+    start = time.perf_counter()
+    # Stage 1 trains every layer at one rate (the recipe's pretrain defaults); stage 2 (ULMFiT's LM fine-tuning)
+    # uses discriminative rates and STLR.
+    stage1 = pretrain_language_model(
         corpora["wiki_train"],
-        corpora["wiki_valid"],
-        args,
         output / "lm_wikitext2",
-        num_train_epochs=args.pretrain_epochs,
-        learning_rate=3e-3,
-        discriminative_lr_decay=1.0,
-        dataset_name="Salesforce/wikitext",
-        dataset_split="wikitext-2-v1 train",
+        eval_data=corpora["wiki_valid"],
+        tokenizer=tokenizer,
+        model_config=dict(
+            embedding_size=args.embedding_size, hidden_size=args.hidden_size, num_hidden_layers=args.num_hidden_layers
+        ),
+        bptt=args.bptt,
+        training_args=training_arguments(
+            args,
+            "lm_wikitext2",
+            num_train_epochs=args.pretrain_epochs,
+            learning_rate=3e-3,
+            per_device_train_batch_size=args.lm_batch_size,
+        ),
     )
-    print(f"  WikiText-2 validation perplexity: {before:.0f} before training, {after:.1f} after; saved to {stage1}")
+    timings["pretrain"] = time.perf_counter() - start
+    print(f"  {parameter_count(stage1.output_dir):,} parameters")
+    print(
+        f"  WikiText-2 validation perplexity: {stage1['eval_perplexity_before']:.0f} before training, "
+        f"{stage1['eval_perplexity']:.1f} after; saved to {stage1.output_dir}"
+    )
 
     print("== stage 2: fine-tune the language model on IMDb reviews")
-    stage2, before, after, timings["finetune"] = language_model_stage(
-        model,
-        tokenizer,
+    start = time.perf_counter()
+    stage2 = finetune_language_model(
+        str(stage1.output_dir),
         corpora["imdb_lm"],
-        corpora["imdb_lm_valid"],
-        args,
         output / "lm_imdb",
-        num_train_epochs=args.finetune_epochs,
-        learning_rate=2e-3,
-        dataset_name="stanfordnlp/imdb",
-        dataset_split=f"unsup ({args.finetune_reviews:,} reviews)",
-        # The same model object goes on training: its record is the one saved with stage 1.
-        previous_training_record=str(stage1),
+        eval_data=corpora["imdb_lm_valid"],
+        bptt=args.bptt,
+        training_args=training_arguments(
+            args,
+            "lm_imdb",
+            num_train_epochs=args.finetune_epochs,
+            learning_rate=2e-3,
+            per_device_train_batch_size=args.lm_batch_size,
+        ),
     )
+    timings["finetune"] = time.perf_counter() - start
     print(
-        f"  IMDb validation perplexity: {before:.1f} with the WikiText-2 model, {after:.1f} after fine-tuning; "
-        f"saved to {stage2}"
+        f"  IMDb validation perplexity: {stage2['eval_perplexity_before']:.1f} with the WikiText-2 model, "
+        f"{stage2['eval_perplexity']:.1f} after fine-tuning; saved to {stage2.output_dir}"
     )
 
     print(f"== stage 3: classifier from the fine-tuned encoder, {len(corpora['imdb_train'])} labelled reviews")
     start = time.perf_counter()
     # IMDb labels are 0 (negative) and 1 (positive); the names travel with the model's config.
-    labels = ["negative", "positive"]
-    clas_train, id2label, label2id = tokenize_dataset(corpora["imdb_train"], tokenizer, label_names=labels)
-    clas_test, _, _ = tokenize_dataset(corpora["imdb_test"], tokenizer, label_names=labels)
-    classifier = AWDLSTMForSequenceClassification.from_pretrained(
-        stage2, num_labels=len(labels), id2label=id2label, label2id=label2id
-    )
-    trainer = ClassificationTrainer(
-        model=classifier,
-        args=training_arguments(
+    stage3 = train_classifier(
+        str(stage2.output_dir),
+        corpora["imdb_train"],
+        output / "classifier",
+        eval_data=corpora["imdb_test"],
+        label_names=["negative", "positive"],
+        training_args=training_arguments(
             args,
             "classifier",
             num_train_epochs=args.classifier_epochs,
             learning_rate=1e-2,
             per_device_train_batch_size=16,
             per_device_eval_batch_size=64,
-            weight_decay=0.01,
-            eval_strategy="no",
-            dataset_name="stanfordnlp/imdb",
-            dataset_split=f"train ({len(clas_train):,} balanced reviews)",
         ),
-        train_dataset=clas_train,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=lambda prediction: {
-            "accuracy": float((prediction.predictions.argmax(-1) == prediction.label_ids).mean())
-        },
     )
-    print(trainer.layer_group_summary())
-    trainer.train()
-    metrics = trainer.evaluate(clas_test)
     timings["classifier"] = time.perf_counter() - start
-    print(f"  accuracy on {len(clas_test)} held-out IMDb test reviews: {metrics['eval_accuracy']:.3f}")
-    stage3 = output / "classifier"
-    trainer.save_model(stage3)
-    if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(stage3)
-        (stage3 / "demo_metrics.json").write_text(
+    # Under `accelerate launch` every process trained; one writes the summary and runs the pipeline.
+    main_process = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+    metrics = {name: value for name, value in stage3.metrics.items() if name.startswith("eval_")}
+    print(
+        f"  accuracy on {len(corpora['imdb_test'])} held-out IMDb test reviews: {metrics['eval_accuracy']:.3f} "
+        f"(macro-F1 {metrics['eval_macro_f1']:.3f})"
+    )
+    if main_process:
+        (stage3.output_dir / "demo_metrics.json").write_text(
             json.dumps({"eval": metrics, "seconds": timings, "arguments": asdict(args)}, indent=2)
         )
-    trainer.accelerator.wait_for_everyone()  # every process reads the folder below
-    print(f"  saved to {stage3}")
+        print(f"  saved to {stage3.output_dir}")
 
-    print("== pipeline('text-classification') on the saved folder")
-    classify = pipeline("text-classification", model=str(stage3), device="cpu")
-    for text in (
-        "One of the best films I have seen in years, moving and funny.",
-        "A dull, badly acted mess; I wanted my two hours back.",
-    ):
-        prediction = classify(text)[0]
-        print(f"  {prediction['label']:>8s} {prediction['score']:.2f}  {text}")
-    print("== seconds per stage: " + ", ".join(f"{name} {seconds:.0f}" for name, seconds in timings.items()))
+        print("== pipeline('text-classification') on the saved folder")
+        classify = pipeline("text-classification", model=str(stage3.output_dir), device="cpu")
+        for text in (
+            "One of the best films I have seen in years, moving and funny.",
+            "A dull, badly acted mess; I wanted my two hours back.",
+        ):
+            prediction = classify(text)[0]
+            print(f"  {prediction['label']:>8s} {prediction['score']:.2f}  {text}")
+        print("== seconds per stage: " + ", ".join(f"{name} {seconds:.0f}" for name, seconds in timings.items()))
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()  # under accelerate launch: gloo can abort at exit otherwise
     if math.isnan(metrics["eval_loss"]):

@@ -167,3 +167,171 @@ def test_push_dry_run_writes_the_upload_folder_with_a_card(folders, tmp_path, ca
     assert (dry_run / "README.md").is_file() and (dry_run / "model.safetensors").is_file()
     status, _, err = run(capsys, argv + ["--training_record", str(tmp_path / "missing.yaml"), "--dry_run_dir", "x"])
     assert status == 2 and "missing.yaml does not exist" in err and len(err.strip().splitlines()) == 1
+
+
+# ---- the recipe commands -------------------------------------------------------------------------------------------
+
+RECIPE_CONFIGS = [
+    "ulmfit_awd_lstm_tiny.yaml",
+    "ulmfit_awd_lstm_cpu_demo.yaml",
+    "bert_classifier.yaml",
+    "gpt2_classifier.yaml",
+]
+
+
+@pytest.mark.parametrize("name", RECIPE_CONFIGS)
+def test_example_configs_parse_into_the_ulmfit_options(name):
+    from pathlib import Path
+
+    from tl_nlp import ULMFiTTrainingArguments
+    from tl_nlp.cli import parse_dataclasses
+    from tl_nlp.config_files import read_mapping_file
+    from tl_nlp.recipe import commands
+
+    path = Path(__file__).parent.parent / "examples" / "configs" / name
+    classes = (commands.UlmfitArguments, commands.DataArguments, commands.ModelArguments, ULMFiTTrainingArguments)
+    recipe, data, model, training = parse_dataclasses(
+        classes, ["--config", str(path)], "tl-nlp ulmfit", defaults=commands.COMMAND_DEFAULTS["ulmfit"]
+    )
+    values = read_mapping_file(path, "config")
+    assert training.output_dir == values["output_dir"] and training.learning_rate == values["learning_rate"]
+    assert data.class_names == ["negative", "positive"] and data.train_file == values["train_file"]
+    assert recipe.finetune_learning_rate == values["finetune_learning_rate"]
+    assert model.model_name_or_path == values.get("model_name_or_path")
+    assert training.report_to == [] and training.save_strategy == "no"  # the command's defaults, not Trainer's
+
+
+@pytest.fixture(scope="module")
+def recipe_run(tmp_path_factory):
+    """`tl-nlp ulmfit --config FILE` in a new process (as a user runs it), tiny AWD-LSTM, the three stages."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+    from recipe_fixtures import write_corpora
+
+    root = tmp_path_factory.mktemp("recipe_cli")
+    data = write_corpora(root / "data")
+    config = {
+        "pretrain_file": str(data["general"]),
+        "pretrain_validation_file": str(data["general"]),
+        "pretrain_learning_rate": 1e-2,
+        "finetune_file": str(data["train"]),
+        "finetune_validation_file": str(data["test"]),
+        "lm_batch_size": 4,
+        "train_file": str(data["train"]),
+        "validation_file": str(data["test"]),
+        "class_names": ["neg", "pos"],
+        "min_frequency": 1,
+        "embedding_size": 16,
+        "hidden_size": 24,
+        "num_hidden_layers": 2,
+        "bptt": 10,
+        "output_dir": str(root / "run"),
+        "num_train_epochs": 2,
+        "per_device_train_batch_size": 8,
+    }
+    config_file = root / "recipe.yaml"
+    config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
+    repo = Path(__file__).parent.parent
+    env = {**os.environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "tl_nlp", "ulmfit", "--config", str(config_file), "--pretrain_epochs", "0.5"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=root,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root, data, result
+
+
+def test_ulmfit_command_runs_the_three_stages_from_a_config(recipe_run):
+    root, _, result = recipe_run
+    run = root / "run"
+    summary = json.loads((run / "recipe_results.json").read_text())
+    assert set(summary) == {"pretrain", "finetune", "classifier"}
+    for stage, folder in (("pretrain", "lm_pretrained"), ("finetune", "lm_finetuned"), ("classifier", "classifier")):
+        assert json.loads((run / folder / "all_results.json").read_text()) == pytest.approx(summary[stage])
+    # The flag overrode the stage-1 epochs; the config's rate reached stage 1 and the classifier kept its own.
+    assert summary["pretrain"]["epoch"] == pytest.approx(0.5, abs=0.05)
+    assert json.loads((run / "lm_pretrained" / "training_args.json").read_text())["learning_rate"] == 1e-2
+    assert json.loads((run / "classifier" / "training_args.json").read_text())["learning_rate"] == 1e-2
+    assert summary["pretrain"]["eval_perplexity"] < summary["pretrain"]["eval_perplexity_before"]
+    assert "eval_perplexity" in result.stdout and "eval_accuracy" in result.stdout  # printed, not only saved
+
+
+def test_evaluate_and_lr_find_commands_on_the_recipe_folders(recipe_run, capsys, tmp_path):
+    root, data, _ = recipe_run
+    summary = json.loads((root / "run" / "recipe_results.json").read_text())
+    status, out, _ = run(
+        capsys,
+        [
+            "evaluate",
+            "--model_name_or_path",
+            str(root / "run" / "classifier"),
+            "--test_file",
+            str(data["test"]),
+            "--output_file",
+            str(tmp_path / "eval.json"),
+        ],
+    )
+    assert status == 0
+    metrics = json.loads(out.splitlines()[-1])
+    assert metrics["eval_accuracy"] == pytest.approx(summary["classifier"]["eval_accuracy"])
+    assert json.loads((tmp_path / "eval.json").read_text()) == metrics
+    status, out, _ = run(
+        capsys,
+        [
+            "lr-find",
+            "--model_name_or_path",
+            str(root / "run" / "lm_finetuned"),
+            "--train_file",
+            str(data["train"]),
+            "--class_names",
+            "neg",
+            "pos",
+            "--num_steps",
+            "12",
+            "--output_dir",
+            str(tmp_path / "lr"),
+            "--per_device_train_batch_size",
+            "8",
+        ],
+    )
+    assert status == 0 and "suggested learning rates" in out
+    curve = json.loads((tmp_path / "lr" / "lr_find.json").read_text())
+    assert len(curve["learning_rates"]) == len(curve["losses"]) <= 12 and curve["learning_rates"][0] == pytest.approx(
+        1e-7
+    )
+    assert (tmp_path / "lr" / "lr_find.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_recipe_errors_are_one_line_with_exit_status_2(recipe_run, capsys, tmp_path):
+    root, data, _ = recipe_run
+    lm = str(root / "run" / "lm_finetuned")
+    unknown = tmp_path / "unknown_model"
+    unknown.mkdir()
+    (unknown / "config.json").write_text(json.dumps({"model_type": "no-such-model"}))
+    base = ["train-classifier", "--train_file", str(data["train"]), "--output_dir", str(tmp_path / "out")]
+    cases = {
+        "does not exist": ["--model_name_or_path", str(tmp_path / "nowhere")],
+        "cannot load model": ["--model_name_or_path", str(unknown)],
+        "no text column 'review'": ["--model_name_or_path", lm, "--text_column", "review"],
+        "label 'pos' is not one of ['neg', 'neutral']": [
+            "--model_name_or_path",
+            lm,
+            "--class_names",
+            "neg",
+            "neutral",
+        ],
+    }
+    for expected, extra in cases.items():
+        status, _, err = run(capsys, base + extra)
+        assert status == 2, expected
+        assert err.count("\n") == 1 and expected in err and "Traceback" not in err, err
+    status, _, err = run(capsys, ["ulmfit", "--train_file", str(data["train"])])
+    assert status == 2 and "needs --pretrain_file" in err

@@ -10,6 +10,8 @@ over the file:
     tl-nlp convert-fastai lm.pth vocab.pkl converted/
     tl-nlp push --model_dir runs/demo/classifier --repo_id me/imdb-ulmfit   # the record ULMFiTTrainer saved there
     tl-nlp zero-shot --model_name_or_path runs/demo/lm_imdb --labels negative positive --label_words bad good
+    tl-nlp ulmfit --config examples/configs/ulmfit_awd_lstm_tiny.yaml
+    tl-nlp lr-find --model_name_or_path runs/lm_imdb --train_file reviews.csv --class_names negative positive
 
 It works the same under `accelerate launch -m tl_nlp.cli ...`. Errors a user can fix (a wrong path, an unknown
 model, bad input) are one line on stderr and exit status 2, not a traceback.
@@ -92,6 +94,15 @@ class GenerateArguments:
 
 def parse_dataclass(arguments_class: type, argv: Sequence[str], prog: str):
     """Parses `argv` into `arguments_class`, with `--config FILE` (YAML or JSON) supplying defaults."""
+    (arguments,) = parse_dataclasses((arguments_class,), argv, prog)
+    return arguments
+
+
+def parse_dataclasses(
+    arguments_classes: Sequence[type], argv: Sequence[str], prog: str, defaults: dict | None = None
+) -> tuple:
+    """Parses `argv` into one instance of each class (field names are unique across them). Values come from, in
+    increasing priority: the fields' defaults, `defaults` (the command's own), `--config FILE` (YAML or JSON), flags."""
     argv = list(argv)
     config_values = {}
     if "--config" in argv:
@@ -101,8 +112,9 @@ def parse_dataclass(arguments_class: type, argv: Sequence[str], prog: str):
         config_path = Path(argv[position + 1])
         del argv[position : position + 2]
         config_values = read_config_file(config_path)
-    parser = HfArgumentParser(arguments_class, prog=prog, description=arguments_class.__doc__)
+    parser = HfArgumentParser(list(arguments_classes), prog=prog, description=arguments_classes[0].__doc__)
     known = {action.dest for action in parser._actions}
+    config_values = {**(defaults or {}), **config_values}
     unknown = sorted(set(config_values) - known)
     if unknown:
         raise UsageError(f"{config_path}: unknown option(s) {', '.join(unknown)} for {prog}")
@@ -112,10 +124,9 @@ def parse_dataclass(arguments_class: type, argv: Sequence[str], prog: str):
             action.default = config_values[action.dest]
             action.required = False
     try:
-        (arguments,) = parser.parse_args_into_dataclasses(args=argv)
+        return tuple(parser.parse_args_into_dataclasses(args=argv))
     except ValueError as error:  # raised by the dataclass' validation
-        raise UsageError(str(error)) from error
-    return arguments
+        raise UsageError(str(error).splitlines()[0] if str(error) else type(error).__name__) from error
 
 
 def read_config_file(path: Path) -> dict:
@@ -253,12 +264,80 @@ def _zero_shot(argv: Sequence[str], prog: str) -> int:
     return 0
 
 
+def _recipe_command(name: str) -> Callable[[Sequence[str], str], int]:
+    """A recipe subcommand (tl_nlp.recipe.commands): its dataclasses parsed together, user errors as one line."""
+
+    def command(argv: Sequence[str], prog: str) -> int:
+        from .data import TextDataError
+        from .recipe import RecipeError
+        from .recipe import commands as recipe
+        from .training import ULMFiTTrainingArguments
+        from .training.loss_guard import NonFiniteLossError
+        from .training.lr_finder import LRFinderArguments
+
+        classes, handler = {
+            "pretrain-lm": ((recipe.DataArguments, recipe.ModelArguments), _stage_handler("pretrain")),
+            "finetune-lm": ((recipe.DataArguments, recipe.ModelArguments), _stage_handler("finetune")),
+            "train-classifier": ((recipe.DataArguments, recipe.ModelArguments), recipe.run_classifier_command),
+            "ulmfit": (
+                (recipe.UlmfitArguments, recipe.DataArguments, recipe.ModelArguments),
+                recipe.run_ulmfit_command,
+            ),
+            "lr-find": (
+                (recipe.LRFindTaskArguments, LRFinderArguments, recipe.DataArguments, recipe.ModelArguments),
+                recipe.run_lr_find_command,
+            ),
+            "evaluate": ((recipe.EvaluateArguments,), recipe.run_evaluate_command),
+        }[name]
+        if name != "evaluate":
+            classes = (*classes, ULMFiTTrainingArguments)
+        arguments = parse_dataclasses(classes, argv, prog, defaults=recipe.COMMAND_DEFAULTS.get(name))
+        try:
+            handler(*arguments)
+        except (RecipeError, TextDataError) as error:
+            raise UsageError(str(error)) from error
+        except NonFiniteLossError as error:
+            sys.stderr.write(f"{prog}: stopped: {error}\n")
+            return 1
+        finally:
+            _end_distributed()
+        return 0
+
+    return command
+
+
+def _stage_handler(stage: str) -> Callable:
+    from .recipe.commands import run_language_model_command
+
+    return lambda data, model, training: run_language_model_command(stage, data, model, training)
+
+
+def _end_distributed() -> None:
+    # Under `accelerate launch`, gloo can abort at interpreter exit unless the process group is closed first.
+    import torch.distributed
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 COMMANDS: dict[str, tuple[Callable[[Sequence[str], str], int], str]] = {
     "predict": (_dataclass_command(PredictArguments, run_predict), "classify texts (JSON lines out)"),
     "generate": (_dataclass_command(GenerateArguments, run_generate), "continue a prompt with a language model"),
     "convert-fastai": (_convert_fastai, "convert a fastai AWD-LSTM checkpoint into a tl_nlp folder"),
     "push": (_push, "upload a model with a model card written from its training record to the Hub"),
     "zero-shot": (_zero_shot, "classify texts with a language model and label words, no training (JSON lines out)"),
+    "pretrain-lm": (_recipe_command("pretrain-lm"), "ULMFiT stage 1: train a general-domain language model"),
+    "finetune-lm": (_recipe_command("finetune-lm"), "ULMFiT stage 2: fine-tune a language model on target text"),
+    "train-classifier": (
+        _recipe_command("train-classifier"),
+        "ULMFiT stage 3: train a classifier from a language model",
+    ),
+    "ulmfit": (_recipe_command("ulmfit"), "the three ULMFiT stages in one command"),
+    "evaluate": (
+        _recipe_command("evaluate"),
+        "accuracy and macro-F1 of a classifier (or an ensemble) on labelled texts",
+    ),
+    "lr-find": (_recipe_command("lr-find"), "learning-rate range test with suggested rates and a plot"),
 }
 
 

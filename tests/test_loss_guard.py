@@ -1,0 +1,60 @@
+"""A loss that turns NaN stops training with the step and learning rate, keeping the last good checkpoint."""
+
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from ulmfit_tiny_models import classification_dataset, snapshot, tiny_bert
+
+from tl_nlp import ULMFiTTrainer, ULMFiTTrainingArguments
+from tl_nlp.training.loss_guard import NonFiniteLossCallback, NonFiniteLossError
+
+NAN_FROM_STEP = 4
+
+
+def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = tiny_bert(dropout=0.0)
+    calls = {"forward": 0}
+
+    def poison(module, inputs, output):
+        # Batches of 8, one forward per step: from step NAN_FROM_STEP on, the embeddings (hence the loss) are NaN.
+        calls["forward"] += 1
+        return output * float("nan") if calls["forward"] >= NAN_FROM_STEP else output
+
+    model.bert.embeddings.register_forward_hook(poison)
+    guard = NonFiniteLossCallback()
+    args = ULMFiTTrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=8,
+        max_steps=8,
+        learning_rate=1e-3,
+        gradual_unfreezing=False,
+        save_strategy="steps",
+        save_steps=1,
+        logging_steps=1,
+        report_to=[],
+        dataloader_pin_memory=False,
+    )
+    trainer = ULMFiTTrainer(model=model, args=args, train_dataset=classification_dataset(64), callbacks=[guard])
+    trainer.train()
+    assert guard.step == NAN_FROM_STEP
+    assert trainer.state.global_step == NAN_FROM_STEP  # stopped there, not at max_steps
+    saved = sorted(path.name for path in tmp_path.glob("checkpoint-*"))
+    assert saved == [f"checkpoint-{step}" for step in range(1, NAN_FROM_STEP)]  # none at or after the NaN
+    last_good = load_file(tmp_path / f"checkpoint-{NAN_FROM_STEP - 1}" / "model.safetensors")
+    assert all(torch.isfinite(tensor).all() for tensor in last_good.values())
+    # The NaN step changed nothing: the model still holds the weights of the last good checkpoint.
+    weights = snapshot(model)
+    for name, tensor in last_good.items():
+        assert torch.equal(weights[name], tensor), name
+    # The rate named is the one the NaN step ran at, as Trainer logged it for that step (top group first).
+    logged = next(entry for entry in trainer.state.log_history if entry.get("step") == NAN_FROM_STEP)
+    top_rate = guard.learning_rates[0]
+    assert top_rate == pytest.approx(logged["learning_rate"])
+    assert f"at step {NAN_FROM_STEP} " in guard.message
+    assert f"learning rate {top_rate:.3g}" in guard.message and not math.isnan(top_rate)
+    assert f"checkpoint-{NAN_FROM_STEP - 1}" in guard.message
+    with pytest.raises(NonFiniteLossError, match=f"step {NAN_FROM_STEP}"):
+        guard.raise_if_stopped()

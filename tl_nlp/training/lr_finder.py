@@ -1,0 +1,233 @@
+"""The learning-rate range test (Smith 2015; fastai's `lr_find`) for any model trained by a `Trainer`.
+
+The learning rate grows exponentially from `start_lr` to `end_lr` over `num_steps` optimizer steps on training
+batches; the loss is smoothed with a bias-corrected exponential moving average, and the test stops early once the
+smoothed loss exceeds `divergence_threshold` times its minimum. Two suggestions are read off the curve:
+
+- *steepest*: the rate where the smoothed loss falls fastest against log(learning rate);
+- *valley*: the longest run of decreasing loss, read two thirds of the way down it (fastai's default suggestion).
+
+The model's weights, the trainer's optimizer and scheduler, and the frozen/trainable state of every parameter are
+restored afterwards. With discriminative learning rates (`ULMFiTTrainer`) every parameter group keeps its ratio to
+the top group: the rate that is swept and suggested is the top group's `learning_rate`.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import Trainer
+
+
+@dataclass
+class LRFinderArguments:
+    """Options of the learning-rate range test."""
+
+    start_lr: float = field(default=1e-7, metadata={"help": "First learning rate of the sweep (> 0)."})
+    end_lr: float = field(default=10.0, metadata={"help": "Last learning rate of the sweep (> start_lr)."})
+    num_steps: int = field(default=100, metadata={"help": "Optimizer steps of the sweep (>= 6; fastai: 100)."})
+    smoothing: float = field(
+        default=0.98, metadata={"help": "EMA factor of the loss smoothing, in [0, 1) (0: no smoothing)."}
+    )
+    divergence_threshold: float = field(
+        default=4.0, metadata={"help": "Stop once the smoothed loss exceeds this times its minimum (> 1)."}
+    )
+    plot_file: str | None = field(
+        default=None, metadata={"help": "Save the loss-against-learning-rate plot here (PNG); none when not given."}
+    )
+
+    def __post_init__(self):
+        if not self.start_lr > 0:
+            raise ValueError(f"start_lr must be > 0, got {self.start_lr}")
+        if not self.end_lr > self.start_lr:
+            raise ValueError(f"end_lr must be > start_lr ({self.start_lr}), got {self.end_lr}")
+        if self.num_steps < 6:
+            raise ValueError(f"num_steps must be >= 6, got {self.num_steps}")
+        if not 0 <= self.smoothing < 1:
+            raise ValueError(f"smoothing must lie in [0, 1), got {self.smoothing}")
+        if not self.divergence_threshold > 1:
+            raise ValueError(f"divergence_threshold must be > 1, got {self.divergence_threshold}")
+
+
+@dataclass
+class LRFinderResult:
+    """What the range test measured: the top group's learning rate, the smoothed and the raw loss at each step, and
+    the suggestions (`None` when the curve is too short to read one)."""
+
+    learning_rates: list[float]
+    losses: list[float]
+    raw_losses: list[float]
+    steepest: float | None
+    valley: float | None
+    stopped_early: bool
+
+    def to_dict(self) -> dict:
+        return {
+            "steepest": self.steepest,
+            "valley": self.valley,
+            "stopped_early": self.stopped_early,
+            "learning_rates": self.learning_rates,
+            "losses": self.losses,
+            "raw_losses": self.raw_losses,
+        }
+
+    def plot(self, path: str | Path) -> Path:
+        """Saves the smoothed loss against the learning rate (log scale) with the suggestions marked, as PNG."""
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError as error:
+            raise ImportError(
+                "the LR-finder plot needs matplotlib: pip install 'tl_nlp[plot]' (or pip install matplotlib)"
+            ) from error
+        figure, axes = plt.subplots(figsize=(6, 4))
+        axes.plot(self.learning_rates, self.losses)
+        for name, rate, marker in (("steepest", self.steepest, "o"), ("valley", self.valley, "s")):
+            if rate is not None:
+                loss = float(np.interp(np.log(rate), np.log(self.learning_rates), self.losses))
+                axes.plot([rate], [loss], marker, label=f"{name}: {rate:.2e}")
+        axes.set_xscale("log")
+        axes.set_xlabel("learning rate (top layer group)")
+        axes.set_ylabel("training loss (smoothed)")
+        axes.legend()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=100, bbox_inches="tight")
+        plt.close(figure)
+        return path
+
+
+def steepest_learning_rate(learning_rates: list[float], losses: list[float]) -> float | None:
+    """The rate at the start of the steepest fall of the loss against log(learning rate)."""
+    if len(losses) < 2:
+        return None
+    slopes = np.diff(losses) / np.diff(np.log(learning_rates))
+    return float(learning_rates[int(np.argmin(slopes))])
+
+
+def valley_learning_rate(learning_rates: list[float], losses: list[float]) -> float | None:
+    """The longest decreasing run of the loss (its longest decreasing subsequence, ending at index `end`), read at
+    two thirds of its way from its start: low enough to be safely before the minimum, high enough to learn fast."""
+    count = len(losses)
+    if count < 2:
+        return None
+    run_lengths = [1] * count  # run_lengths[i]: longest decreasing subsequence ending at i
+    end = 0
+    for i in range(1, count):
+        for j in range(i):
+            if losses[i] < losses[j] and run_lengths[i] < run_lengths[j] + 1:
+                run_lengths[i] = run_lengths[j] + 1
+        if run_lengths[i] > run_lengths[end]:
+            end = i
+    start = end - run_lengths[end]
+    third = (end - start) / 3
+    return float(learning_rates[max(0, start + int(third) + int(third / 2))])
+
+
+def find_learning_rate(
+    trainer: Trainer, arguments: LRFinderArguments | None = None, **options: float | int | str | None
+) -> LRFinderResult:
+    """Runs the learning-rate range test on `trainer`'s model and training data and restores everything afterwards.
+
+    Args:
+        trainer: any `Trainer` (a `ULMFiTTrainer` keeps its discriminative ratios; a `LanguageModelTrainer` reads its
+            streams with the carried state) whose `train_dataset` is set.
+        arguments: the test's options; `options` (the same names) are used when it is not given.
+
+    Returns:
+        An [`LRFinderResult`]; with `plot_file` set, the plot is saved there too.
+
+    Example:
+
+    ```python
+    >>> result = find_learning_rate(trainer, num_steps=200, plot_file="runs/lr_find.png")  # doctest: +SKIP
+    >>> result.valley, result.steepest  # doctest: +SKIP
+    ```
+    """
+    arguments = arguments if arguments is not None else LRFinderArguments(**options)
+    model = trainer.model
+    saved_weights = copy.deepcopy(model.state_dict())
+    saved_requires_grad = [parameter.requires_grad for parameter in model.parameters()]
+    saved_optimizer, saved_scheduler = trainer.optimizer, trainer.lr_scheduler
+    saved_optimizer_state = copy.deepcopy(saved_optimizer.state_dict()) if saved_optimizer is not None else None
+    was_training = model.training
+    try:
+        trainer.optimizer, trainer.lr_scheduler = None, None
+        optimizer = trainer.create_optimizer()
+        top_rate = max(group["lr"] for group in optimizer.param_groups)
+        ratios = [group["lr"] / top_rate for group in optimizer.param_groups]
+        learning_rates, losses, raw_losses = _sweep(trainer, optimizer, ratios, arguments)
+    finally:
+        model.load_state_dict(saved_weights)
+        for parameter, requires_grad in zip(model.parameters(), saved_requires_grad, strict=True):
+            parameter.requires_grad_(requires_grad)
+            parameter.grad = None
+        trainer.optimizer, trainer.lr_scheduler = saved_optimizer, saved_scheduler
+        if saved_optimizer is not None:
+            saved_optimizer.load_state_dict(saved_optimizer_state)
+        if hasattr(trainer, "carried_state"):  # LanguageModelTrainer: next training starts from a fresh state
+            trainer.carried_state = {True: None, False: None}
+            trainer.window_lr_scales = []
+        model.train(was_training)
+    stopped_early = len(learning_rates) < arguments.num_steps
+    # As fastai: the first tenth of the sweep is noise from the EMA warming up and the last steps are divergence.
+    usable = slice(arguments.num_steps // 10, -5 if stopped_early else None)
+    curve_rates, curve_losses = learning_rates[usable], losses[usable]
+    result = LRFinderResult(
+        learning_rates=learning_rates,
+        losses=losses,
+        raw_losses=raw_losses,
+        steepest=steepest_learning_rate(curve_rates, curve_losses),
+        valley=valley_learning_rate(curve_rates, curve_losses),
+        stopped_early=stopped_early,
+    )
+    if arguments.plot_file:
+        result.plot(arguments.plot_file)
+    return result
+
+
+def _sweep(
+    trainer: Trainer, optimizer: torch.optim.Optimizer, ratios: list[float], arguments: LRFinderArguments
+) -> tuple[list[float], list[float], list[float]]:
+    model = trainer.model
+    model.train()
+    dataloader = trainer.get_train_dataloader()
+    batches = itertools.chain.from_iterable(itertools.repeat(dataloader))  # as many epochs as the sweep needs
+    growth = (arguments.end_lr / arguments.start_lr) ** (1 / (arguments.num_steps - 1))
+    # One batch per sweep step: Trainer.training_step divides the loss by this (set by `train()` otherwise).
+    trainer.current_gradient_accumulation_steps = 1
+    learning_rates, losses, raw_losses = [], [], []
+    average, best = 0.0, math.inf
+    for step in range(arguments.num_steps):
+        rate = arguments.start_lr * growth**step
+        for group, ratio in zip(optimizer.param_groups, ratios, strict=True):
+            group["lr"] = rate * ratio
+        inputs = next(batches)
+        loss = trainer.training_step(model, inputs)
+        if trainer.args.max_grad_norm and trainer.args.max_grad_norm > 0:  # as the real run will clip
+            torch.nn.utils.clip_grad_norm_(
+                [p for p in model.parameters() if p.grad is not None], trainer.args.max_grad_norm
+            )
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            break
+        # Exponential moving average with bias correction (the first values are not pulled towards 0).
+        average = arguments.smoothing * average + (1 - arguments.smoothing) * value
+        smoothed = average / (1 - arguments.smoothing ** (step + 1))
+        learning_rates.append(rate)
+        losses.append(smoothed)
+        raw_losses.append(value)
+        best = min(best, smoothed)
+        if smoothed > arguments.divergence_threshold * best:
+            break
+    return learning_rates, losses, raw_losses
