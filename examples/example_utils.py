@@ -17,8 +17,10 @@ import numpy as np
 import torch
 from accelerate import PartialState
 from accelerate.utils import parse_flag_from_env
+from transformers import EvalPrediction
 
 from tl_nlp import load_text_dataset
+from tl_nlp import metrics as tl_nlp_metrics
 from tl_nlp.data import check_texts, encode_labels
 
 # IMDb's and SST-2's labels are 0 = negative, 1 = positive; the names travel with each model's config.
@@ -142,26 +144,13 @@ def tokenize_classification(
 
 
 def classification_metrics(probabilities_or_logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Accuracy and macro-F1 (the unweighted mean over classes of each class's F1; a class never predicted and never
-    present counts as F1 = 1, one that is only missed or only wrongly predicted as 0).
-
-    Args:
-        probabilities_or_logits: `(n, num_labels)` scores; the prediction is the arg-max.
-        labels: `(n,)` gold label ids.
-    """
+    """Accuracy and macro-F1 of the arg-max of `(n, num_labels)` scores against `(n,)` gold label ids, with
+    tl_nlp's offline `evaluate` metrics (every class counts, predicted or not)."""
     scores = np.asarray(probabilities_or_logits)
-    labels = np.asarray(labels)
-    predictions = scores.argmax(-1)
-    f1_scores = []
-    for label in range(scores.shape[-1]):
-        true_positives = int(((predictions == label) & (labels == label)).sum())
-        predicted = int((predictions == label).sum())
-        actual = int((labels == label).sum())
-        f1_scores.append(1.0 if predicted + actual == 0 else 2 * true_positives / (predicted + actual))
-    return {"accuracy": float((predictions == labels).mean()), "macro_f1": float(np.mean(f1_scores))}
+    return tl_nlp_metrics.classification_metrics(scores.shape[-1])(EvalPrediction(scores, np.asarray(labels)))
 
 
-def trainer_metrics(prediction) -> dict[str, float]:
+def trainer_metrics(prediction: EvalPrediction) -> dict[str, float]:
     """`compute_metrics` for Trainer: accuracy and macro-F1 of an `EvalPrediction`."""
     return classification_metrics(prediction.predictions, prediction.label_ids)
 

@@ -1,42 +1,22 @@
 """Gradual unfreezing and the logged loss under DDP: 2 CPU processes (gloo) launched by `accelerate launch`."""
 
-import json
 import os
-import shutil
-import socket
-import subprocess
 import sys
 
 import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from two_processes import accelerate_launch_command, run_two_processes  # noqa: E402
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ddp_ulmfit_worker.py")
 # As in tests/test_unfreezing.py: 4 groups, one more unfrozen every 2 steps.
 EXPECTED_CHANGED = [[3], [3], [2, 3], [2, 3], [1, 2, 3], [1, 2, 3], [0, 1, 2, 3], [0, 1, 2, 3]]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ddp_results(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("ddp")
-    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or "accelerate"
-    # `--cpu --num_processes 2` would start a single process; `--multi_gpu` with ACCELERATE_USE_CPU starts two (gloo).
-    command = [
-        accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-        "--dynamo_backend", "no", "--main_process_port", str(free_port()), WORKER, str(out_dir),
-    ]  # fmt: skip
-    environment = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    completed = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    results = []
-    for rank in range(2):
-        with open(out_dir / f"rank{rank}.json") as handle:
-            results.append(json.load(handle))
-    return results
+    return run_two_processes(accelerate_launch_command(WORKER), out_dir)
 
 
 @pytest.mark.slow

@@ -4,11 +4,7 @@ One `accelerate launch` of `ddp_distributed_worker.py` (module-scoped fixture, w
 distributed check; the single-process references run here, with the same builders.
 """
 
-import json
 import os
-import shutil
-import socket
-import subprocess
 import sys
 
 import pytest
@@ -25,6 +21,7 @@ from ddp_distributed_worker import (  # noqa: E402
     lm_run,
     variable_length_dataset,
 )
+from two_processes import accelerate_launch_command, run_two_processes  # noqa: E402
 
 from tl_nlp.data import LanguageModelStreams  # noqa: E402
 from tl_nlp.training.lm_trainer import stream_perplexity  # noqa: E402
@@ -32,25 +29,10 @@ from tl_nlp.training.lm_trainer import stream_perplexity  # noqa: E402
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ddp_distributed_worker.py")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def distributed(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("distributed")
-    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or "accelerate"
-    command = [
-        accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-        "--dynamo_backend", "no", "--main_process_port", str(free_port()), WORKER, str(out_dir),
-    ]  # fmt: skip
-    environment = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    completed = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    ranks = [json.loads((out_dir / f"rank{rank}.json").read_text()) for rank in range(2)]
-    return out_dir, ranks
+    return out_dir, run_two_processes(accelerate_launch_command(WORKER), out_dir)
 
 
 def assert_same_weights(expected: dict[str, torch.Tensor], actual: dict[str, torch.Tensor], atol: float) -> None:

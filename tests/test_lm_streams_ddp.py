@@ -5,10 +5,7 @@ window after window, the state must start from zeros only at each epoch start, a
 identical. The worker (`ddp_lm_streams_worker.py`) records what each rank read.
 """
 
-import json
 import os
-import socket
-import subprocess
 import sys
 
 import numpy as np
@@ -19,23 +16,13 @@ from tl_nlp.data.lm_data import IGNORE_INDEX
 
 sys.path.insert(0, os.path.dirname(__file__))
 from ddp_lm_streams_worker import DOCUMENTS, STREAM_ARGS  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from two_processes import run_two_processes, torchrun_command  # noqa: E402
 
 
 @pytest.mark.slow
 def test_two_processes_read_every_token_once_in_order(tmp_path):
     worker = os.path.join(os.path.dirname(__file__), "ddp_lm_streams_worker.py")
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-    command += ["--master_addr", "127.0.0.1", "--master_port", str(free_port()), worker, str(tmp_path)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [json.load(open(tmp_path / f"rank{rank}.json")) for rank in range(2)]
+    ranks = run_two_processes(torchrun_command(worker), tmp_path)
     assert [rank["world_size"] for rank in ranks] == [2, 2]
     assert ranks[0]["checksum"] == pytest.approx(ranks[1]["checksum"], rel=1e-9)
 

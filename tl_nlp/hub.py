@@ -228,6 +228,19 @@ def _hidden_layers(sizes: list[int]) -> str:
     return f"hidden layers of {', '.join(map(str, sizes))} units"
 
 
+def evaluation_section(record: ULMFiTTrainingRecord) -> list[str]:
+    """The card's evaluation heading and table (metric, value, dataset, split), or nothing without results."""
+    if not record.eval_results:
+        return []
+    rows = ["| metric | value | dataset | split |", "|---|---|---|---|"]
+    for result in record.eval_results:
+        rows.append(
+            f"| {result.metric_name or result.metric_type} | {_number(result.metric_value)} | "
+            f"`{result.dataset_type}` | {result.dataset_split or '-'} |"
+        )
+    return ["## Evaluation", "\n".join(rows)]
+
+
 def _stage_paragraph(stage: ULMFiTStage) -> str:
     """The facts of one stage, as sentences; nothing is said about what the record does not know."""
     what = {
@@ -515,14 +528,7 @@ def build_model_card(
         "\n".join(table),
         stage_sections,
     ]
-    if record.eval_results:
-        rows = ["| metric | value | dataset | split |", "|---|---|---|---|"]
-        for result in record.eval_results:
-            rows.append(
-                f"| {result.metric_name or result.metric_type} | {_number(result.metric_value)} | "
-                f"`{result.dataset_type}` | {result.dataset_split or '-'} |"
-            )
-        sections += ["## Evaluation", "\n".join(rows)]
+    sections += evaluation_section(record)
     if is_awd_lstm:
         how_to_load = (
             "The AWD-LSTM and ULMFiT tokenizer code ship with the weights, so `transformers` alone loads the model "

@@ -25,7 +25,7 @@ from huggingface_hub import HfApi, ModelCard, ModelCardData
 from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
-from .hub import TRAINING_RECORD_FILE, ULMFiTTrainingRecord, _number, _stage_paragraph
+from .hub import TRAINING_RECORD_FILE, ULMFiTTrainingRecord, _number, _stage_paragraph, evaluation_section
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
@@ -78,14 +78,7 @@ def build_adapter_card(model: PeftModel, record: ULMFiTTrainingRecord, repo_id: 
     sections += [
         f"### Stage {i}: {stage.name}\n\n{_stage_paragraph(stage)}" for i, stage in enumerate(record.stages, 1)
     ]
-    if record.eval_results:
-        rows = ["| metric | value | dataset | split |", "|---|---|---|---|"]
-        for result in record.eval_results:
-            rows.append(
-                f"| {result.metric_name or result.metric_type} | {_number(result.metric_value)} | "
-                f"`{result.dataset_type}` | {result.dataset_split or '-'} |"
-            )
-        sections += ["## Evaluation", "\n".join(rows)]
+    sections += evaluation_section(record)
     auto_class = "AutoModelForSequenceClassification" if is_classifier else "AutoModelForCausalLM"
     sections += [
         "## How to use",
