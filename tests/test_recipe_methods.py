@@ -206,6 +206,7 @@ def test_cli_train_classifier_with_method_lora_and_auxiliary_lm(setup, tmp_path,
         (["--method", "feature_extraction", "--auxiliary_lm_weight", "0.5"], "feature_extraction keeps it frozen"),
         (["--method", "lora", "--lora_r", "0"], "lora_r must be >= 1"),
         (["--feature_head_epochs", "0"], "feature_head_epochs must be >= 1"),
+        (["--feature_pooling", "sum"], "feature_pooling must be one of auto, concat, mean, cls, last"),
     ],
 )
 def test_cli_bad_method_options_are_one_line_errors(setup, tmp_path, capsys, flags, message):
@@ -231,6 +232,8 @@ def test_models_that_cannot_use_a_method_get_one_line_errors(setup, tmp_path):
         train_classifier(str(root / "lm"), train, tmp_path / "out", lora=ULMFiTLoraArguments())
     with pytest.raises(ValueError, match="feature_head settings were given but method is 'lora'"):
         train_classifier(str(root / "lm"), train, tmp_path / "out", method="lora", feature_head=FeatureHeadArguments())
+    with pytest.raises(ValueError, match="save_adapter saves a LoRA adapter, but method is 'full'"):
+        train_classifier(str(root / "lm"), train, tmp_path / "out", save_adapter=True)
     assert ClassifierMethodArguments(method="lora", lora_r=4).classifier_options()["lora"].r == 4
 
 
@@ -269,3 +272,25 @@ def test_cli_ulmfit_takes_the_method_for_its_classifier_stage(setup, tmp_path, c
     summary = json.loads((tmp_path / "run" / "recipe_results.json").read_text())
     assert summary["classifier"]["trainable_parameters"] == 3 * 8 * 2 + 2
     assert json.loads((tmp_path / "run" / "classifier" / "feature_extraction.json").read_text())["num_epochs"] == 30
+
+
+def test_gpt2_lora_with_the_auxiliary_lm_loss_saves_a_merged_gpt2_classifier(setup, tmp_path):
+    _, data = setup
+    gpt2 = save_tiny_gpt2(tmp_path / "gpt2", data["general"].read_text().splitlines())
+    result = train_classifier(
+        str(gpt2),
+        TextData(str(data["train"])),
+        tmp_path / "clas",
+        eval_data=TextData(str(data["test"])),
+        label_names=LABELS,
+        training_args={**CLASSIFIER_ARGS, "learning_rate": 1e-2},
+        method="lora",
+        lora=ULMFiTLoraArguments(r=2),
+        auxiliary_lm_weight=0.5,
+    )
+    assert result["trainable_parameters"] < result["total_parameters"] / 2 and result["eval_lm_loss"] > 0
+    saved = AutoModelForSequenceClassification.from_pretrained(tmp_path / "clas")
+    assert type(saved).__name__ == "GPT2ForSequenceClassification"
+    assert not any("lora_" in name for name, _ in saved.named_parameters())
+    reloaded = evaluate_classifier(str(tmp_path / "clas"), TextData(str(data["test"])))
+    assert reloaded["eval_accuracy"] == pytest.approx(result["eval_accuracy"])

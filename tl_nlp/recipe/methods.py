@@ -24,7 +24,7 @@ from safetensors import safe_open
 from torch import nn
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-from ..feature_extraction import FeatureHeadArguments, Standardize
+from ..feature_extraction import POOLINGS, FeatureHeadArguments, Standardize
 from ..training.auxiliary_lm import ClassifierWithAuxiliaryLM
 from ..training.lora import ULMFiTLoraArguments, ulmfit_lora_model
 from .data import RecipeError
@@ -78,6 +78,8 @@ class ClassifierMethodArguments:
 
     def __post_init__(self):
         check_method(self.method, self.auxiliary_lm_weight)
+        if self.feature_pooling not in POOLINGS:
+            raise ValueError(f"feature_pooling must be one of {', '.join(POOLINGS)}, got {self.feature_pooling!r}")
         # The nested dataclasses validate their own fields; their messages name them without the prefix.
         try:
             self.lora_arguments()

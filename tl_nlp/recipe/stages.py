@@ -467,6 +467,8 @@ def prepare_classifier(
         A [`PreparedStage`].
     """
     check_method(method, auxiliary_lm_weight, lora)
+    if save_adapter and method != "lora":
+        raise ValueError(f"save_adapter saves a LoRA adapter, but method is {method!r}: use method='lora' or drop it")
     if method == "feature_extraction":
         raise RecipeError(
             "prepare_classifier trains with a Trainer: method 'feature_extraction' runs in train_classifier"
