@@ -278,9 +278,17 @@ def _recipe_command(name: str) -> Callable[[Sequence[str], str], int]:
         classes, handler = {
             "pretrain-lm": ((recipe.DataArguments, recipe.ModelArguments), _stage_handler("pretrain")),
             "finetune-lm": ((recipe.DataArguments, recipe.ModelArguments), _stage_handler("finetune")),
-            "train-classifier": ((recipe.DataArguments, recipe.ModelArguments), recipe.run_classifier_command),
+            "train-classifier": (
+                (recipe.DataArguments, recipe.ModelArguments, recipe.ClassifierMethodArguments),
+                recipe.run_classifier_command,
+            ),
             "ulmfit": (
-                (recipe.UlmfitArguments, recipe.DataArguments, recipe.ModelArguments),
+                (
+                    recipe.UlmfitArguments,
+                    recipe.DataArguments,
+                    recipe.ModelArguments,
+                    recipe.ClassifierMethodArguments,
+                ),
                 recipe.run_ulmfit_command,
             ),
             "lr-find": (

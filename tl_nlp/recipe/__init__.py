@@ -13,6 +13,7 @@
 """
 
 from .data import RecipeError, TextData
+from .methods import METHODS, ClassifierMethodArguments
 from .stages import (
     StageResult,
     evaluate_classifier,
@@ -27,6 +28,8 @@ from .stages import (
 from .ulmfit import run_ulmfit
 
 __all__ = [
+    "ClassifierMethodArguments",
+    "METHODS",
     "RecipeError",
     "StageResult",
     "TextData",

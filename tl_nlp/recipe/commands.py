@@ -14,6 +14,7 @@ from typing import Any
 from ..training import ULMFiTTrainingArguments
 from ..training.lr_finder import LRFinderArguments, find_learning_rate
 from .data import RecipeError, TextData
+from .methods import ClassifierMethodArguments
 from .stages import COMMON_DEFAULTS, STAGE_DEFAULTS, evaluate_classifier
 
 _TEXT_COLUMN = field(default="text", metadata={"help": "Column holding the texts."})
@@ -260,7 +261,9 @@ def run_language_model_command(
     print(f"saved to {output_dir}")
 
 
-def run_classifier_command(data: DataArguments, model: ModelArguments, training: ULMFiTTrainingArguments) -> None:
+def run_classifier_command(
+    data: DataArguments, model: ModelArguments, method: ClassifierMethodArguments, training: ULMFiTTrainingArguments
+) -> None:
     from .stages import train_classifier
 
     if model.model_name_or_path is None:
@@ -275,12 +278,17 @@ def run_classifier_command(data: DataArguments, model: ModelArguments, training:
         training_args=_stage_training_args(training, output_dir / "checkpoints"),
         max_length=model.max_length,
         trust_remote_code=model.trust_remote_code,
+        **method.classifier_options(training.seed),
     )
     print(f"saved to {output_dir}")
 
 
 def run_ulmfit_command(
-    recipe: UlmfitArguments, data: DataArguments, model: ModelArguments, training: ULMFiTTrainingArguments
+    recipe: UlmfitArguments,
+    data: DataArguments,
+    model: ModelArguments,
+    method: ClassifierMethodArguments,
+    training: ULMFiTTrainingArguments,
 ) -> None:
     from .ulmfit import run_ulmfit
 
@@ -342,6 +350,7 @@ def run_ulmfit_command(
         ),
         classifier_args=_stage_training_args(training, root / "checkpoints" / "classifier"),
         backwards=model.backwards,
+        **method.classifier_options(training.seed),
         **model.language_model_options(),
     )
     summary = {name: result if isinstance(result, dict) else result.metrics for name, result in results.items()}

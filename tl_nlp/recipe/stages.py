@@ -11,9 +11,11 @@ Any `model_name_or_path` works: an AWD-LSTM folder (language-model stages read c
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 import math
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,12 +45,24 @@ from ..data import (
     tokenize_for_language_model,
     train_ulmfit_tokenizer,
 )
+from ..feature_extraction import FeatureExtractionClassifier, FeatureHeadArguments
 from ..hub import write_training_record
 from ..metrics import Accuracy, MacroF1, classification_metrics
 from ..models.awd_lstm import AWDLSTMConfig, AWDLSTMForCausalLM
 from ..training import ClassificationTrainer, LanguageModelTrainer, ULMFiTTrainingArguments, stream_perplexity
+from ..training.auxiliary_lm import AuxiliaryLMTrainer
+from ..training.lora import ULMFiTLoraArguments
 from ..training.loss_guard import NonFiniteLossCallback
 from .data import RecipeError, TextData, as_dataset, columns_of
+from .methods import (
+    awd_lstm_decoder_bias,
+    check_method,
+    check_model_for_method,
+    load_feature_head_into_awd_lstm,
+    model_to_save,
+    parameter_counts,
+    wrap_classifier,
+)
 
 DataLike = TextData | datasets.Dataset | str
 TrainingLike = ULMFiTTrainingArguments | dict[str, Any] | None
@@ -101,6 +115,9 @@ class PreparedStage:
     guard: NonFiniteLossCallback
     eval_dataset: Any = None
     objective: str = "classifier"
+    method: str = "full"
+    save_adapter: bool = False
+    parameter_counts: dict[str, int] = field(default_factory=dict)
 
 
 def _flatten(metrics: dict[str, dict]) -> dict[str, float]:
@@ -202,9 +219,13 @@ def _save_stage(trainer, model: PreTrainedModel, tokenizer, output_dir: Path, me
 
 def _print_metrics(trainer, title: str, metrics: dict[str, float]) -> None:
     if trainer.is_world_process_zero():
-        print(f"***** {title} *****")
-        for name, value in metrics.items():
-            print(f"  {name:<28} = {value:.4g}" if isinstance(value, float) else f"  {name:<28} = {value}")
+        _print_values(title, metrics)
+
+
+def _print_values(title: str, metrics: dict[str, float]) -> None:
+    print(f"***** {title} *****")
+    for name, value in metrics.items():
+        print(f"  {name:<28} = {value:.4g}" if isinstance(value, float) else f"  {name:<28} = {value}")
 
 
 # ---- language-model stages -------------------------------------------------------------------------------------
@@ -418,6 +439,10 @@ def prepare_classifier(
     training_args: TrainingLike = None,
     max_length: int = 512,
     trust_remote_code: bool = False,
+    method: str = "full",
+    auxiliary_lm_weight: float = 0.0,
+    lora: ULMFiTLoraArguments | None = None,
+    save_adapter: bool = False,
 ) -> PreparedStage:
     """ULMFiT stage 3 before `train()` (see [`train_classifier`]): a classifier on top of a (fine-tuned) language model, trained with gradual unfreezing,
     discriminative learning rates and STLR (the `ULMFiTTrainingArguments` defaults), and evaluated.
@@ -431,13 +456,29 @@ def prepare_classifier(
         training_args: `ULMFiTTrainingArguments`, or a dict updating `STAGE_DEFAULTS["classifier"]`.
         max_length: longest input of a transformer classifier in tokens (AWD-LSTM reads whole documents).
         trust_remote_code: allow a Hub checkpoint's own code.
+        method: `"full"` or `"lora"` (see `tl_nlp.recipe.methods`; `"feature_extraction"` has no Trainer:
+            [`train_classifier`] runs it).
+        auxiliary_lm_weight: weight of GPT's auxiliary LM loss (0: none); AWD-LSTM and GPT-style models.
+        lora: `method="lora"`: rank, scale, dropout (`ULMFiTLoraArguments()` when not given).
+        save_adapter: `method="lora"`: also save the adapter in `output_dir/adapter` (the folder holds the merged
+            model either way).
 
     Returns:
         A [`PreparedStage`].
     """
+    check_method(method, auxiliary_lm_weight, lora)
+    if save_adapter and method != "lora":
+        raise ValueError(f"save_adapter saves a LoRA adapter, but method is {method!r}: use method='lora' or drop it")
+    if method == "feature_extraction":
+        raise RecipeError(
+            "prepare_classifier trains with a Trainer: method 'feature_extraction' runs in train_classifier"
+        )
     output_dir = Path(output_dir)
     config = load_config(model_name_or_path, trust_remote_code)
     tokenizer = load_tokenizer(model_name_or_path, trust_remote_code=trust_remote_code)
+    check_model_for_method(
+        method, auxiliary_lm_weight, config, _objective_or_none(config, tokenizer), str(model_name_or_path)
+    )
     args = training_arguments("classifier", output_dir, training_args, transformer=config.model_type != "awd_lstm")
     encode = _classification_tokenizer(tokenizer, config, max_length)
     text_column, label_column = columns_of(train_data)
@@ -460,8 +501,11 @@ def prepare_classifier(
         pad_token_id=tokenizer.pad_token_id,
         trust_remote_code=trust_remote_code,
     )
+    lm_bias = awd_lstm_decoder_bias(model_name_or_path) if config.model_type == "awd_lstm" else None
+    model = wrap_classifier(model, method, auxiliary_lm_weight, lora, lm_bias)
+    counts = parameter_counts(model)
     guard = NonFiniteLossCallback()
-    trainer = ClassificationTrainer(
+    trainer = (AuxiliaryLMTrainer if auxiliary_lm_weight > 0 else ClassificationTrainer)(
         model=model,
         args=args,
         train_dataset=train,
@@ -469,7 +513,25 @@ def prepare_classifier(
         compute_metrics=classification_metrics(len(id2label)),
         callbacks=[guard],
     )
-    return PreparedStage("classifier", output_dir, trainer, tokenizer, guard, evaluation)
+    return PreparedStage(
+        "classifier",
+        output_dir,
+        trainer,
+        tokenizer,
+        guard,
+        evaluation,
+        method=method,
+        save_adapter=save_adapter,
+        parameter_counts=counts,
+    )
+
+
+def _objective_or_none(config, tokenizer) -> str:
+    """The checkpoint's language-model objective for error messages and checks (`"none"` without an LM head)."""
+    try:
+        return language_model_objective(config, tokenizer)
+    except RecipeError:
+        return "none"
 
 
 def train_classifier(
@@ -478,11 +540,21 @@ def train_classifier(
     """ULMFiT stage 3: a classifier on top of a (fine-tuned) language model, trained with gradual unfreezing,
     discriminative learning rates and STLR (the `ULMFiTTrainingArguments` defaults), evaluated and saved.
 
+    `method` picks the transfer method with everything else unchanged: `"full"`, `"lora"` (the folder holds the
+    merged model) or `"feature_extraction"` (AWD-LSTM: frozen encoder, head trained on cached concat-pooled
+    features, written into the classifier's head; the Trainer options other than `seed` and
+    `per_device_eval_batch_size` do not apply). Every method saves a folder that [`evaluate_classifier`],
+    [`predict`] and `pipeline()` load.
+
     Args:
         model_name_or_path, train_data, output_dir, kwargs: as for [`prepare_classifier`].
+        feature_head: `method="feature_extraction"`: the head and its training (`FeatureHeadArguments()` when not
+            given; its seed is the training seed).
+        feature_pooling: `method="feature_extraction"`: see `extract_features` (`"auto"`).
 
     Returns:
-        A [`StageResult`] with `train_loss`, `train_runtime`, and with `eval_data` `eval_accuracy`, `eval_macro_f1`.
+        A [`StageResult`] with `train_loss`, `train_runtime`, `trainable_parameters`, `total_parameters`, and with
+        `eval_data` `eval_accuracy`, `eval_macro_f1`.
 
     Example:
 
@@ -493,19 +565,111 @@ def train_classifier(
     >>> result.metrics["eval_accuracy"]  # doctest: +SKIP
     ```
     """
+    feature_head = kwargs.pop("feature_head", None)
+    feature_pooling = kwargs.pop("feature_pooling", "auto")
+    if kwargs.get("method", "full") == "feature_extraction" or feature_head is not None:
+        check_method(
+            kwargs.get("method", "full"), kwargs.get("auxiliary_lm_weight", 0.0), kwargs.get("lora"), feature_head
+        )
+        return _train_feature_extraction_classifier(
+            model_name_or_path, train_data, output_dir, feature_head, feature_pooling, **kwargs
+        )
     prepared = prepare_classifier(model_name_or_path, train_data, output_dir, **kwargs)
     trainer = prepared.trainer
     if trainer.is_world_process_zero():
         print(trainer.layer_group_summary())
     train_output = trainer.train()
     prepared.guard.raise_if_stopped()
-    metrics: dict[str, dict] = {"train": dict(train_output.metrics)}
-    _print_metrics(trainer, "classifier: train", metrics["train"])
+    metrics: dict[str, dict] = {"train": {**train_output.metrics, **prepared.parameter_counts}}
+    _print_metrics(trainer, f"classifier ({prepared.method}): train", metrics["train"])
     if prepared.eval_dataset is not None:
         metrics["eval"] = trainer.evaluate(prepared.eval_dataset)
         _print_metrics(trainer, f"classifier: {len(prepared.eval_dataset)} held-out texts", metrics["eval"])
-    _save_stage(trainer, trainer.model, prepared.tokenizer, prepared.output_dir, metrics)
+    model = model_to_save(trainer.model, prepared.output_dir, prepared.save_adapter, trainer.is_world_process_zero())
+    _save_stage(trainer, model, prepared.tokenizer, prepared.output_dir, metrics)
     return StageResult(prepared.output_dir, _flatten(metrics))
+
+
+def _train_feature_extraction_classifier(
+    model_name_or_path: str,
+    train_data: DataLike,
+    output_dir: str | Path,
+    feature_head: FeatureHeadArguments | None,
+    feature_pooling: str,
+    eval_data: DataLike | None = None,
+    label_names: Sequence[str] | None = None,
+    training_args: TrainingLike = None,
+    max_length: int = 512,
+    trust_remote_code: bool = False,
+    method: str = "feature_extraction",
+    auxiliary_lm_weight: float = 0.0,
+    lora: ULMFiTLoraArguments | None = None,
+    save_adapter: bool = False,
+) -> StageResult:
+    """`train_classifier(method="feature_extraction")`: features of the frozen AWD-LSTM encoder computed once, a
+    head trained on them and written into the classifier's head; saved, evaluated from the saved folder."""
+    output_dir = Path(output_dir)
+    config = load_config(model_name_or_path, trust_remote_code)
+    tokenizer = load_tokenizer(model_name_or_path, trust_remote_code=trust_remote_code)
+    check_model_for_method(
+        method, auxiliary_lm_weight, config, _objective_or_none(config, tokenizer), str(model_name_or_path)
+    )
+    args = training_arguments("classifier", output_dir, training_args)
+    if args.gradual_unfreezing or args.discriminative_lr_decay != 1.0:
+        print(
+            "  feature_extraction: the backbone stays frozen, so gradual unfreezing, discriminative rates and the "
+            "other Trainer options are ignored (the head trains with feature_head's settings)"
+        )
+    head_arguments = feature_head if feature_head is not None else FeatureHeadArguments(seed=args.seed)
+    text_column, label_column = columns_of(train_data)
+    train, id2label, label2id = encode_labels(as_dataset(train_data), label_column, label_names, _name(train_data))
+    head_hidden = [head_arguments.hidden_size] if head_arguments.hidden_size else []
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_name_or_path,
+        num_labels=len(id2label),
+        id2label=id2label,
+        label2id=label2id,
+        pad_token_id=tokenizer.pad_token_id,
+        classifier_hidden_sizes=head_hidden,
+        classifier_dropouts=[head_arguments.dropout] * (len(head_hidden) + 1),
+        trust_remote_code=trust_remote_code,
+    ).eval()
+    names = [id2label[index] for index in range(len(id2label))]
+    extractor = FeatureExtractionClassifier(
+        model, tokenizer, names, feature_pooling, head_arguments, batch_size=args.per_device_eval_batch_size
+    )
+    start = time.perf_counter()
+    features = extractor.features(train[text_column])
+    extraction_seconds = time.perf_counter() - start
+    history = extractor.fit_features(features, train["labels"])
+    load_feature_head_into_awd_lstm(model, extractor.head)
+    head_parameters = sum(parameter.numel() for parameter in extractor.head.parameters())
+    metrics: dict[str, dict] = {
+        "train": {
+            "train_loss": history[-1],
+            "train_runtime": time.perf_counter() - start,
+            "feature_extraction_runtime": extraction_seconds,
+            "train_samples": len(train),
+            "trainable_parameters": head_parameters,
+            "total_parameters": sum(parameter.numel() for parameter in model.parameters()),
+        }
+    }
+    _print_values("classifier (feature_extraction): train", metrics["train"])
+    if args.process_index == 0:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(output_dir)
+        tokenizer.save_pretrained(output_dir)
+        settings = {"method": "feature_extraction", "pooling": extractor.pooling, **dataclasses.asdict(head_arguments)}
+        (output_dir / "feature_extraction.json").write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+        if eval_data is not None:
+            metrics["eval"] = evaluate_classifier(
+                str(output_dir), eval_data, batch_size=args.per_device_eval_batch_size
+            )
+            _print_values(f"classifier: {metrics['eval']['eval_samples']} held-out texts", metrics["eval"])
+        for split, values in metrics.items():
+            (output_dir / f"{split}_results.json").write_text(json.dumps(values, indent=4) + "\n", encoding="utf-8")
+        (output_dir / "all_results.json").write_text(json.dumps(_flatten(metrics), indent=4) + "\n", encoding="utf-8")
+    return StageResult(output_dir, _flatten(metrics))
 
 
 def _name(data: DataLike) -> str:

@@ -7,7 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..feature_extraction import FeatureHeadArguments
+from ..training.lora import ULMFiTLoraArguments
 from .data import RecipeError, as_dataset, columns_of
+from .methods import check_method
 from .stages import (
     DataLike,
     StageResult,
@@ -34,6 +37,12 @@ def run_ulmfit(
     finetune_args: TrainingLike = None,
     classifier_args: TrainingLike = None,
     backwards: bool = False,
+    method: str = "full",
+    auxiliary_lm_weight: float = 0.0,
+    lora: ULMFiTLoraArguments | None = None,
+    save_adapter: bool = False,
+    feature_head: FeatureHeadArguments | None = None,
+    feature_pooling: str = "auto",
     **language_model_options: Any,
 ) -> dict[str, StageResult | dict[str, float]]:
     """ULMFiT end to end: (1) a general-domain language model, (2) fine-tuned on target-domain text, (3) a
@@ -54,6 +63,8 @@ def run_ulmfit(
             its defaults (see `tl_nlp.recipe.stages.STAGE_DEFAULTS`).
         backwards: also run the recipe on reversed texts (`output_dir/backward/...`, ULMFiT tokenizers only) and
             evaluate the forward + backward ensemble (mean of the probabilities) on `eval_data`.
+        method, auxiliary_lm_weight, lora, save_adapter, feature_head, feature_pooling: the classifier stage's
+            transfer method and its settings (see [`train_classifier`]).
         language_model_options: further [`train_language_model`] arguments for stages 1-2 (`model_config`,
             `vocab_size`, `bptt`, `block_size`, ...).
 
@@ -61,6 +72,7 @@ def run_ulmfit(
         `{"pretrain"?, "finetune"?, "classifier"}` [`StageResult`]s, and with `backwards` the same under
         `"backward_*"` keys plus `"ensemble"` metrics.
     """
+    check_method(method, auxiliary_lm_weight, lora, feature_head)
     if pretrained_model is None and pretrain_data is None:
         raise RecipeError("give pretrain_data (texts for a new language model) or pretrained_model (a checkpoint)")
     results: dict[str, Any] = {}
@@ -103,6 +115,14 @@ def run_ulmfit(
             eval_data=eval_data,
             label_names=label_names,
             training_args=classifier_args,
+            method=method,
+            auxiliary_lm_weight=auxiliary_lm_weight,
+            **({"lora": lora, "save_adapter": save_adapter} if method == "lora" else {}),
+            **(
+                {"feature_head": feature_head, "feature_pooling": feature_pooling}
+                if method == "feature_extraction"
+                else {}
+            ),
         )
     if backwards and eval_data is not None:
         results["ensemble"] = evaluate_classifier(

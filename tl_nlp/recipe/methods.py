@@ -1,0 +1,240 @@
+"""The transfer methods the classifier stage can use instead of full fine-tuning, chosen with one option.
+
+- `"full"`: every layer trains (ULMFiT's gradual unfreezing, discriminative rates and STLR by default).
+- `"lora"`: LoRA adapters (`ulmfit_lora_model`) and the new head train; the techniques apply to the adapters by the
+  depth of the layer they adapt. The stage saves the merged model (a plain classifier folder) and, on request, the
+  adapter in `output_dir/adapter`.
+- `"feature_extraction"`: the backbone stays frozen, its pooled features are computed once and a head is trained
+  on them (`FeatureExtractionClassifier`). For AWD-LSTM the trained head is written into the classifier's own head
+  (the standardisation becomes its BatchNorm), so the folder is a plain `AWDLSTMForSequenceClassification`.
+
+`auxiliary_lm_weight > 0` adds GPT's auxiliary language-model loss to `"full"` or `"lora"` training
+(`ClassifierWithAuxiliaryLM`) for AWD-LSTM and GPT-style models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import PeftModel
+from safetensors import safe_open
+from torch import nn
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+from ..feature_extraction import POOLINGS, FeatureHeadArguments, Standardize
+from ..training.auxiliary_lm import ClassifierWithAuxiliaryLM
+from ..training.lora import ULMFiTLoraArguments, ulmfit_lora_model
+from .data import RecipeError
+
+METHODS = ("full", "lora", "feature_extraction")
+
+
+@dataclass
+class ClassifierMethodArguments:
+    """How the classifier stage transfers the language model: `--method`, the auxiliary LM loss, and the LoRA and
+    feature-extraction settings (prefixed, as the training options already use their plain names)."""
+
+    method: str = field(
+        default="full",
+        metadata={
+            "help": "'full' (every layer trains), 'lora' (adapters + head) or 'feature_extraction' "
+            "(frozen backbone, head on cached features)."
+        },
+    )
+    auxiliary_lm_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of GPT's auxiliary LM loss (>= 0; 0: none; GPT uses 0.5); AWD-LSTM and "
+            "GPT-style models, methods 'full' and 'lora'."
+        },
+    )
+    lora_r: int = field(default=8, metadata={"help": "--method lora: adapter rank (>= 1)."})
+    lora_alpha: float = field(
+        default=16.0, metadata={"help": "--method lora: scale, update = alpha / r * B @ A (> 0)."}
+    )
+    lora_dropout: float = field(default=0.0, metadata={"help": "--method lora: adapter input dropout, in [0, 1)."})
+    lora_save_adapter: bool = field(
+        default=False,
+        metadata={
+            "help": "--method lora: also save the adapter (peft folder) in OUTPUT_DIR/adapter; the stage "
+            "folder always holds the merged model."
+        },
+    )
+    feature_pooling: str = field(
+        default="auto", metadata={"help": "--method feature_extraction: 'auto' (AWD-LSTM: concat pooling)."}
+    )
+    feature_head_hidden_size: int = field(
+        default=0, metadata={"help": "--method feature_extraction: 0 for logistic regression, else MLP width (>= 0)."}
+    )
+    feature_head_epochs: int = field(
+        default=100, metadata={"help": "--method feature_extraction: passes over the cached features (>= 1)."}
+    )
+    feature_head_learning_rate: float = field(
+        default=1e-2, metadata={"help": "--method feature_extraction: the head's AdamW learning rate (> 0)."}
+    )
+
+    def __post_init__(self):
+        check_method(self.method, self.auxiliary_lm_weight)
+        if self.feature_pooling not in POOLINGS:
+            raise ValueError(f"feature_pooling must be one of {', '.join(POOLINGS)}, got {self.feature_pooling!r}")
+        # The nested dataclasses validate their own fields; their messages name them without the prefix.
+        try:
+            self.lora_arguments()
+            self.feature_head_arguments()
+        except ValueError as error:
+            raise ValueError(f"{_prefixed(str(error))}") from error
+
+    def lora_arguments(self) -> ULMFiTLoraArguments:
+        """The LoRA settings as `ULMFiTLoraArguments`."""
+        return ULMFiTLoraArguments(r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout)
+
+    def feature_head_arguments(self, seed: int = 0) -> FeatureHeadArguments:
+        """The feature-extraction head's settings as `FeatureHeadArguments` (seeded with the training seed)."""
+        return FeatureHeadArguments(
+            hidden_size=self.feature_head_hidden_size,
+            num_epochs=self.feature_head_epochs,
+            learning_rate=self.feature_head_learning_rate,
+            seed=seed,
+        )
+
+    def classifier_options(self, seed: int = 0) -> dict[str, Any]:
+        """Keyword arguments of `train_classifier` for this method."""
+        options: dict[str, Any] = {"method": self.method, "auxiliary_lm_weight": self.auxiliary_lm_weight}
+        if self.method == "lora":
+            options.update(lora=self.lora_arguments(), save_adapter=self.lora_save_adapter)
+        if self.method == "feature_extraction":
+            options.update(feature_head=self.feature_head_arguments(seed), feature_pooling=self.feature_pooling)
+        return options
+
+
+def _prefixed(message: str) -> str:
+    for plain, prefixed in (
+        ("r must", "lora_r must"),
+        ("lora_alpha", "lora_alpha"),
+        ("hidden_size must", "feature_head_hidden_size must"),
+        ("num_epochs must", "feature_head_epochs must"),
+        ("learning_rate must", "feature_head_learning_rate must"),
+    ):
+        if message.startswith(plain):
+            return prefixed + message[len(plain) :]
+    return message
+
+
+def check_method(
+    method: str,
+    auxiliary_lm_weight: float = 0.0,
+    lora: ULMFiTLoraArguments | None = None,
+    feature_head: FeatureHeadArguments | None = None,
+) -> None:
+    """Raises `ValueError` naming the option for a method that does not exist or options that do not go with it."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(repr(m) for m in METHODS)}, got {method!r}")
+    if not auxiliary_lm_weight >= 0:
+        raise ValueError(f"auxiliary_lm_weight must be >= 0 (0: no auxiliary LM loss), got {auxiliary_lm_weight}")
+    if auxiliary_lm_weight > 0 and method == "feature_extraction":
+        raise ValueError(
+            "auxiliary_lm_weight > 0 needs a backbone that trains (method 'full' or 'lora'); feature_extraction "
+            "keeps it frozen: set auxiliary_lm_weight to 0"
+        )
+    if lora is not None and method != "lora":
+        raise ValueError(f"lora settings were given but method is {method!r}: use method='lora' or drop them")
+    if feature_head is not None and method != "feature_extraction":
+        raise ValueError(
+            f"feature_head settings were given but method is {method!r}: use method='feature_extraction' or drop them"
+        )
+
+
+def check_model_for_method(method: str, auxiliary_lm_weight: float, config, objective: str, model_name: str) -> None:
+    """Raises `RecipeError` when the checkpoint cannot use the method (`objective` as `language_model_objective`)."""
+    if auxiliary_lm_weight > 0 and not (
+        config.model_type == "awd_lstm"
+        or (objective == "causal" and config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+    ):
+        raise RecipeError(
+            f"auxiliary_lm_weight > 0 needs a next-token language model (AWD-LSTM or GPT-style); {model_name} is a "
+            f"{config.model_type!r} {objective}-LM model: set auxiliary_lm_weight to 0"
+        )
+    if method == "feature_extraction" and config.model_type != "awd_lstm":
+        raise RecipeError(
+            f"method 'feature_extraction' in the recipe saves the head into an AWD-LSTM classifier folder; "
+            f"{model_name} is a {config.model_type!r} model: use tl_nlp.FeatureExtractionClassifier directly"
+        )
+
+
+def awd_lstm_decoder_bias(model_name_or_path: str) -> torch.Tensor | None:
+    """The decoder bias of an AWD-LSTM language-model folder (the auxiliary LM head starts from it), or `None`
+    when the folder has none (a classifier folder, or a Hub id)."""
+    weights = Path(model_name_or_path) / "model.safetensors"
+    if not weights.is_file():
+        return None
+    with safe_open(str(weights), framework="pt") as file:
+        return file.get_tensor("decoder.bias") if "decoder.bias" in file.keys() else None
+
+
+def wrap_classifier(
+    model: nn.Module,
+    method: str,
+    auxiliary_lm_weight: float,
+    lora: ULMFiTLoraArguments | None,
+    lm_bias: torch.Tensor | None = None,
+) -> nn.Module:
+    """The model the Trainer trains for `method`: LoRA-wrapped for `"lora"`, inside `ClassifierWithAuxiliaryLM`
+    with an auxiliary LM loss."""
+    if method == "lora":
+        model = ulmfit_lora_model(model, lora)
+    if auxiliary_lm_weight > 0:
+        model = ClassifierWithAuxiliaryLM(model, auxiliary_lm_weight, lm_bias=lm_bias)
+    return model
+
+
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    """`{"trainable_parameters", "total_parameters"}` as they stand (before gradual unfreezing freezes groups)."""
+    parameters = {id(p): p for p in model.parameters()}.values()
+    return {
+        "trainable_parameters": sum(p.numel() for p in parameters if p.requires_grad),
+        "total_parameters": sum(p.numel() for p in parameters),
+    }
+
+
+def model_to_save(model: nn.Module, output_dir: Path, save_adapter: bool, is_main_process: bool) -> nn.Module:
+    """The plain classifier a trained model saves as: without the auxiliary LM head, LoRA merged (the adapter goes
+    to `output_dir/adapter` first with `save_adapter`)."""
+    if isinstance(model, ClassifierWithAuxiliaryLM):
+        model = model.classifier
+    if isinstance(model, PeftModel):
+        if save_adapter and is_main_process:
+            model.save_pretrained(output_dir / "adapter")
+        model = model.merge_and_unload()
+    return model
+
+
+@torch.no_grad()
+def load_feature_head_into_awd_lstm(classifier: nn.Module, head: nn.Sequential) -> None:
+    """Writes a `FeatureExtractionClassifier` head (Standardize, Dropout, [Linear, ReLU, Dropout,] Linear) into an
+    AWD-LSTM classifier's head (BatchNorm, Dropout, Linear[, ReLU, BatchNorm, Dropout, Linear]) with the same
+    outputs in eval mode: the first BatchNorm standardises with the training features' statistics, a second one (MLP)
+    is the identity."""
+    linears = [module for module in head if isinstance(module, nn.Linear)]
+    standardize = head[0]
+    if not isinstance(standardize, Standardize):
+        raise ValueError("the head does not start with Standardize: not a FeatureExtractionClassifier head")
+    norms = [module for module in classifier.classifier.layers if isinstance(module, nn.BatchNorm1d)]
+    targets = [module for module in classifier.classifier.layers if isinstance(module, nn.Linear)]
+    if len(targets) != len(linears):
+        raise ValueError(f"the AWD-LSTM head has {len(targets)} linear layers, the feature head {len(linears)}")
+    for index, norm in enumerate(norms):
+        if index == 0:
+            mean, std = standardize.mean, standardize.std
+        else:
+            mean, std = torch.zeros(norm.num_features), torch.ones(norm.num_features)
+        # eval BatchNorm: (x - running_mean) / sqrt(running_var + eps) * weight + bias == (x - mean) / std.
+        norm.running_mean.copy_(mean)
+        norm.running_var.copy_(std**2)
+        norm.weight.copy_((std**2 + norm.eps).sqrt() / std)
+        norm.bias.zero_()
+    for target, source in zip(targets, linears, strict=True):
+        target.weight.copy_(source.weight)
+        target.bias.copy_(source.bias)
