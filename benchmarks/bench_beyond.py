@@ -19,8 +19,8 @@ feature extraction added). Runs, all on the CPU:
 - `imdb-gpt2-*`: a GPT-2 (2 layers, 128 wide, randomly initialised: no pretrained GPT-style checkpoint is available
   offline) on the same IMDb rows, without and with the auxiliary LM loss.
 
-    .venv/bin/python benchmarks/bench_beyond.py --minilm_cache ../main/.cache/minilm \
-        --awd_lm_dir ../main/runs/demo/lm_imdb --output_dir runs/bench_beyond
+    .venv/bin/python benchmarks/bench_beyond.py --minilm_cache .cache/minilm \
+        --awd_lm_dir runs/demo/lm_imdb --output_dir runs/bench_beyond
 """
 
 from __future__ import annotations
