@@ -153,6 +153,10 @@ class SampleEfficiencyArguments:
     learning_rate: float = field(
         default=1e-2, metadata={"help": "Peak rate of the ULMFiT classifiers' top layer group."}
     )
+    ulmfit_dropout_multiplier: float = field(
+        default=1.0,
+        metadata={"help": "Dropout multiplier of the ULMFiT classifiers (every AWD-LSTM dropout times this)."},
+    )
     scratch_learning_rates: list[float] = field(
         default_factory=lambda: [1e-2, 3e-3],
         metadata={
@@ -164,7 +168,7 @@ class SampleEfficiencyArguments:
         default_factory=lambda: [1.0, 0.2],
         metadata={
             "help": "Dropout multipliers (every AWD-LSTM dropout times this) tried with each rate of "
-            "--scratch_learning_rates for the from-scratch classifier; ULMFiT classifiers keep 1.0."
+            "--scratch_learning_rates for the from-scratch classifier; ULMFiT: --ulmfit_dropout_multiplier."
         },
     )
     scratch_grid_labels: int = field(
@@ -217,6 +221,8 @@ class SampleEfficiencyArguments:
             raise ValueError(
                 f"--scratch_dropout_multipliers must be in [0, 2), got {self.scratch_dropout_multipliers}"
             )
+        if not 0 <= self.ulmfit_dropout_multiplier < 2:
+            raise ValueError(f"--ulmfit_dropout_multiplier must be in [0, 2), got {self.ulmfit_dropout_multiplier}")
         if self.scratch_grid_labels not in self.sizes["label_counts"]:
             raise ValueError(
                 f"--scratch_grid_labels must be one of the preset's {self.sizes['label_counts']}, "
@@ -404,7 +410,7 @@ def train_classifier(
     label2id = {name: index for index, name in id2label.items()}
     if kind == "ulmfit":
         model = AWDLSTMForSequenceClassification.from_pretrained(
-            lm_folder, num_labels=2, id2label=id2label, label2id=label2id
+            lm_folder, num_labels=2, id2label=id2label, label2id=label2id, dropout_multiplier=dropout_multiplier
         )
         technique = dict(
             gradual_unfreezing=True,
@@ -701,7 +707,7 @@ def main() -> None:
     for implementation, kind, label_count in runs:
         epochs = epochs_for[label_count]
         rate = args.learning_rate if kind == "ulmfit" else scratch_rate
-        drop = 1.0 if kind == "ulmfit" else scratch_dropout
+        drop = args.ulmfit_dropout_multiplier if kind == "ulmfit" else scratch_dropout
         print(
             f"== {implementation} {kind} classifier, {label_count:,} labels, {epochs} epochs, rate {rate:g}",
             flush=True,
