@@ -68,7 +68,7 @@ from tl_nlp import (
 FASTAI_WORKER = Path(__file__).with_name("sample_efficiency_fastai.py")
 LABEL_NAMES = ["negative", "positive"]
 
-# Every size of a run. `cpu` is sized for 2 CPU cores shared with other jobs (about 45 minutes as three processes,
+# Every size of a run. `cpu` is sized for 2 CPU cores shared with other jobs (its run took 45 minutes as 4 processes,
 # BENCHMARKS.md): the LM stages of `examples/ulmfit_demo.py` (same sizes, data and rates, so its folders can seed the
 # cache with --language_models_from) and the first 256 tokens of each review; `gpu` is the paper's model size with
 # whole reviews and the full test set.
