@@ -9,21 +9,26 @@ on 10 to 100 times more. The protocol here, on the fixed rows of `../shared/data
    Stages 1 and 2 run once and are cached under `--output_dir` (delete the folders to retrain).
 3. For each number of labels (100, 1,000, 10,000: the first 50 of each class of `train_1k` in protocol order,
    `train_1k`, `train_10k`), two classifiers of the same architecture, on the same labels, with the same epochs,
-   batch size, peak rate and STLR:
-   - `ulmfit`: encoder from stage 2, gradual unfreezing and discriminative rates (decay 2.6);
-   - `scratch`: random initialisation, every layer trained from the first step at one rate.
+   batch size and no gradient clipping (as fastai's `fit_one_cycle`):
+   - `ulmfit`: encoder from stage 2, gradual unfreezing, discriminative rates (decay 2.6), peak rate
+     `--learning_rate`, one STLR triangle per unfreezing stage (`stlr_per_stage`, as fastai's one cycle per stage);
+   - `scratch`: random initialisation, every layer trained from the first step at one rate, one STLR triangle. Its
+     peak rate and dropout multiplier are chosen by a small grid (`--scratch_learning_rates` x
+     `--scratch_dropout_multipliers`) at `--scratch_grid_labels` labels on `clas_valid` accuracy (never on test);
+     the other sizes reuse the choice.
    Both are evaluated on `test_5k` (balanced, 5,000 test reviews; the `gpu` preset uses all 25,000) and on
    `clas_valid` (500 held-out training reviews). Reviews are cut to their first `max_tokens` tokens (preset).
 4. With `--fastai_python`, the same classifiers with fastai 2.8's own API (`benchmarks/sample_efficiency_fastai.py`
    run in that venv as a subprocess): the same token ids, the same stage-2 encoder weights for `ulmfit`, the same
-   epochs, batch size, peak rate, unfreezing points and dropouts, fastai's `fit_one_cycle` per unfreezing stage.
+   epochs, batch size, peak rates, unfreezing points and dropouts, fastai's `fit_one_cycle` per unfreezing stage.
    fastai's LM stages are not run: both implementations start from our stage-2 LM.
 
 Everything (accuracy, wall time and tokens/s of each stage) goes to `<output_dir>/results.json`, rewritten after
 every run, and the plot of accuracy against labels to `<output_dir>/sample_efficiency.png`.
 
     .venv/bin/python benchmarks/bench_sample_efficiency.py --preset tiny    # smoke check, a few minutes
-    .venv/bin/python benchmarks/bench_sample_efficiency.py --preset cpu --fastai_python .fastai-venv/bin/python
+    .venv/bin/python benchmarks/bench_sample_efficiency.py --preset cpu --fastai_python .fastai-venv/bin/python \
+        --language_models_from runs/demo   # reuse `make demo`'s LM stages (same sizes); omit to train them here
     python benchmarks/bench_sample_efficiency.py --preset gpu --fastai_python PATH   # full sizes, on a GPU
 """
 
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 import time
@@ -62,9 +68,10 @@ from tl_nlp import (
 FASTAI_WORKER = Path(__file__).with_name("sample_efficiency_fastai.py")
 LABEL_NAMES = ["negative", "positive"]
 
-# Every size of a run. `cpu` was sized for 2 CPU cores shared with other jobs: its recorded run (BENCHMARKS.md) took
-# 45 minutes of wall time as four processes, fastai at 100 and 1,000 labels included; `gpu` is the paper's model size
-# with whole reviews and the full test set.
+# Every size of a run. `cpu` is sized for 2 CPU cores shared with other jobs (its run took 45 minutes as 4 processes,
+# BENCHMARKS.md): the LM stages of `examples/ulmfit_demo.py` (same sizes, data and rates, so its folders can seed the
+# cache with --language_models_from) and the first 256 tokens of each review; `gpu` is the paper's model size with
+# whole reviews and the full test set.
 PRESETS: dict[str, dict] = {
     "tiny": dict(
         vocab_size=4_000,
@@ -81,16 +88,16 @@ PRESETS: dict[str, dict] = {
         batch_size=32,
     ),
     "cpu": dict(
-        vocab_size=8_000,
-        embedding_size=100,
-        hidden_size=256,
+        vocab_size=12_000,
+        embedding_size=200,
+        hidden_size=400,
         num_hidden_layers=3,
-        pretrain_epochs=0.15,
-        finetune_reviews=1_500,
+        pretrain_epochs=0.4,
+        finetune_reviews=2_000,
         finetune_epochs=1.0,
         label_counts=[100, 1_000, 10_000],
-        classifier_epochs=[20, 6, 1],
-        max_tokens=80,
+        classifier_epochs=[20, 4, 1],
+        max_tokens=256,
         test_reviews=5_000,
         batch_size=32,
     ),
@@ -143,7 +150,48 @@ class SampleEfficiencyArguments:
     implementations: list[str] = field(
         default_factory=lambda: ["ulmfit", "scratch"], metadata={"help": "Classifiers to train: ulmfit, scratch."}
     )
-    learning_rate: float = field(default=1e-2, metadata={"help": "Peak rate of the classifiers' top layer group."})
+    learning_rate: float = field(
+        default=1e-2, metadata={"help": "Peak rate of the ULMFiT classifiers' top layer group."}
+    )
+    ulmfit_dropout_multiplier: float = field(
+        default=1.0,
+        metadata={"help": "Dropout multiplier of the ULMFiT classifiers (every AWD-LSTM dropout times this)."},
+    )
+    scratch_learning_rates: list[float] = field(
+        default_factory=lambda: [1e-2, 3e-3],
+        metadata={
+            "help": "Peak rates tried for the from-scratch classifier at --scratch_grid_labels labels; the one with "
+            "the best clas_valid accuracy (never test) trains every other size. One value: no grid."
+        },
+    )
+    scratch_dropout_multipliers: list[float] = field(
+        default_factory=lambda: [1.0, 0.2],
+        metadata={
+            "help": "Dropout multipliers (every AWD-LSTM dropout times this) tried with each rate of "
+            "--scratch_learning_rates for the from-scratch classifier; ULMFiT: --ulmfit_dropout_multiplier."
+        },
+    )
+    scratch_grid_labels: int = field(
+        default=1_000, metadata={"help": "Label count on which the from-scratch rate grid runs (one of the preset's)."}
+    )
+    max_grad_norm: float = field(
+        default=0.0,
+        metadata={"help": "Gradient clipping of the tl_nlp classifiers (0: none, as fastai's fit_one_cycle)."},
+    )
+    stlr_per_stage: bool = field(
+        default=True,
+        metadata={
+            "help": "ULMFiT classifiers: restart the STLR triangle at each unfreezing stage (as fastai's one "
+            "fit_one_cycle per stage); false: one triangle over the whole run."
+        },
+    )
+    language_models_from: str = field(
+        default="",
+        metadata={
+            "help": "Folder with lm_wikitext2/ and lm_imdb/ trained with this preset's sizes and stages (e.g. "
+            "examples/ulmfit_demo.py's output for `cpu`): copied into output_dir instead of training stages 1-2."
+        },
+    )
     unfreeze_at_fractions: list[float] = field(
         default_factory=lambda: [0.1, 0.2, 0.3, 0.4],
         metadata={"help": "ULMFiT classifiers: one more layer group (of 5) trains from each of these step fractions."},
@@ -167,6 +215,29 @@ class SampleEfficiencyArguments:
             raise ValueError(f"--implementations takes ulmfit and/or scratch, got {self.implementations}")
         if not self.learning_rate > 0:
             raise ValueError(f"--learning_rate must be > 0, got {self.learning_rate}")
+        if not self.scratch_learning_rates or any(not rate > 0 for rate in self.scratch_learning_rates):
+            raise ValueError(f"--scratch_learning_rates must be rates > 0, got {self.scratch_learning_rates}")
+        if not self.scratch_dropout_multipliers or any(not 0 <= m < 2 for m in self.scratch_dropout_multipliers):
+            raise ValueError(
+                f"--scratch_dropout_multipliers must be in [0, 2), got {self.scratch_dropout_multipliers}"
+            )
+        if not 0 <= self.ulmfit_dropout_multiplier < 2:
+            raise ValueError(f"--ulmfit_dropout_multiplier must be in [0, 2), got {self.ulmfit_dropout_multiplier}")
+        if self.scratch_grid_labels not in self.sizes["label_counts"]:
+            raise ValueError(
+                f"--scratch_grid_labels must be one of the preset's {self.sizes['label_counts']}, "
+                f"got {self.scratch_grid_labels}"
+            )
+        if self.max_grad_norm < 0:
+            raise ValueError(f"--max_grad_norm must be >= 0 (0: no clipping), got {self.max_grad_norm}")
+        if self.language_models_from and not all(
+            (Path(self.language_models_from) / name / "model.safetensors").is_file()
+            for name in ("lm_wikitext2", "lm_imdb")
+        ):
+            raise ValueError(
+                f"--language_models_from {self.language_models_from} must hold lm_wikitext2/ and lm_imdb/ model "
+                "folders (e.g. runs/demo after `make demo`)"
+            )
         for name in ("bptt", "lm_batch_size", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
@@ -263,6 +334,47 @@ def language_model_stage(model, tokenizer, train_texts, valid_texts, args, folde
     return record
 
 
+def seed_language_models(args: SampleEfficiencyArguments, output: Path, corpora: dict) -> dict:
+    """Copies `--language_models_from`'s two LM folders into `output` (checking that their sizes are the preset's)
+    and returns their stage records: validation perplexities now, training tokens from the preset's epochs and, when
+    the folder is `examples/ulmfit_demo.py`'s, the stages' seconds from its `classifier/demo_metrics.json`."""
+    source = Path(args.language_models_from)
+    config = AWDLSTMConfig.from_pretrained(source / "lm_imdb")
+    for key in ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers"):
+        if getattr(config, key) != args.sizes[key]:
+            raise SystemExit(
+                f"{source / 'lm_imdb' / 'config.json'}: {key} is {getattr(config, key)}, the preset "
+                f"{args.preset!r} has {args.sizes[key]}; train the stages here (drop --language_models_from)"
+            )
+    demo_metrics = source / "classifier" / "demo_metrics.json"
+    seconds = json.loads(demo_metrics.read_text())["seconds"] if demo_metrics.is_file() else {}
+    tokenizer = ULMFiTTokenizerFast.from_pretrained(source / "lm_imdb")
+    stages: dict = {"copied_from": str(source), "vocab_size": len(tokenizer)}
+    for stage, folder, train_key, valid_key, epochs in (
+        ("pretrain", "lm_wikitext2", "wiki_train", "wiki_valid", args.sizes["pretrain_epochs"]),
+        ("finetune", "lm_imdb", "lm_reviews", "lm_valid", args.sizes["finetune_epochs"]),
+    ):
+        shutil.copytree(source / folder, output / folder, dirs_exist_ok=True)
+        model = AWDLSTMForCausalLM.from_pretrained(output / folder)
+        train_tokenized = tokenize_for_language_model(corpora[train_key], tokenizer, skip_empty=True)
+        train_tokens = sum(len(ids) for ids in train_tokenized["input_ids"])
+        valid = LanguageModelStreams.from_dataset(
+            tokenize_for_language_model(corpora[valid_key], tokenizer, skip_empty=True),
+            batch_size=args.lm_batch_size,
+            bptt=args.bptt,
+            shuffle=False,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        stages[stage] = {
+            "valid_perplexity_after": stream_perplexity(model, valid),
+            "train_tokens": round(epochs * train_tokens),
+            "train_seconds": seconds.get(stage),
+            "train_tokens_per_s": epochs * train_tokens / seconds[stage] if stage in seconds else None,
+        }
+        stages["parameters"] = sum(p.numel() for p in model.parameters())
+    return stages
+
+
 def truncate(dataset: datasets.Dataset, max_tokens: int) -> datasets.Dataset:
     """Keeps the first `max_tokens` tokens of each review (0: whole reviews)."""
     if max_tokens <= 0:
@@ -280,19 +392,35 @@ def accuracy(prediction) -> dict[str, float]:
 
 
 def train_classifier(
-    kind: str, label_count: int, epochs: int, data: dict, tokenizer, lm_folder: Path, args: SampleEfficiencyArguments
-) -> dict:
-    """One tl_nlp classifier (`ulmfit` or `scratch`) on `data["train"]`, evaluated on test and clas_valid."""
+    kind: str,
+    label_count: int,
+    epochs: int,
+    data: dict,
+    tokenizer,
+    lm_folder: Path,
+    args: SampleEfficiencyArguments,
+    learning_rate: float,
+    dropout_multiplier: float = 1.0,
+    evaluate_test: bool = True,
+) -> tuple[dict, ClassificationTrainer]:
+    """One tl_nlp classifier (`ulmfit` or `scratch`) on `data["train"]`, evaluated on clas_valid and (unless
+    `evaluate_test` is false, for the runs of the from-scratch rate grid that are not chosen) on test."""
     set_seed(args.seed)
     id2label = dict(enumerate(LABEL_NAMES))
     label2id = {name: index for index, name in id2label.items()}
     if kind == "ulmfit":
         model = AWDLSTMForSequenceClassification.from_pretrained(
-            lm_folder, num_labels=2, id2label=id2label, label2id=label2id
+            lm_folder, num_labels=2, id2label=id2label, label2id=label2id, dropout_multiplier=dropout_multiplier
         )
-        technique = dict(gradual_unfreezing=True, unfreeze_at_fractions=args.unfreeze_at_fractions)
+        technique = dict(
+            gradual_unfreezing=True,
+            unfreeze_at_fractions=args.unfreeze_at_fractions,
+            stlr_per_stage=args.stlr_per_stage,
+        )
     else:
-        config = AWDLSTMConfig.from_pretrained(lm_folder, num_labels=2, id2label=id2label, label2id=label2id)
+        config = AWDLSTMConfig.from_pretrained(
+            lm_folder, num_labels=2, id2label=id2label, label2id=label2id, dropout_multiplier=dropout_multiplier
+        )
         model = AWDLSTMForSequenceClassification(config)  # same architecture, random initialisation
         # Nothing pretrained to protect: every layer trains from the first step, at one rate.
         technique = dict(gradual_unfreezing=False, discriminative_lr_decay=1.0)
@@ -302,7 +430,8 @@ def train_classifier(
             args,
             f"{kind}_{label_count}",
             num_train_epochs=epochs,
-            learning_rate=args.learning_rate,
+            learning_rate=learning_rate,
+            max_grad_norm=args.max_grad_norm,
             per_device_train_batch_size=args.sizes["batch_size"],
             per_device_eval_batch_size=128,
             eval_strategy="no",
@@ -315,24 +444,33 @@ def train_classifier(
     start = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    test = trainer.evaluate(data["test"], metric_key_prefix="test")
-    test_seconds = time.perf_counter() - start
     valid = trainer.evaluate(data["valid"], metric_key_prefix="valid")
     train_tokens = epochs * sum(data["train"]["length"])
-    test_tokens = sum(data["test"]["length"])
-    return {
+    result = {
         "implementation": "tl_nlp",
         "classifier": kind,
         "labels": label_count,
         "epochs": epochs,
-        "test_accuracy": test["test_accuracy"],
+        "learning_rate": learning_rate,
+        "dropout_multiplier": dropout_multiplier,
         "valid_accuracy": valid["valid_accuracy"],
+        "valid_predicted_positive": float((trainer.predict(data["valid"]).predictions.argmax(-1) == 1).mean()),
         "train_seconds": train_seconds,
         "train_tokens_per_s": train_tokens / train_seconds,
-        "test_seconds": test_seconds,
-        "test_tokens_per_s": test_tokens / test_seconds,
+        "final_train_loss": next((log["loss"] for log in reversed(trainer.state.log_history) if "loss" in log), None),
     }
+    if evaluate_test:
+        add_test_accuracy(result, trainer, data["test"])
+    return result, trainer
+
+
+def add_test_accuracy(result: dict, trainer: ClassificationTrainer, test_set: datasets.Dataset) -> None:
+    """Adds the test accuracy, seconds and tokens/s of the trained classifier in `trainer` to `result`."""
+    start = time.perf_counter()
+    test = trainer.evaluate(test_set, metric_key_prefix="test")
+    result["test_seconds"] = time.perf_counter() - start
+    result["test_accuracy"] = test["test_accuracy"]
+    result["test_tokens_per_s"] = sum(test_set["length"]) / result["test_seconds"]
 
 
 def write_fastai_inputs(data: dict, label_count: int, folder: Path) -> Path:
@@ -348,14 +486,14 @@ def write_fastai_inputs(data: dict, label_count: int, folder: Path) -> Path:
     return path
 
 
-def run_fastai(kind, label_count, epochs, data_path, encoder_path, config, args) -> dict:
+def run_fastai(kind, label_count, epochs, data_path, encoder_path, config, args, learning_rate: float) -> dict:
     job = {
         "classifier": kind,
         "labels": label_count,
         "epochs": epochs,
         "data": str(data_path),
         "encoder": str(encoder_path) if kind == "ulmfit" else None,
-        "learning_rate": args.learning_rate,
+        "learning_rate": learning_rate,
         "batch_size": args.sizes["batch_size"],
         "unfreeze_at_fractions": args.unfreeze_at_fractions,
         "seed": args.seed,
@@ -422,7 +560,15 @@ def main() -> None:
         results_path.write_text(json.dumps(report, indent=2))
 
     stage1, stage2 = output / "lm_wikitext2", output / "lm_imdb"
-    if (stage2 / "model.safetensors").is_file():
+    if args.language_models_from and not (output / "lm_stages.json").is_file():
+        print(f"== stages 1 and 2: copying {args.language_models_from}", flush=True)
+        corpora = {"wiki_train": wiki["train"], "wiki_valid": wiki["valid"], "lm_reviews": lm_reviews}
+        corpora["lm_valid"] = lm_valid
+        report["stages"] = seed_language_models(args, output, corpora)
+        (output / "lm_stages.json").write_text(json.dumps(report["stages"], indent=2))
+        tokenizer = ULMFiTTokenizerFast.from_pretrained(stage2)
+        print(f"   {report['stages']}", flush=True)
+    elif (stage2 / "model.safetensors").is_file():
         print(f"== stages 1 and 2: reusing {stage1} and {stage2}")
         tokenizer = ULMFiTTokenizerFast.from_pretrained(stage2)
         report["stages"] = json.loads((output / "lm_stages.json").read_text())
@@ -516,17 +662,17 @@ def main() -> None:
         if args.fastai_python and label_count in fastai_counts:
             data_paths[label_count] = write_fastai_inputs(data_for[label_count], label_count, fastai_folder)
     # All tl_nlp classifiers first, then fastai's on the same data: a run cut short still has the whole tl_nlp curve.
-    tl_nlp_counts = args.label_counts or sizes["label_counts"]
-    runs = [("tl_nlp", kind, count) for count in tl_nlp_counts for kind in args.implementations]
-    runs = runs if args.tl_nlp_classifiers else []
+    # The from-scratch rate grid (if any) runs first among the scratch classifiers: the others use its choice.
+    tl_nlp_counts = (args.label_counts or sizes["label_counts"]) if args.tl_nlp_classifiers else []
+    scratch_rate, scratch_dropout = args.scratch_learning_rates[0], args.scratch_dropout_multipliers[0]
+    settings = [(rate, drop) for drop in args.scratch_dropout_multipliers for rate in args.scratch_learning_rates]
+    grid = len(settings) > 1 and "scratch" in args.implementations and bool(tl_nlp_counts)
+    scratch_counts = [c for c in tl_nlp_counts if not (grid and c == args.scratch_grid_labels)]
+    runs = [("tl_nlp", "ulmfit", count) for count in tl_nlp_counts if "ulmfit" in args.implementations]
+    runs += [("tl_nlp", "scratch", count) for count in scratch_counts if "scratch" in args.implementations]
     runs += [("fastai", kind, count) for count in fastai_counts for kind in args.implementations if args.fastai_python]
-    for implementation, kind, label_count in runs:
-        epochs = epochs_for[label_count]
-        print(f"== {implementation} {kind} classifier, {label_count:,} labels, {epochs} epochs", flush=True)
-        if implementation == "tl_nlp":
-            result = train_classifier(kind, label_count, epochs, data_for[label_count], tokenizer, stage2, args)
-        else:
-            result = run_fastai(kind, label_count, epochs, data_paths[label_count], encoder_path, fastai_config, args)
+
+    def record(result: dict) -> None:
         report["classifiers"].append(result)
         save()
         print(
@@ -534,6 +680,57 @@ def main() -> None:
             f"train {result['train_seconds']:.0f} s ({result['train_tokens_per_s']:.0f} tokens/s)",
             flush=True,
         )
+
+    if grid:
+        count = args.scratch_grid_labels
+        report["scratch_grid"] = []
+        best = None
+        for rate, drop in settings:
+            print(
+                f"== tl_nlp scratch classifier, {count:,} labels, rate {rate:g}, dropout x{drop:g} (grid on clas_valid)",
+                flush=True,
+            )
+            result, trainer = train_classifier(
+                "scratch", count, epochs_for[count], data_for[count], tokenizer, stage2, args, rate, drop, False
+            )
+            report["scratch_grid"].append(result)
+            save()
+            print(f"   clas_valid accuracy {result['valid_accuracy']:.4f}", flush=True)
+            if best is None or result["valid_accuracy"] > best[0]["valid_accuracy"]:
+                best = (result, trainer)
+        result, trainer = best
+        scratch_rate, scratch_dropout = result["learning_rate"], result["dropout_multiplier"]
+        report["scratch_choice"] = {"learning_rate": scratch_rate, "dropout_multiplier": scratch_dropout}
+        add_test_accuracy(result, trainer, data_for[count]["test"])
+        record(result)
+        del best, trainer
+    for implementation, kind, label_count in runs:
+        epochs = epochs_for[label_count]
+        rate = args.learning_rate if kind == "ulmfit" else scratch_rate
+        drop = args.ulmfit_dropout_multiplier if kind == "ulmfit" else scratch_dropout
+        print(
+            f"== {implementation} {kind} classifier, {label_count:,} labels, {epochs} epochs, rate {rate:g}",
+            flush=True,
+        )
+        if implementation == "tl_nlp":
+            result, _ = train_classifier(
+                kind,
+                label_count,
+                epochs,
+                data_for[label_count],
+                tokenizer,
+                stage2,
+                args,
+                rate,
+                drop,
+            )
+        else:
+            # The from-scratch classifier gets the dropouts the grid chose; ULMFiT keeps the LM's.
+            config_for = {**fastai_config, "dropout_multiplier": drop}
+            result = run_fastai(
+                kind, label_count, epochs, data_paths[label_count], encoder_path, config_for, args, rate
+            )
+        record(result)
     title = (
         f"IMDb, preset {args.preset}: AWD-LSTM {sizes['embedding_size']}/{sizes['hidden_size']}/"
         f"{sizes['num_hidden_layers']}, first {sizes['max_tokens'] or 'all'} tokens, {len(test_set):,} test reviews"

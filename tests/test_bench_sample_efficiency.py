@@ -48,3 +48,21 @@ def test_arguments_name_the_bad_field():
     assert args.output_dir == "runs/sample_efficiency/tiny"
     for preset in bench.PRESETS.values():
         assert len(preset["label_counts"]) == len(preset["classifier_epochs"])
+
+
+def test_scratch_grid_and_fastai_like_arguments_are_checked():
+    bench = load_benchmark()
+    args = bench.SampleEfficiencyArguments()
+    # fastai's fit_one_cycle does not clip gradients and restarts its schedule at each unfreezing stage.
+    assert args.max_grad_norm == 0.0 and args.stlr_per_stage
+    assert args.scratch_grid_labels in args.sizes["label_counts"]
+    with pytest.raises(ValueError, match="--scratch_learning_rates"):
+        bench.SampleEfficiencyArguments(scratch_learning_rates=[1e-2, 0.0])
+    with pytest.raises(ValueError, match="--scratch_dropout_multipliers"):
+        bench.SampleEfficiencyArguments(scratch_dropout_multipliers=[2.5])
+    with pytest.raises(ValueError, match="--scratch_grid_labels"):
+        bench.SampleEfficiencyArguments(scratch_grid_labels=500)
+    with pytest.raises(ValueError, match="--max_grad_norm"):
+        bench.SampleEfficiencyArguments(max_grad_norm=-1.0)
+    with pytest.raises(ValueError, match="--language_models_from"):
+        bench.SampleEfficiencyArguments(language_models_from="no/such/folder")

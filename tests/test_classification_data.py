@@ -114,6 +114,33 @@ def test_classification_trainer_uses_sortish_and_sorted_samplers(tmp_path):
     assert batches[0]["input_ids"].shape[1] == lengths.max()
 
 
+def test_classification_trainer_predict_returns_rows_in_dataset_order(tmp_path):
+    import datasets
+
+    tokenizer = train_ulmfit_tokenizer(["one two three four five six"], min_frequency=1)
+    words = ["one", "two", "three", "four", "five", "six"]
+    texts = [" ".join(words[(i + j) % 6] for j in range(n)) for i, n in enumerate([3, 11, 1, 7, 20, 5, 2, 13, 9, 4])]
+    labels = [0, 1, 1, 0, 1, 0, 0, 1, 1, 0]
+    dataset, _, _ = tokenize_dataset(datasets.Dataset.from_dict({"text": texts, "label": labels}), tokenizer)
+    assert list(SortedSampler(dataset["length"])) != list(range(len(texts)))  # evaluation order is not row order
+    torch.manual_seed(0)
+    config = AWDLSTMConfig(vocab_size=len(tokenizer), embedding_size=8, hidden_size=8, num_hidden_layers=1)
+    model = AWDLSTMForSequenceClassification(config).eval()
+    args = ULMFiTTrainingArguments(
+        output_dir=str(tmp_path), per_device_eval_batch_size=4, report_to="none", use_cpu=True
+    )
+    trainer = ClassificationTrainer(model=model, args=args, data_collator=DataCollatorWithPadding(tokenizer))
+    output = trainer.predict(dataset)
+    with torch.no_grad():
+        one_by_one = torch.cat([model(input_ids=torch.tensor([ids])).logits for ids in dataset["input_ids"]])
+    np.testing.assert_allclose(output.predictions, one_by_one.numpy(), rtol=1e-5, atol=1e-6)
+    assert output.label_ids.tolist() == labels
+    # The loss computed on the sorted batches is the mean over the rows predicted one by one.
+    assert output.metrics["test_loss"] == pytest.approx(
+        torch.nn.functional.cross_entropy(one_by_one, torch.tensor(labels)).item(), rel=1e-5
+    )
+
+
 def test_backward_classifier_reads_reversed_ids_and_ensemble_averages():
     texts = ["The film was GREAT!!!", "A dull, dull film.", "I liked it"]
     forward_tokenizer = train_ulmfit_tokenizer(texts, min_frequency=1)

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from transformers.trainer_utils import EvalLoopOutput
+from transformers.trainer_utils import EvalLoopOutput, PredictionOutput
 
 from ..data.classification_data import SortedSampler, SortishSampler
 from .trainer import ULMFiTTrainer
@@ -15,7 +15,7 @@ from .trainer import ULMFiTTrainer
 class ClassificationTrainer(ULMFiTTrainer):
     """A `ULMFiTTrainer` whose training batches are sortish (similar lengths, random order, longest batch first) and
     whose evaluation batches are sorted by length, read from the dataset's `length` column (see
-    `tl_nlp.data.tokenize_dataset`). Datasets without that column get Trainer's usual samplers. Use it with
+    `tl_nlp.data.tokenize_dataset`); `predict` still returns the rows in the dataset's order. Datasets without that column get Trainer's usual samplers. Use it with
     `DataCollatorWithPadding(tokenizer)`: little padding, and BPT3C in the model reads documents of any length.
 
     Under DDP the sortish batches are built at the global batch size (`per_device_train_batch_size` x processes)
@@ -67,6 +67,38 @@ class ClassificationTrainer(ULMFiTTrainer):
         if "length" in getattr(eval_dataset, "column_names", []):
             return SortedSampler(eval_dataset["length"])
         return super()._get_eval_sampler(eval_dataset)
+
+    def predict(
+        self, test_dataset, ignore_keys: list[str] | None = None, metric_key_prefix: str = "test"
+    ) -> PredictionOutput:
+        """`Trainer.predict`, with `predictions` and `label_ids` in the dataset's row order.
+
+        Evaluation batches of a dataset with a `length` column are sorted by length, so Trainer's own `predict`
+        returns the rows in that order; this puts row `i`'s prediction back at index `i`. Metrics do not change.
+
+        Args:
+            test_dataset: the dataset to predict (with `length`, e.g. from `tokenize_dataset`, or without).
+            ignore_keys: keys of the model's output to leave out of the predictions.
+            metric_key_prefix: prefix of the metrics' names.
+        """
+        output = super().predict(test_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        if "length" not in getattr(test_dataset, "column_names", []):
+            return output
+        # Position k of the output is row sorted_rows[k]; argsort inverts that permutation.
+        dataset_order = np.argsort(SortedSampler(test_dataset["length"]).order, kind="stable")
+
+        def in_row_order(values):
+            if isinstance(values, (tuple, list)):
+                return type(values)(in_row_order(value) for value in values)
+            if isinstance(values, np.ndarray) and values.ndim > 0 and len(values) == len(dataset_order):
+                return values[dataset_order]
+            return values
+
+        return PredictionOutput(
+            predictions=in_row_order(output.predictions),
+            label_ids=in_row_order(output.label_ids),
+            metrics=output.metrics,
+        )
 
     def evaluation_loop(
         self,
