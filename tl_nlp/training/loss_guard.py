@@ -54,7 +54,8 @@ class NonFiniteLossCallback(TrainerCallback):
         if model is None or self.message is not None:
             return
         gradients = [parameter.grad for parameter in model.parameters() if parameter.grad is not None]
-        if all(bool(torch.isfinite(gradient).all()) for gradient in gradients):
+        # One host-device sync per step (not one per parameter): this runs at every optimizer step.
+        if not gradients or bool(torch.stack([torch.isfinite(gradient).all() for gradient in gradients]).all()):
             return
         # The step that would apply these gradients is `global_step + 1` (global_step counts completed steps).
         self.step = state.global_step + 1
