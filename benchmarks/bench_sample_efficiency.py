@@ -6,22 +6,26 @@ on 10 to 100 times more. The protocol here, on the fixed rows of `../shared/data
 1. A general-domain AWD-LSTM language model trained on WikiText-2 (train split), with a word vocabulary learnt
    from WikiText-2 and the LM-fine-tuning reviews.
 2. That LM fine-tuned on unlabelled IMDb reviews (`lm_train` rows of unsup; discriminative rates, STLR).
-   Stages 1 and 2 run once and are cached under `--output_dir` (delete the folders to retrain).
+   Stages 1 and 2 run once and are cached under `--output_dir` (delete the folders to retrain); either can be
+   copied in from an earlier run (`--language_models_from`, `--stage1_from`).
 3. For each number of labels (100, 1,000, 10,000: the first 50 of each class of `train_1k` in protocol order,
    `train_1k`, `train_10k`), two classifiers of the same architecture, on the same labels, with the same epochs,
    batch size and no gradient clipping (as fastai's `fit_one_cycle`):
-   - `ulmfit`: encoder from stage 2, gradual unfreezing, discriminative rates (decay 2.6), peak rate
-     `--learning_rate`, one STLR triangle per unfreezing stage (`stlr_per_stage`, as fastai's one cycle per stage);
-   - `scratch`: random initialisation, every layer trained from the first step at one rate, one STLR triangle. Its
-     peak rate and dropout multiplier are chosen by a small grid (`--scratch_learning_rates` x
-     `--scratch_dropout_multipliers`) at `--scratch_grid_labels` labels on `clas_valid` accuracy (never on test);
-     the other sizes reuse the choice.
+   - `ulmfit`: encoder from stage 2, gradual unfreezing, discriminative rates (decay 2.6), one STLR triangle per
+     unfreezing stage (`stlr_per_stage`, as fastai's one cycle per stage);
+   - `scratch`: random initialisation, every layer trained from the first step at one rate, one STLR triangle.
+   Each classifier gets its own small grid of peak rate x dropout multiplier (`--ulmfit_learning_rates` x
+   `--ulmfit_dropout_multipliers`, `--scratch_learning_rates` x `--scratch_dropout_multipliers`) at `--grid_labels`
+   labels, chosen on `clas_valid` accuracy (never on test); the other sizes reuse each choice.
    Both are evaluated on `test_5k` (balanced, 5,000 test reviews; the `gpu` preset uses all 25,000) and on
    `clas_valid` (500 held-out training reviews). Reviews are cut to their first `max_tokens` tokens (preset).
 4. With `--fastai_python`, the same classifiers with fastai 2.8's own API (`benchmarks/sample_efficiency_fastai.py`
    run in that venv as a subprocess): the same token ids, the same stage-2 encoder weights for `ulmfit`, the same
    epochs, batch size, peak rates, unfreezing points and dropouts, fastai's `fit_one_cycle` per unfreezing stage.
    fastai's LM stages are not run: both implementations start from our stage-2 LM.
+5. Diagnostic ablation, `--ulmfit_without`: the ULMFiT classifier with gradual unfreezing and/or discriminative rates
+   taken out (results named `ulmfit_without_<technique>`, out of the plot). Without both it trains exactly like
+   `scratch` from the stage-2 weights (named `lm_init`): what the LM's weights alone are worth.
 
 Everything (accuracy, wall time and tokens/s of each stage) goes to `<output_dir>/results.json`, rewritten after
 every run, and the plot of accuracy against labels to `<output_dir>/sample_efficiency.png`.
@@ -29,6 +33,8 @@ every run, and the plot of accuracy against labels to `<output_dir>/sample_effic
     .venv/bin/python benchmarks/bench_sample_efficiency.py --preset tiny    # smoke check, a few minutes
     .venv/bin/python benchmarks/bench_sample_efficiency.py --preset cpu --fastai_python .fastai-venv/bin/python \
         --language_models_from runs/demo   # reuse `make demo`'s LM stages (same sizes); omit to train them here
+    .venv/bin/python benchmarks/bench_sample_efficiency.py --preset cpu --stage1_from runs/demo/lm_wikitext2 \
+        --finetune_reviews 6000 --finetune_learning_rate 5e-3 --output_dir runs/se_cpu_lm6k   # a stronger stage 2
     python benchmarks/bench_sample_efficiency.py --preset gpu --fastai_python PATH   # full sizes, on a GPU
 """
 
@@ -66,6 +72,7 @@ from tl_nlp import (
 )
 
 FASTAI_WORKER = Path(__file__).with_name("sample_efficiency_fastai.py")
+ABLATIONS = ("gradual_unfreezing", "discriminative_lr")  # what --ulmfit_without can take out
 LABEL_NAMES = ["negative", "positive"]
 
 # Every size of a run. `cpu` is sized for 2 CPU cores shared with other jobs (its run took 45 minutes as 4 processes,
@@ -150,29 +157,34 @@ class SampleEfficiencyArguments:
     implementations: list[str] = field(
         default_factory=lambda: ["ulmfit", "scratch"], metadata={"help": "Classifiers to train: ulmfit, scratch."}
     )
-    learning_rate: float = field(
-        default=1e-2, metadata={"help": "Peak rate of the ULMFiT classifiers' top layer group."}
+    ulmfit_learning_rates: list[float] = field(
+        default_factory=lambda: [1e-2, 3e-3],
+        metadata={
+            "help": "Peak rates (top layer group) tried for the ULMFiT classifier at --grid_labels labels; the one "
+            "with the best clas_valid accuracy (never test) trains every other size. One value: no grid."
+        },
     )
-    ulmfit_dropout_multiplier: float = field(
-        default=1.0,
-        metadata={"help": "Dropout multiplier of the ULMFiT classifiers (every AWD-LSTM dropout times this)."},
+    ulmfit_dropout_multipliers: list[float] = field(
+        default_factory=lambda: [1.0, 0.5],
+        metadata={
+            "help": "Dropout multipliers (every AWD-LSTM dropout times this) tried with each rate of "
+            "--ulmfit_learning_rates for the ULMFiT classifier."
+        },
     )
     scratch_learning_rates: list[float] = field(
         default_factory=lambda: [1e-2, 3e-3],
-        metadata={
-            "help": "Peak rates tried for the from-scratch classifier at --scratch_grid_labels labels; the one with "
-            "the best clas_valid accuracy (never test) trains every other size. One value: no grid."
-        },
+        metadata={"help": "Peak rates tried for the from-scratch classifier (as --ulmfit_learning_rates)."},
     )
     scratch_dropout_multipliers: list[float] = field(
         default_factory=lambda: [1.0, 0.2],
-        metadata={
-            "help": "Dropout multipliers (every AWD-LSTM dropout times this) tried with each rate of "
-            "--scratch_learning_rates for the from-scratch classifier; ULMFiT: --ulmfit_dropout_multiplier."
-        },
+        metadata={"help": "Dropout multipliers tried with each rate of --scratch_learning_rates."},
     )
-    scratch_grid_labels: int = field(
-        default=1_000, metadata={"help": "Label count on which the from-scratch rate grid runs (one of the preset's)."}
+    grid_labels: int = field(
+        default=1_000,
+        metadata={
+            "help": "Label count (one of the preset's) at which each classifier's rate x dropout grid runs on "
+            "clas_valid; the other label counts reuse its choice."
+        },
     )
     max_grad_norm: float = field(
         default=0.0,
@@ -183,6 +195,25 @@ class SampleEfficiencyArguments:
         metadata={
             "help": "ULMFiT classifiers: restart the STLR triangle at each unfreezing stage (as fastai's one "
             "fit_one_cycle per stage); false: one triangle over the whole run."
+        },
+    )
+    ulmfit_without: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Diagnostic: ULMFiT techniques (gradual_unfreezing, discriminative_lr) taken out of the ULMFiT "
+            "classifier; results named ulmfit_without_<technique> and kept out of the plot. Both: the classifier "
+            "initialised from the stage-2 LM trains exactly like the from-scratch one (named lm_init)."
+        },
+    )
+    finetune_reviews: int = field(
+        default=0, metadata={"help": "Stage 2 on the first N `lm_train` reviews instead of the preset's (0: preset)."}
+    )
+    finetune_learning_rate: float = field(default=2e-3, metadata={"help": "Peak rate of stage 2 (LM fine-tuning)."})
+    stage1_from: str = field(
+        default="",
+        metadata={
+            "help": "Folder of a stage-1 LM with this preset's sizes (e.g. `make demo`'s runs/demo/lm_wikitext2): "
+            "copied in (its tokenizer too) and fine-tuned here as stage 2; --language_models_from copies both."
         },
     )
     language_models_from: str = field(
@@ -213,20 +244,15 @@ class SampleEfficiencyArguments:
         unknown = set(self.implementations) - {"ulmfit", "scratch"}
         if not self.implementations or unknown:
             raise ValueError(f"--implementations takes ulmfit and/or scratch, got {self.implementations}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"--learning_rate must be > 0, got {self.learning_rate}")
-        if not self.scratch_learning_rates or any(not rate > 0 for rate in self.scratch_learning_rates):
-            raise ValueError(f"--scratch_learning_rates must be rates > 0, got {self.scratch_learning_rates}")
-        if not self.scratch_dropout_multipliers or any(not 0 <= m < 2 for m in self.scratch_dropout_multipliers):
+        for kind in ("ulmfit", "scratch"):
+            rates, drops = f"{kind}_learning_rates", f"{kind}_dropout_multipliers"
+            if not getattr(self, rates) or any(not rate > 0 for rate in getattr(self, rates)):
+                raise ValueError(f"--{rates} must be rates > 0, got {getattr(self, rates)}")
+            if not getattr(self, drops) or any(not 0 <= m < 2 for m in getattr(self, drops)):
+                raise ValueError(f"--{drops} must be in [0, 2), got {getattr(self, drops)}")
+        if self.grid_labels not in self.sizes["label_counts"]:
             raise ValueError(
-                f"--scratch_dropout_multipliers must be in [0, 2), got {self.scratch_dropout_multipliers}"
-            )
-        if not 0 <= self.ulmfit_dropout_multiplier < 2:
-            raise ValueError(f"--ulmfit_dropout_multiplier must be in [0, 2), got {self.ulmfit_dropout_multiplier}")
-        if self.scratch_grid_labels not in self.sizes["label_counts"]:
-            raise ValueError(
-                f"--scratch_grid_labels must be one of the preset's {self.sizes['label_counts']}, "
-                f"got {self.scratch_grid_labels}"
+                f"--grid_labels must be one of the preset's {self.sizes['label_counts']}, got {self.grid_labels}"
             )
         if self.max_grad_norm < 0:
             raise ValueError(f"--max_grad_norm must be >= 0 (0: no clipping), got {self.max_grad_norm}")
@@ -241,10 +267,31 @@ class SampleEfficiencyArguments:
         for name in ("bptt", "lm_batch_size", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.finetune_reviews < 0 or not self.finetune_learning_rate > 0:
+            raise ValueError(
+                f"--finetune_reviews must be >= 0 and --finetune_learning_rate > 0, got {self.finetune_reviews} and "
+                f"{self.finetune_learning_rate}"
+            )
+        if self.stage1_from and not (Path(self.stage1_from) / "model.safetensors").is_file():
+            raise ValueError(f"--stage1_from {self.stage1_from} must be a model folder (e.g. runs/demo/lm_wikitext2)")
+        if self.stage1_from and self.language_models_from:
+            raise ValueError("give --stage1_from or --language_models_from, not both")
         if self.fastai_python and not Path(self.fastai_python).is_file():
             raise ValueError(
                 f"--fastai_python {self.fastai_python} does not exist (see ../shared/tools/fastai-venv.sh)"
             )
+        if not self.tl_nlp_classifiers:
+            for kind in self.implementations:
+                if len(self.grid(kind)) > 1:
+                    raise ValueError(
+                        f"--tl_nlp_classifiers false runs no grid: give one --{kind}_learning_rates and one "
+                        f"--{kind}_dropout_multipliers (the setting tl_nlp's grid chose), got {self.grid(kind)}"
+                    )
+        unknown = set(self.ulmfit_without) - set(ABLATIONS)
+        if unknown:
+            raise ValueError(f"--ulmfit_without takes {' and/or '.join(ABLATIONS)}, got {sorted(unknown)}")
+        if self.fastai_python and self.ulmfit_without and "ulmfit" in self.implementations:
+            raise ValueError("--ulmfit_without has no fastai counterpart: drop --fastai_python")
         for name in ("label_counts", "fastai_label_counts"):
             unknown = set(getattr(self, name) or []) - set(self.sizes["label_counts"])
             if unknown:
@@ -257,6 +304,11 @@ class SampleEfficiencyArguments:
     @property
     def sizes(self) -> dict:
         return PRESETS[self.preset]
+
+    def grid(self, kind: str) -> list[tuple[float, float]]:
+        """The (peak rate, dropout multiplier) settings tried for the `ulmfit` or `scratch` classifier."""
+        rates, drops = getattr(self, f"{kind}_learning_rates"), getattr(self, f"{kind}_dropout_multipliers")
+        return [(rate, drop) for drop in drops for rate in rates]
 
 
 def protocol_rows(data_dir: Path) -> dict[str, list[int]]:
@@ -404,25 +456,28 @@ def train_classifier(
     evaluate_test: bool = True,
 ) -> tuple[dict, ClassificationTrainer]:
     """One tl_nlp classifier (`ulmfit` or `scratch`) on `data["train"]`, evaluated on clas_valid and (unless
-    `evaluate_test` is false, for the runs of the from-scratch rate grid that are not chosen) on test."""
+    `evaluate_test` is false, for the runs of a grid that are not chosen) on test. `--ulmfit_without` takes
+    techniques out of the `ulmfit` classifier and renames it (`lm_init` without both: it trains like `scratch`)."""
     set_seed(args.seed)
     id2label = dict(enumerate(LABEL_NAMES))
     label2id = {name: index for index, name in id2label.items()}
+    labels = dict(num_labels=2, id2label=id2label, label2id=label2id, dropout_multiplier=dropout_multiplier)
     if kind == "ulmfit":
-        model = AWDLSTMForSequenceClassification.from_pretrained(
-            lm_folder, num_labels=2, id2label=id2label, label2id=label2id, dropout_multiplier=dropout_multiplier
-        )
-        technique = dict(
-            gradual_unfreezing=True,
-            unfreeze_at_fractions=args.unfreeze_at_fractions,
-            stlr_per_stage=args.stlr_per_stage,
-        )
+        model = AWDLSTMForSequenceClassification.from_pretrained(lm_folder, **labels)
+        without = set(args.ulmfit_without)
+        technique = dict(gradual_unfreezing="gradual_unfreezing" not in without)
+        if "discriminative_lr" in without:
+            technique["discriminative_lr_decay"] = 1.0
+        if technique["gradual_unfreezing"]:
+            technique.update(unfreeze_at_fractions=args.unfreeze_at_fractions, stlr_per_stage=args.stlr_per_stage)
+        if without == set(ABLATIONS):
+            kind = "lm_init"
+        elif without:
+            kind = "ulmfit_without_" + "_and_".join(sorted(without))
     else:
-        config = AWDLSTMConfig.from_pretrained(
-            lm_folder, num_labels=2, id2label=id2label, label2id=label2id, dropout_multiplier=dropout_multiplier
-        )
-        model = AWDLSTMForSequenceClassification(config)  # same architecture, random initialisation
-        # Nothing pretrained to protect: every layer trains from the first step, at one rate.
+        # Same architecture, random initialisation, nothing pretrained to protect: every layer trains from the first
+        # step, at one rate.
+        model = AWDLSTMForSequenceClassification(AWDLSTMConfig.from_pretrained(lm_folder, **labels))
         technique = dict(gradual_unfreezing=False, discriminative_lr_decay=1.0)
     trainer = ClassificationTrainer(
         model=model,
@@ -551,7 +606,7 @@ def main() -> None:
     rows = protocol_rows(data_dir)
     imdb = {s: load_text_dataset(str(data_dir / "imdb" / f"{s}.parquet")) for s in ("train", "test", "unsup")}
     wiki = {s: load_text_dataset(str(data_dir / "wikitext-2" / f"{s}.txt")) for s in ("train", "valid")}
-    lm_reviews = imdb["unsup"].select(rows["lm_train"][: sizes["finetune_reviews"]])
+    lm_reviews = imdb["unsup"].select(rows["lm_train"][: args.finetune_reviews or sizes["finetune_reviews"]])
     lm_valid = imdb["unsup"].select(rows["lm_valid"])
     results_path = output / args.results_file
     report: dict = {"arguments": asdict(args), "preset": sizes, "stages": {}, "classifiers": []}
@@ -573,40 +628,54 @@ def main() -> None:
         tokenizer = ULMFiTTokenizerFast.from_pretrained(stage2)
         report["stages"] = json.loads((output / "lm_stages.json").read_text())
     else:
-        print("== tokenizer")
-        start = time.perf_counter()
-        tokenizer = train_ulmfit_tokenizer(
-            (text for corpus in (wiki["train"], lm_reviews) for text in corpus["text"]),
-            vocab_size=sizes["vocab_size"],
-        )
-        report["stages"]["tokenizer"] = {"seconds": time.perf_counter() - start, "vocab_size": len(tokenizer)}
-        config = AWDLSTMConfig(
-            vocab_size=len(tokenizer),
-            embedding_size=sizes["embedding_size"],
-            hidden_size=sizes["hidden_size"],
-            num_hidden_layers=sizes["num_hidden_layers"],
-            pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-        model = AWDLSTMForCausalLM(config)
-        report["stages"]["parameters"] = sum(p.numel() for p in model.parameters())
-        print(f"== stage 1: LM on WikiText-2, {report['stages']['parameters']:,} parameters")
-        report["stages"]["pretrain"] = language_model_stage(
-            model,
-            tokenizer,
-            wiki["train"],
-            wiki["valid"],
-            args,
-            stage1,
-            sizes["pretrain_epochs"],
-            learning_rate=3e-3,
-            discriminative_lr_decay=1.0,
-        )
-        print(f"   {report['stages']['pretrain']}")
+        if args.stage1_from:
+            print(f"== stage 1: copying {args.stage1_from}")
+            shutil.copytree(args.stage1_from, stage1, dirs_exist_ok=True)
+            tokenizer = ULMFiTTokenizerFast.from_pretrained(stage1)
+            model = AWDLSTMForCausalLM.from_pretrained(stage1)
+            report["stages"]["parameters"] = sum(p.numel() for p in model.parameters())
+            report["stages"]["pretrain"] = {"copied_from": args.stage1_from}
+        else:
+            start = time.perf_counter()
+            tokenizer = train_ulmfit_tokenizer(
+                (text for corpus in (wiki["train"], lm_reviews) for text in corpus["text"]),
+                vocab_size=sizes["vocab_size"],
+            )
+            report["stages"]["tokenizer"] = {"seconds": time.perf_counter() - start, "vocab_size": len(tokenizer)}
+            config = AWDLSTMConfig(
+                vocab_size=len(tokenizer),
+                embedding_size=sizes["embedding_size"],
+                hidden_size=sizes["hidden_size"],
+                num_hidden_layers=sizes["num_hidden_layers"],
+                pad_token_id=tokenizer.pad_token_id,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            model = AWDLSTMForCausalLM(config)
+            report["stages"]["parameters"] = sum(p.numel() for p in model.parameters())
+            print(f"== stage 1: LM on WikiText-2, {report['stages']['parameters']:,} parameters")
+            report["stages"]["pretrain"] = language_model_stage(
+                model,
+                tokenizer,
+                wiki["train"],
+                wiki["valid"],
+                args,
+                stage1,
+                sizes["pretrain_epochs"],
+                learning_rate=3e-3,
+                discriminative_lr_decay=1.0,
+            )
+            print(f"   {report['stages']['pretrain']}")
         print(f"== stage 2: LM fine-tuned on {len(lm_reviews):,} IMDb reviews")
         report["stages"]["finetune"] = language_model_stage(
-            model, tokenizer, lm_reviews, lm_valid, args, stage2, sizes["finetune_epochs"], learning_rate=2e-3
+            model,
+            tokenizer,
+            lm_reviews,
+            lm_valid,
+            args,
+            stage2,
+            sizes["finetune_epochs"],
+            learning_rate=args.finetune_learning_rate,
         )
         print(f"   {report['stages']['finetune']}")
         (output / "lm_stages.json").write_text(json.dumps(report["stages"], indent=2))
@@ -662,14 +731,17 @@ def main() -> None:
         if args.fastai_python and label_count in fastai_counts:
             data_paths[label_count] = write_fastai_inputs(data_for[label_count], label_count, fastai_folder)
     # All tl_nlp classifiers first, then fastai's on the same data: a run cut short still has the whole tl_nlp curve.
-    # The from-scratch rate grid (if any) runs first among the scratch classifiers: the others use its choice.
+    # Each classifier's rate x dropout grid (if it has more than one setting) runs first, at --grid_labels labels on
+    # clas_valid; its other label counts, and fastai's runs, use the chosen setting.
     tl_nlp_counts = (args.label_counts or sizes["label_counts"]) if args.tl_nlp_classifiers else []
-    scratch_rate, scratch_dropout = args.scratch_learning_rates[0], args.scratch_dropout_multipliers[0]
-    settings = [(rate, drop) for drop in args.scratch_dropout_multipliers for rate in args.scratch_learning_rates]
-    grid = len(settings) > 1 and "scratch" in args.implementations and bool(tl_nlp_counts)
-    scratch_counts = [c for c in tl_nlp_counts if not (grid and c == args.scratch_grid_labels)]
-    runs = [("tl_nlp", "ulmfit", count) for count in tl_nlp_counts if "ulmfit" in args.implementations]
-    runs += [("tl_nlp", "scratch", count) for count in scratch_counts if "scratch" in args.implementations]
+    gridded = [kind for kind in args.implementations if len(args.grid(kind)) > 1 and tl_nlp_counts]
+    chosen = {kind: args.grid(kind)[0] for kind in args.implementations}
+    runs = [
+        ("tl_nlp", kind, count)
+        for kind in args.implementations
+        for count in tl_nlp_counts
+        if not (kind in gridded and count == args.grid_labels)
+    ]
     runs += [("fastai", kind, count) for count in fastai_counts for kind in args.implementations if args.fastai_python]
 
     def record(result: dict) -> None:
@@ -681,51 +753,41 @@ def main() -> None:
             flush=True,
         )
 
-    if grid:
-        count = args.scratch_grid_labels
-        report["scratch_grid"] = []
-        best = None
-        for rate, drop in settings:
+    report["grids"], report["choices"] = {}, {}
+    for kind in gridded:
+        count, best = args.grid_labels, None
+        report["grids"][kind] = []
+        for rate, drop in args.grid(kind):
             print(
-                f"== tl_nlp scratch classifier, {count:,} labels, rate {rate:g}, dropout x{drop:g} (grid on clas_valid)",
-                flush=True,
+                f"== tl_nlp {kind} classifier, {count:,} labels, rate {rate:g}, dropout x{drop:g} (grid)", flush=True
             )
             result, trainer = train_classifier(
-                "scratch", count, epochs_for[count], data_for[count], tokenizer, stage2, args, rate, drop, False
+                kind, count, epochs_for[count], data_for[count], tokenizer, stage2, args, rate, drop, False
             )
-            report["scratch_grid"].append(result)
+            report["grids"][kind].append(result)
             save()
             print(f"   clas_valid accuracy {result['valid_accuracy']:.4f}", flush=True)
             if best is None or result["valid_accuracy"] > best[0]["valid_accuracy"]:
                 best = (result, trainer)
         result, trainer = best
-        scratch_rate, scratch_dropout = result["learning_rate"], result["dropout_multiplier"]
-        report["scratch_choice"] = {"learning_rate": scratch_rate, "dropout_multiplier": scratch_dropout}
+        chosen[kind] = (result["learning_rate"], result["dropout_multiplier"])
+        report["choices"][kind] = {"learning_rate": chosen[kind][0], "dropout_multiplier": chosen[kind][1]}
         add_test_accuracy(result, trainer, data_for[count]["test"])
         record(result)
         del best, trainer
     for implementation, kind, label_count in runs:
         epochs = epochs_for[label_count]
-        rate = args.learning_rate if kind == "ulmfit" else scratch_rate
-        drop = args.ulmfit_dropout_multiplier if kind == "ulmfit" else scratch_dropout
+        rate, drop = chosen[kind]
         print(
-            f"== {implementation} {kind} classifier, {label_count:,} labels, {epochs} epochs, rate {rate:g}",
+            f"== {implementation} {kind} classifier, {label_count:,} labels, {epochs} epochs, rate {rate:g}, "
+            f"dropout x{drop:g}",
             flush=True,
         )
         if implementation == "tl_nlp":
             result, _ = train_classifier(
-                kind,
-                label_count,
-                epochs,
-                data_for[label_count],
-                tokenizer,
-                stage2,
-                args,
-                rate,
-                drop,
+                kind, label_count, epochs, data_for[label_count], tokenizer, stage2, args, rate, drop
             )
         else:
-            # The from-scratch classifier gets the dropouts the grid chose; ULMFiT keeps the LM's.
             config_for = {**fastai_config, "dropout_multiplier": drop}
             result = run_fastai(
                 kind, label_count, epochs, data_paths[label_count], encoder_path, config_for, args, rate

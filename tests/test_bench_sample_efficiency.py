@@ -50,19 +50,56 @@ def test_arguments_name_the_bad_field():
         assert len(preset["label_counts"]) == len(preset["classifier_epochs"])
 
 
-def test_scratch_grid_and_fastai_like_arguments_are_checked():
+def test_grids_and_fastai_like_arguments_are_checked():
     bench = load_benchmark()
     args = bench.SampleEfficiencyArguments()
     # fastai's fit_one_cycle does not clip gradients and restarts its schedule at each unfreezing stage.
     assert args.max_grad_norm == 0.0 and args.stlr_per_stage
-    assert args.scratch_grid_labels in args.sizes["label_counts"]
-    with pytest.raises(ValueError, match="--scratch_learning_rates"):
-        bench.SampleEfficiencyArguments(scratch_learning_rates=[1e-2, 0.0])
-    with pytest.raises(ValueError, match="--scratch_dropout_multipliers"):
-        bench.SampleEfficiencyArguments(scratch_dropout_multipliers=[2.5])
-    with pytest.raises(ValueError, match="--scratch_grid_labels"):
-        bench.SampleEfficiencyArguments(scratch_grid_labels=500)
+    assert args.grid_labels in args.sizes["label_counts"]
+    # Both classifiers get a rate x dropout grid; one value of each is no grid.
+    assert args.grid("ulmfit") == [(1e-2, 1.0), (3e-3, 1.0), (1e-2, 0.5), (3e-3, 0.5)]
+    single = bench.SampleEfficiencyArguments(scratch_learning_rates=[3e-3], scratch_dropout_multipliers=[0.2])
+    assert single.grid("scratch") == [(3e-3, 0.2)]
+    for kind in ("ulmfit", "scratch"):
+        with pytest.raises(ValueError, match=f"--{kind}_learning_rates"):
+            bench.SampleEfficiencyArguments(**{f"{kind}_learning_rates": [1e-2, 0.0]})
+        with pytest.raises(ValueError, match=f"--{kind}_dropout_multipliers"):
+            bench.SampleEfficiencyArguments(**{f"{kind}_dropout_multipliers": [2.5]})
+    with pytest.raises(ValueError, match="--grid_labels"):
+        bench.SampleEfficiencyArguments(grid_labels=500)
+    # A fastai-only process runs no grid, so it must be told the setting rather than silently take the first.
+    with pytest.raises(ValueError, match="runs no grid: give one --ulmfit_learning_rates"):
+        bench.SampleEfficiencyArguments(tl_nlp_classifiers=False, implementations=["ulmfit"])
+    fastai_only = bench.SampleEfficiencyArguments(
+        tl_nlp_classifiers=False,
+        implementations=["ulmfit"],
+        ulmfit_learning_rates=[1e-2],
+        ulmfit_dropout_multipliers=[0.5],
+    )
+    assert fastai_only.grid("ulmfit") == [(1e-2, 0.5)]
     with pytest.raises(ValueError, match="--max_grad_norm"):
         bench.SampleEfficiencyArguments(max_grad_norm=-1.0)
     with pytest.raises(ValueError, match="--language_models_from"):
         bench.SampleEfficiencyArguments(language_models_from="no/such/folder")
+
+
+def test_language_model_stage_options_are_checked(tmp_path):
+    bench = load_benchmark()
+    with pytest.raises(ValueError, match="--finetune_reviews"):
+        bench.SampleEfficiencyArguments(finetune_reviews=-1)
+    with pytest.raises(ValueError, match="--stage1_from"):
+        bench.SampleEfficiencyArguments(stage1_from=str(tmp_path))
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    for name in ("lm_wikitext2", "lm_imdb"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(b"")
+    assert bench.SampleEfficiencyArguments(stage1_from=str(tmp_path)).stage1_from == str(tmp_path)
+    with pytest.raises(ValueError, match="not both"):
+        bench.SampleEfficiencyArguments(stage1_from=str(tmp_path), language_models_from=str(tmp_path))
+    with pytest.raises(ValueError, match="--ulmfit_without takes gradual_unfreezing and/or discriminative_lr"):
+        bench.SampleEfficiencyArguments(ulmfit_without=["stlr"])
+    # The ablations are ours only: fastai would train a whole ULMFiT classifier next to them.
+    python = tmp_path / "python"
+    python.write_text("")
+    with pytest.raises(ValueError, match="no fastai counterpart"):
+        bench.SampleEfficiencyArguments(ulmfit_without=["gradual_unfreezing"], fastai_python=str(python))
