@@ -40,11 +40,13 @@ every run, and the plot of accuracy against labels to `<output_dir>/sample_effic
 
 from __future__ import annotations
 
+import filecmp
 import json
 import math
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -386,6 +388,27 @@ def language_model_stage(model, tokenizer, train_texts, valid_texts, args, folde
     return record
 
 
+def copy_folder_once(source: Path, destination: Path) -> None:
+    """Copies `source` to `destination` unless it is already there. The copy goes to a temporary folder renamed into
+    place, so a process started next to this one on the same `--output_dir` never sees a half-copied folder, and a
+    folder that exists is never rewritten (its weights may be memory-mapped by that other process); one holding other
+    weights than `source` is an error."""
+    if destination.exists():
+        weights = [folder / "model.safetensors" for folder in (source, destination)]
+        if not (weights[1].is_file() and filecmp.cmp(*weights, shallow=False)):
+            raise SystemExit(
+                f"{destination} exists and its model.safetensors is not {weights[0]}'s: delete it or choose "
+                "another --output_dir"
+            )
+        return
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}-", dir=destination.parent))
+    shutil.copytree(source, staging, dirs_exist_ok=True)
+    try:
+        staging.rename(destination)
+    except OSError:  # another process put it there first
+        shutil.rmtree(staging)
+
+
 def seed_language_models(args: SampleEfficiencyArguments, output: Path, corpora: dict) -> dict:
     """Copies `--language_models_from`'s two LM folders into `output` (checking that their sizes are the preset's)
     and returns their stage records: validation perplexities now, training tokens from the preset's epochs and, when
@@ -406,7 +429,7 @@ def seed_language_models(args: SampleEfficiencyArguments, output: Path, corpora:
         ("pretrain", "lm_wikitext2", "wiki_train", "wiki_valid", args.sizes["pretrain_epochs"]),
         ("finetune", "lm_imdb", "lm_reviews", "lm_valid", args.sizes["finetune_epochs"]),
     ):
-        shutil.copytree(source / folder, output / folder, dirs_exist_ok=True)
+        copy_folder_once(source / folder, output / folder)
         model = AWDLSTMForCausalLM.from_pretrained(output / folder)
         train_tokenized = tokenize_for_language_model(corpora[train_key], tokenizer, skip_empty=True)
         train_tokens = sum(len(ids) for ids in train_tokenized["input_ids"])
@@ -630,7 +653,7 @@ def main() -> None:
     else:
         if args.stage1_from:
             print(f"== stage 1: copying {args.stage1_from}")
-            shutil.copytree(args.stage1_from, stage1, dirs_exist_ok=True)
+            copy_folder_once(Path(args.stage1_from), stage1)
             tokenizer = ULMFiTTokenizerFast.from_pretrained(stage1)
             model = AWDLSTMForCausalLM.from_pretrained(stage1)
             report["stages"]["parameters"] = sum(p.numel() for p in model.parameters())

@@ -103,3 +103,23 @@ def test_language_model_stage_options_are_checked(tmp_path):
     python.write_text("")
     with pytest.raises(ValueError, match="no fastai counterpart"):
         bench.SampleEfficiencyArguments(ulmfit_without=["gradual_unfreezing"], fastai_python=str(python))
+
+
+def test_copied_language_models_are_never_rewritten(tmp_path):
+    """Two processes on one --output_dir: the second must not rewrite weights the first has memory-mapped."""
+    bench = load_benchmark()
+    source, other = tmp_path / "source", tmp_path / "other"
+    for folder, weights in ((source, b"weights"), (other, b"other weights")):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(weights)
+        (folder / "config.json").write_text("{}")
+    destination = tmp_path / "out" / "lm_imdb"
+    destination.parent.mkdir()
+    bench.copy_folder_once(source, destination)
+    assert (destination / "model.safetensors").read_bytes() == b"weights"
+    inode = (destination / "model.safetensors").stat().st_ino
+    bench.copy_folder_once(source, destination)
+    assert (destination / "model.safetensors").stat().st_ino == inode
+    assert [path.name for path in destination.parent.iterdir()] == ["lm_imdb"]  # no staging folder left behind
+    with pytest.raises(SystemExit, match="lm_imdb exists and its model.safetensors is not"):
+        bench.copy_folder_once(other, destination)
