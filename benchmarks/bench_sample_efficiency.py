@@ -409,18 +409,23 @@ def copy_folder_once(source: Path, destination: Path) -> None:
         shutil.rmtree(staging)
 
 
+def check_preset_sizes(folder: Path, args: SampleEfficiencyArguments, option: str) -> None:
+    """Stops with a one-line error if the LM in `folder` (given by `option`) does not have the preset's sizes."""
+    config = AWDLSTMConfig.from_pretrained(folder)
+    for key in ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers"):
+        if getattr(config, key) != args.sizes[key]:
+            raise SystemExit(
+                f"{folder / 'config.json'}: {key} is {getattr(config, key)}, the preset {args.preset!r} has "
+                f"{args.sizes[key]}; train the stages here (drop {option})"
+            )
+
+
 def seed_language_models(args: SampleEfficiencyArguments, output: Path, corpora: dict) -> dict:
     """Copies `--language_models_from`'s two LM folders into `output` (checking that their sizes are the preset's)
     and returns their stage records: validation perplexities now, training tokens from the preset's epochs and, when
     the folder is `examples/ulmfit_demo.py`'s, the stages' seconds from its `classifier/demo_metrics.json`."""
     source = Path(args.language_models_from)
-    config = AWDLSTMConfig.from_pretrained(source / "lm_imdb")
-    for key in ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers"):
-        if getattr(config, key) != args.sizes[key]:
-            raise SystemExit(
-                f"{source / 'lm_imdb' / 'config.json'}: {key} is {getattr(config, key)}, the preset "
-                f"{args.preset!r} has {args.sizes[key]}; train the stages here (drop --language_models_from)"
-            )
+    check_preset_sizes(source / "lm_imdb", args, "--language_models_from")
     demo_metrics = source / "classifier" / "demo_metrics.json"
     seconds = json.loads(demo_metrics.read_text())["seconds"] if demo_metrics.is_file() else {}
     tokenizer = ULMFiTTokenizerFast.from_pretrained(source / "lm_imdb")
@@ -653,6 +658,7 @@ def main() -> None:
     else:
         if args.stage1_from:
             print(f"== stage 1: copying {args.stage1_from}")
+            check_preset_sizes(Path(args.stage1_from), args, "--stage1_from")
             copy_folder_once(Path(args.stage1_from), stage1)
             tokenizer = ULMFiTTokenizerFast.from_pretrained(stage1)
             model = AWDLSTMForCausalLM.from_pretrained(stage1)

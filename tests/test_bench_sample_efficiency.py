@@ -1,4 +1,5 @@
-"""The protocol helpers of benchmarks/bench_sample_efficiency.py: which IMDb rows each run uses."""
+"""The helpers of benchmarks/bench_sample_efficiency.py: which IMDb rows each run uses, how its arguments and
+copied language models are checked."""
 
 import importlib.util
 import sys
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tl_nlp import load_text_dataset
+from tl_nlp import AWDLSTMConfig, load_text_dataset
 
 DATA = Path("../shared/data")
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_sample_efficiency.py"
@@ -123,3 +124,16 @@ def test_copied_language_models_are_never_rewritten(tmp_path):
     assert [path.name for path in destination.parent.iterdir()] == ["lm_imdb"]  # no staging folder left behind
     with pytest.raises(SystemExit, match="lm_imdb exists and its model.safetensors is not"):
         bench.copy_folder_once(other, destination)
+
+
+def test_copied_language_models_must_have_the_preset_sizes(tmp_path):
+    bench = load_benchmark()
+    args = bench.SampleEfficiencyArguments(preset="tiny")
+    sizes = {key: args.sizes[key] for key in ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers")}
+    AWDLSTMConfig(**sizes).save_pretrained(tmp_path / "good")
+    bench.check_preset_sizes(tmp_path / "good", args, "--stage1_from")
+    AWDLSTMConfig(**{**sizes, "hidden_size": sizes["hidden_size"] + 1}).save_pretrained(tmp_path / "bad")
+    with pytest.raises(
+        SystemExit, match=r"bad/config.json: hidden_size is \d+, the preset 'tiny' has .*--stage1_from"
+    ):
+        bench.check_preset_sizes(tmp_path / "bad", args, "--stage1_from")
