@@ -74,6 +74,7 @@ from tl_nlp import (
 )
 
 FASTAI_WORKER = Path(__file__).with_name("sample_efficiency_fastai.py")
+FINETUNE_LEARNING_RATE = 2e-3  # stage 2's peak rate unless --finetune_learning_rate (examples/ulmfit_demo.py's)
 ABLATIONS = ("gradual_unfreezing", "discriminative_lr")  # what --ulmfit_without can take out
 LABEL_NAMES = ["negative", "positive"]
 
@@ -210,7 +211,9 @@ class SampleEfficiencyArguments:
     finetune_reviews: int = field(
         default=0, metadata={"help": "Stage 2 on the first N `lm_train` reviews instead of the preset's (0: preset)."}
     )
-    finetune_learning_rate: float = field(default=2e-3, metadata={"help": "Peak rate of stage 2 (LM fine-tuning)."})
+    finetune_learning_rate: float | None = field(
+        default=None, metadata={"help": f"Peak rate of stage 2 (LM fine-tuning); default {FINETUNE_LEARNING_RATE}."}
+    )
     stage1_from: str = field(
         default="",
         metadata={
@@ -269,15 +272,20 @@ class SampleEfficiencyArguments:
         for name in ("bptt", "lm_batch_size", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
-        if self.finetune_reviews < 0 or not self.finetune_learning_rate > 0:
+        if self.finetune_reviews < 0 or (
+            self.finetune_learning_rate is not None and not self.finetune_learning_rate > 0
+        ):
             raise ValueError(
                 f"--finetune_reviews must be >= 0 and --finetune_learning_rate > 0, got {self.finetune_reviews} and "
                 f"{self.finetune_learning_rate}"
             )
         if self.stage1_from and not (Path(self.stage1_from) / "model.safetensors").is_file():
             raise ValueError(f"--stage1_from {self.stage1_from} must be a model folder (e.g. runs/demo/lm_wikitext2)")
-        if self.stage1_from and self.language_models_from:
-            raise ValueError("give --stage1_from or --language_models_from, not both")
+        if self.language_models_from and self.stage_two_options:
+            raise ValueError(
+                f"{', '.join('--' + name for name in self.stage_two_options)} set how the stages are made here and "
+                "--language_models_from copies both made elsewhere: give one or the other, not both"
+            )
         if self.fastai_python and not Path(self.fastai_python).is_file():
             raise ValueError(
                 f"--fastai_python {self.fastai_python} does not exist (see ../shared/tools/fastai-venv.sh)"
@@ -306,6 +314,12 @@ class SampleEfficiencyArguments:
     @property
     def sizes(self) -> dict:
         return PRESETS[self.preset]
+
+    @property
+    def stage_two_options(self) -> dict:
+        """The options given that change how stages 1 and 2 are made here (recorded with them, checked on reuse)."""
+        options = {name: getattr(self, name) for name in ("stage1_from", "finetune_reviews", "finetune_learning_rate")}
+        return {name: value for name, value in options.items() if value}
 
     def grid(self, kind: str) -> list[tuple[float, float]]:
         """The (peak rate, dropout multiplier) settings tried for the `ulmfit` or `scratch` classifier."""
@@ -634,6 +648,11 @@ def main() -> None:
     rows = protocol_rows(data_dir)
     imdb = {s: load_text_dataset(str(data_dir / "imdb" / f"{s}.parquet")) for s in ("train", "test", "unsup")}
     wiki = {s: load_text_dataset(str(data_dir / "wikitext-2" / f"{s}.txt")) for s in ("train", "valid")}
+    if args.finetune_reviews > len(rows["lm_train"]):
+        raise SystemExit(
+            f"--finetune_reviews {args.finetune_reviews}: {data_dir / 'imdb' / 'small_protocol.json'} has only "
+            f"{len(rows['lm_train'])} lm_train rows"
+        )
     lm_reviews = imdb["unsup"].select(rows["lm_train"][: args.finetune_reviews or sizes["finetune_reviews"]])
     lm_valid = imdb["unsup"].select(rows["lm_valid"])
     results_path = output / args.results_file
@@ -655,7 +674,14 @@ def main() -> None:
         print(f"== stages 1 and 2: reusing {stage1} and {stage2}")
         tokenizer = ULMFiTTokenizerFast.from_pretrained(stage2)
         report["stages"] = json.loads((output / "lm_stages.json").read_text())
+        if report["stages"].get("options", {}) != args.stage_two_options:
+            raise SystemExit(
+                f"{output / 'lm_stages.json'}: stages 1 and 2 there were made with options "
+                f"{report['stages'].get('options', {})}, this run gives {args.stage_two_options}; delete {stage1} and "
+                f"{stage2} or choose another --output_dir"
+            )
     else:
+        report["stages"]["options"] = args.stage_two_options
         if args.stage1_from:
             print(f"== stage 1: copying {args.stage1_from}")
             check_preset_sizes(Path(args.stage1_from), args, "--stage1_from")
@@ -704,7 +730,7 @@ def main() -> None:
             args,
             stage2,
             sizes["finetune_epochs"],
-            learning_rate=args.finetune_learning_rate,
+            learning_rate=args.finetune_learning_rate or FINETUNE_LEARNING_RATE,
         )
         print(f"   {report['stages']['finetune']}")
         (output / "lm_stages.json").write_text(json.dumps(report["stages"], indent=2))

@@ -97,6 +97,17 @@ def test_language_model_stage_options_are_checked(tmp_path):
     assert bench.SampleEfficiencyArguments(stage1_from=str(tmp_path)).stage1_from == str(tmp_path)
     with pytest.raises(ValueError, match="not both"):
         bench.SampleEfficiencyArguments(stage1_from=str(tmp_path), language_models_from=str(tmp_path))
+    # Stage-2 options would be silently ignored for copied stages: refused, each named.
+    with pytest.raises(ValueError, match="--finetune_reviews, --finetune_learning_rate set how .* not both"):
+        bench.SampleEfficiencyArguments(
+            finetune_reviews=6000, finetune_learning_rate=5e-3, language_models_from=str(tmp_path)
+        )
+    with pytest.raises(ValueError, match="--finetune_learning_rate > 0, got 0 and 0.0"):
+        bench.SampleEfficiencyArguments(finetune_learning_rate=0.0)
+    # What is recorded with the stages (and must match when they are reused): only the options given.
+    assert bench.SampleEfficiencyArguments().stage_two_options == {}
+    given = bench.SampleEfficiencyArguments(stage1_from=str(tmp_path), finetune_reviews=6000)
+    assert given.stage_two_options == {"stage1_from": str(tmp_path), "finetune_reviews": 6000}
     with pytest.raises(ValueError, match="--ulmfit_without takes gradual_unfreezing and/or discriminative_lr"):
         bench.SampleEfficiencyArguments(ulmfit_without=["stlr"])
     # The ablations are ours only: fastai would train a whole ULMFiT classifier next to them.
