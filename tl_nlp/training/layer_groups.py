@@ -293,6 +293,7 @@ def _trace(model: nn.Module, stacks: list[_Stack], example_inputs: Mapping[str, 
     if not candidates:
         error = f"{type(model).__name__} has no `dummy_inputs` to run a forward pass with"
     training = {module: module.training for module in model.modules()}
+    cuda_devices = sorted({p.device.index or 0 for p in parameters.values() if p.device.type == "cuda"})
     try:
         model.eval()
         for module, _ in hooked.values():
@@ -303,7 +304,12 @@ def _trace(model: nn.Module, stacks: list[_Stack], example_inputs: Mapping[str, 
             reads.clear()
             spans.clear()
             try:
-                with torch.no_grad(), _ParameterReads(by_id, clock, reads):
+                # A forked RNG: the trace must not change what training draws next.
+                with (
+                    torch.random.fork_rng(devices=cuda_devices),
+                    torch.no_grad(),
+                    _ParameterReads(by_id, clock, reads),
+                ):
                     model(**inputs)
                 error = None
                 break
