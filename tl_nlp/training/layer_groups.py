@@ -40,6 +40,11 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+try:
+    from torch.distributed.tensor import DTensor as _DTensor
+except ImportError:  # torch built without distributed support
+    _DTensor = None
+
 EMBEDDINGS, HEAD = "embeddings", "head"
 
 
@@ -220,19 +225,38 @@ class _DataFlow:
 
 
 class _ParameterReads(TorchFunctionMode):
-    def __init__(self, parameters: dict[int, nn.Parameter], clock: list[int], reads: dict[int, tuple[int, int]]):
+    """Records, by parameter name, the first and last torch call that reads each parameter of `model`.
+
+    Parameters are recognised by identity, and the map is rebuilt when an unknown `nn.Parameter` is read: FSDP2
+    registers gathered copies in place of its sharded parameters during the forward pass, under the same names.
+    Reads of sharded DTensors are FSDP's own bookkeeping (the all-gather), not data flow, and are left out."""
+
+    def __init__(self, model: nn.Module, clock: list[int], reads: dict[str, tuple[int, int]]):
         super().__init__()
-        self.parameters, self.clock, self.reads = parameters, clock, reads
+        self.model, self.clock, self.reads = model, clock, reads
+        self.names = {id(parameter): name for name, parameter in model.named_parameters()}
+        self.unknown: set[int] = set()
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         self.clock[0] += 1
         now = self.clock[0]
         for value in _tensors(args, kwargs):
-            if id(value) in self.parameters:
-                first, _ = self.reads.get(id(value), (now, now))
-                self.reads[id(value)] = (first, now)
+            if not isinstance(value, nn.Parameter) or _is_dtensor(value):
+                continue
+            if id(value) not in self.names and id(value) not in self.unknown:
+                self.names.update({id(p): name for name, p in self.model.named_parameters()})
+                if id(value) not in self.names:
+                    self.unknown.add(id(value))
+            name = self.names.get(id(value))
+            if name is not None:
+                first, _ = self.reads.get(name, (now, now))
+                self.reads[name] = (first, now)
         return func(*args, **kwargs)
+
+
+def _is_dtensor(value: torch.Tensor) -> bool:
+    return _DTensor is not None and isinstance(value, _DTensor)
 
 
 def _tensors(*values):
@@ -264,7 +288,6 @@ def _data_flow(model: nn.Module, stacks: list[_Stack], example_inputs: Mapping[s
 def _trace(model: nn.Module, stacks: list[_Stack], example_inputs: Mapping[str, Any] | None) -> dict:
     """One forward pass; the result is keyed by names (parameters, block modules), which survive re-sharding."""
     parameters = dict(model.named_parameters())
-    by_id = {id(parameter): parameter for parameter in parameters.values()}
     elements = [(f"{stack.path}.{index}", element) for stack in stacks for index, element in enumerate(stack.elements)]
     # Each block's span covers the calls of the block and of every module only it holds: a block that is a plain
     # container (Funnel's lists of layers) or whose own forward is bypassed is seen through what it holds.
@@ -308,7 +331,7 @@ def _trace(model: nn.Module, stacks: list[_Stack], example_inputs: Mapping[str, 
                 with (
                     torch.random.fork_rng(devices=cuda_devices),
                     torch.no_grad(),
-                    _ParameterReads(by_id, clock, reads),
+                    _ParameterReads(model, clock, reads),
                 ):
                     model(**inputs)
                 error = None
@@ -320,14 +343,26 @@ def _trace(model: nn.Module, stacks: list[_Stack], example_inputs: Mapping[str, 
             handle.remove()
         for module, was_training in training.items():
             module.training = was_training
+        _reshard(model)
     if error is not None:
         return {"error": error}
-    name_of = {id(parameter): name for name, parameter in parameters.items()}
     return {
-        "parameter_reads": {name_of[parameter_id]: span for parameter_id, span in reads.items()},
+        "parameter_reads": dict(reads),
         "module_spans": dict(spans),
         "error": None,
     }
+
+
+def _reshard(model: nn.Module) -> None:
+    """Put FSDP2-sharded modules back in their sharded state: without a backward, the root module would keep its
+    parameters gathered (unsharded) after the traced forward."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # torch without FSDP2
+        return
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
 
 
 def _trace_by_identity(model: nn.Module, stacks: list[_Stack], by_name: dict) -> _DataFlow:
