@@ -291,8 +291,9 @@ class ULMFiTTrainer(Trainer):
             callback.use_wrapped_model(model)
         loss = super().training_step(model, inputs, num_items_in_batch)
         if callback is not None:
-            # Under DDP frozen parameters still get (all-reduced) gradients; drop them before gradient clipping so
-            # that the clipping norm and the optimizer see only the trainable groups.
+            # With `drop_grads` freezing (FSDP, DDP without unused-parameter detection) frozen parameters still get
+            # (all-reduced) gradients; drop them before gradient clipping so that the clipping norm and the
+            # optimizer see only the trainable groups.
             callback.drop_frozen_gradients()
         return loss
 
