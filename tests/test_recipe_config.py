@@ -164,6 +164,10 @@ def test_feature_extraction_refuses_options_it_cannot_use(awd_lstm, corpora, tmp
             train_classifier(str(awd_lstm), data, tmp_path, method="feature_extraction", **options)
 
 
-def test_awd_lstm_classifier_refuses_a_max_length(awd_lstm, corpora, tmp_path):
-    with pytest.raises(RecipeError, match="reads whole documents"):
-        prepare_classifier(str(awd_lstm), TextData(str(corpora["train"])), tmp_path, max_length=64)
+def test_awd_lstm_classifier_reads_the_first_max_length_tokens_and_evaluation_too(awd_lstm, corpora, tmp_path):
+    data = TextData(str(corpora["train"]))
+    whole = prepare_classifier(str(awd_lstm), data, tmp_path / "whole").trainer.train_dataset
+    cut = prepare_classifier(str(awd_lstm), data, tmp_path / "cut", max_length=5)
+    assert max(whole["length"]) > 5 and max(cut.trainer.train_dataset["length"]) == 5
+    assert cut.trainer.train_dataset["input_ids"][0] == whole["input_ids"][0][:5]
+    assert cut.tokenizer.model_max_length == 5  # saved with the classifier: evaluate reads 5 tokens too

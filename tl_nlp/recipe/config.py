@@ -124,8 +124,8 @@ class ModelArguments:
     max_length: int | None = field(
         default=None,
         metadata={
-            "help": "Longest transformer classifier input in tokens (>= 1; default: 512, capped by the model's "
-            "context). AWD-LSTM classifiers read whole documents and refuse it."
+            "help": "Longest classifier input in tokens (>= 1; transformers: default 512, capped by the model's "
+            "context; AWD-LSTM: whole documents by default, else their first max_length tokens)."
         },
     )
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow a Hub checkpoint's own code."})
@@ -541,8 +541,8 @@ class EvaluateArguments:
     max_length: int | None = field(
         default=None,
         metadata={
-            "help": "Longest transformer input in tokens (>= 1; default: the length the classifier was trained "
-            "with, saved as its tokenizer's model_max_length). AWD-LSTM reads whole documents."
+            "help": "Longest input in tokens (>= 1; default: the length the classifier was trained with, saved as "
+            "its tokenizer's model_max_length)."
         },
     )
     batch_size: int = field(default=32, metadata={"help": "Texts per forward pass (>= 1)."})
