@@ -128,6 +128,23 @@ def test_push_to_hub_on_a_stage_command_uploads_the_folder_with_its_card(bert, c
     assert "local file data/train.csv" in card  # the real data, not "local csv files"
 
 
+def test_push_to_hub_on_a_language_model_stage(awd_lstm, corpora, tmp_path, monkeypatch):
+    uploaded = tmp_path / "uploaded"
+    api = RecordingHubApi(uploaded)
+    monkeypatch.setattr(tl_nlp.hub, "HfApi", lambda token=None: api)
+    argv = ["finetune-lm", "--model_name_or_path", str(awd_lstm), "--train_file", str(corpora["general"])]
+    argv += ["--output_dir", str(tmp_path / "lm"), "--max_steps", "1", "--per_device_train_batch_size", "4"]
+    assert (
+        main([*argv, "--bptt", "10", "--push_to_hub", "--hub_model_id", "me/tiny-lm", "--disable_tqdm", "true"]) == 0
+    )
+    assert api.calls == [("create_repo", "me/tiny-lm"), ("upload_folder", "me/tiny-lm")]
+    card = (uploaded / "README.md").read_text()
+    assert "AWD-LSTM language model" in card and "local file data/general.txt" in card
+    assert {"model.safetensors", "modeling_awd_lstm.py", "ulmfit_training_record.json"} <= {
+        p.name for p in uploaded.iterdir()
+    }
+
+
 def test_hub_arguments_stay_out_of_the_trainer(bert, corpora, tmp_path):
     """The stage uploads its folder itself: the Trainer never creates a repository named after its checkpoints."""
     prepared = prepare_classifier(str(bert), TextData(str(corpora["train"])), tmp_path)

@@ -312,6 +312,9 @@ class StageTrainingArguments(ULMFiTTrainingArguments):
     - `learning_rate=None`: the stage's rate for the model family, `LEARNING_RATES[family]` (ULMFiT's for AWD-LSTM,
       the usual fine-tuning rates for transformers), so a BERT-style checkpoint never trains at an AWD-LSTM rate.
       A rate you give is the peak of the top layer group (lower groups get it divided by `discriminative_lr_decay`).
+      The transformer rates are transformers' fine-tuning defaults; with discriminative rates the lowest groups of a
+      deep model then learn very slowly (8 groups at decay 2.6: the embeddings get 1/800 of the top rate), and on
+      all-MiniLM-L6-v2 / SST-2 a top rate of 1e-3 did better (BENCHMARKS.md): run `tl-nlp lr-find` for your model.
     - `report_to=[]`, `save_strategy="no"`, `logging_steps=20`, `disable_tqdm=False`: a stage saves its own folder
       and reports nowhere unless asked.
     - `weight_decay=0.01` (fastai's default, where transformers' is 0).
