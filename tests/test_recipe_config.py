@@ -152,6 +152,10 @@ def test_hub_arguments_stay_out_of_the_trainer(bert, corpora, tmp_path):
     with pytest.raises(TypeError):
         ClassifierTrainingArguments(output_dir=str(tmp_path), push_to_hub=True)
     assert HubArguments(hub_model_id=None).repo_id(tmp_path / "clf") == "clf"
+    data = TextData(str(corpora["train"]))
+    for training_args in ({"push_to_hub": True}, ULMFiTTrainingArguments(output_dir=str(tmp_path), push_to_hub=True)):
+        with pytest.raises(ValueError, match="pass hub=HubArguments"):
+            prepare_classifier(str(bert), data, tmp_path, training_args=training_args)
 
 
 def test_a_schedule_option_that_cannot_apply_is_an_error(bert, corpora, tmp_path, capsys):

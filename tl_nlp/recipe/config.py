@@ -301,6 +301,7 @@ STAGE_FIELDS = (
     "ulmfit_stage_name",
     "previous_training_record",
 )
+HUB_OPTIONS = {"push_to_hub", "hub_model_id", "hub_token", "hub_private_repo"}
 _NOT_PARSED = "set with HubArguments (--push_to_hub, --hub_model_id...): the stage uploads its folder itself"
 
 
@@ -459,6 +460,13 @@ def stage_training_arguments(
         The arguments, and `{setting: "default" | "set by you"}` for `StageTrainingArguments` (empty otherwise).
     """
     arguments_class = STAGE_TRAINING_ARGUMENTS[stage]
+    hub_options = sorted(HUB_OPTIONS & set(training_args if isinstance(training_args, dict) else ()))
+    if hub_options or getattr(training_args, "push_to_hub", False):
+        # The Trainer would create a repository named after the checkpoint folder and upload nothing at the end.
+        raise ValueError(
+            f"{', '.join(hub_options) or 'push_to_hub'} in the training arguments: a recipe stage uploads its own "
+            "folder with its model card; pass hub=HubArguments(push_to_hub=True, hub_model_id=...) instead"
+        )
     if not isinstance(training_args, ULMFiTTrainingArguments):
         training_args = arguments_class(
             **{"output_dir": str(Path(output_dir) / "checkpoints"), **(training_args or {})}
