@@ -42,16 +42,21 @@ def first_bad_json_line(path: str) -> tuple[int, str] | None:
     return None
 
 
-def first_ragged_csv_row(path: str, delimiter: str) -> tuple[int, int, int] | None:
-    """`(line number, fields, header fields)` of the first CSV row whose field count differs from the header's."""
+def first_bad_csv_row(path: str, delimiter: str) -> str | None:
+    """Where and why the CSV first goes wrong: a row whose field count differs from the header's, or a quote never
+    closed; None when every row has the header's fields."""
     with open(path, encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle, delimiter=delimiter)
-        header = next(reader, None)
-        if header is None:
-            return None
-        for row in reader:
-            if row and len(row) != len(header):
-                return reader.line_num, len(row), len(header)
+        reader = csv.reader(handle, delimiter=delimiter, strict=True)
+        try:
+            header = next(reader, None)
+            for row in reader:
+                if row and len(row) != len(header):
+                    return (
+                        f"line {reader.line_num} has {len(row)} fields, the header {len(header)}; quote fields that "
+                        "contain the separator."
+                    )
+        except csv.Error as error:
+            return f"line {reader.line_num}: {error} (a quote that is never closed?)."
     return None
 
 
@@ -79,6 +84,10 @@ def load_local_file(path: str, builder: str, builder_kwargs: dict, error_class: 
                     f"{path}: line {bad[0]} is not valid JSON ({bad[1]}); each line must be one JSON object such as "
                     '{"text": "...", "label": 1}.'
                 ) from None
+        if builder == "csv":
+            problem = first_bad_csv_row(path, builder_kwargs.get("delimiter", ","))
+            if problem is not None:
+                raise error_class(f"{path}: {problem}") from None
         if isinstance(error, ValueError) and "corresponds to no data" in str(error):
             raise error_class(f"{path}: the file has a header but no rows of data.") from None
         raise error_class(f"{path}: cannot be read as {builder.upper()} ({_first_line(cause)}).") from None
@@ -94,7 +103,7 @@ def load_local_file(path: str, builder: str, builder_kwargs: dict, error_class: 
                 f"name it {rename} (or convert it)."
             )
         if any(column.startswith(("__index_level_", "Unnamed: ")) for column in columns):
-            ragged = first_ragged_csv_row(path, delimiter)
-            where = f"line {ragged[0]} has {ragged[1]} fields, the header {ragged[2]}" if ragged else "a row is ragged"
-            raise error_class(f"{path}: {where}; quote fields that contain the separator.")
+            raise error_class(
+                f"{path}: {first_bad_csv_row(path, delimiter) or 'a row has more fields than the header'}"
+            )
     return dataset
