@@ -1,6 +1,6 @@
 """Fault tests: a run killed (SIGTERM or SIGKILL) at a random step resumes from its last complete checkpoint to the
 same final weights as an uninterrupted run, for the AWD-LSTM language model (state carried between windows, variable
-BPTT) and classifier (sortish batches, dropout, gradual unfreezing); a checkpoint cut short by a kill is skipped."""
+BPTT) and classifier (sortish batches, dropout, gradual unfreezing), passing over a checkpoint that a kill cut short."""
 
 import json
 import random
@@ -22,6 +22,11 @@ def kill_and_resume(tmp_path: Path, kind: str, signal_name: str, kill_at: int) -
     )
     assert killed.returncode == -getattr(signal, signal_name), killed.stderr[-2000:]
     assert not (tmp_path / "run" / f"checkpoint-{kill_at}").exists()
+    # What a kill in the middle of Trainer's checkpoint write leaves: weights, no trainer_state.json. Resuming
+    # `last` must pass over it.
+    cut = tmp_path / "run" / "checkpoint-1000"
+    cut.mkdir()
+    (cut / "model.safetensors").write_bytes(b"\0" * 100)
     resumed = run_in_process_group([sys.executable, WORKER, str(tmp_path), kind])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     return json.loads((tmp_path / "result.json").read_text())
@@ -37,19 +42,3 @@ def test_a_run_killed_at_a_random_step_resumes_to_the_uninterrupted_weights(tmp_
     assert result["checkpoint"].endswith(f"checkpoint-{last_saved}"), (kill_at, result)
     assert result["steps"] == result["reference_steps"] == TOTAL_STEPS[kind]
     assert result["max_difference"] == 0.0, f"killed at step {kill_at}: {result}"
-
-
-@pytest.mark.slow
-def test_a_checkpoint_cut_short_by_a_kill_is_not_resumed_from(tmp_path):
-    kill_at = 11
-    run_in_process_group([sys.executable, WORKER, str(tmp_path), "lm", "--kill_at", str(kill_at)])
-    # What a kill in the middle of Trainer's checkpoint write leaves: weights, no trainer_state.json.
-    last = tmp_path / "run" / "checkpoint-10"
-    cut = tmp_path / "run" / "checkpoint-12"
-    cut.mkdir()
-    (cut / "model.safetensors").write_bytes((last / "model.safetensors").read_bytes()[:100])
-    resumed = run_in_process_group([sys.executable, WORKER, str(tmp_path), "lm"])
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    result = json.loads((tmp_path / "result.json").read_text())
-    assert result["checkpoint"].endswith("checkpoint-10")
-    assert result["max_difference"] == 0.0

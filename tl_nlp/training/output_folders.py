@@ -17,11 +17,12 @@
 
 Every refusal is an [`OutputFolderError`] (a `ValueError`) whose message is one line.
 
+[`output_folder`] does the first two for a stage: lock, check, and hand back the checkpoint to resume from.
+
 Example:
 
 ```python
->>> with OutputFolderLock("runs/clas"):  # doctest: +SKIP
-...     checkpoint = prepare_output_folder("runs/clas", overwrite=False, resume_from_checkpoint="last")
+>>> with output_folder("runs/clas", overwrite=False, resume_from_checkpoint="last") as checkpoint:  # doctest: +SKIP
 ...     trainer.train(resume_from_checkpoint=checkpoint)
 ...     save_atomically("runs/clas", lambda folder: trainer.save_model(folder))
 ```
@@ -38,7 +39,8 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
@@ -343,3 +345,17 @@ def save_atomically(folder: str | os.PathLike, write: Callable[[Path], None]) ->
         os.replace(staging / name, target)
     staging.rmdir()
     return folder
+
+
+@contextmanager
+def output_folder(
+    output_dir: str | os.PathLike, overwrite: bool = False, resume_from_checkpoint: str | bool | None = None
+) -> Iterator[str | None]:
+    """Locks `output_dir` for the block and checks it ([`prepare_output_folder`]); yields the checkpoint to resume
+    from (or None). Under a distributed launch only rank 0 locks and clears; every rank resolves the checkpoint."""
+    with OutputFolderLock(output_dir):
+        if _is_main_process():
+            checkpoint = prepare_output_folder(output_dir, overwrite, resume_from_checkpoint)
+        else:
+            checkpoint = resolve_checkpoint(output_dir, resume_from_checkpoint)
+        yield checkpoint
