@@ -522,7 +522,7 @@ def probes(fixtures: Fixtures) -> list[Probe]:
         "stlr_cut_frac 1.5": ["--stlr_cut_frac", "1.5"],
         "weight_decay -1": ["--weight_decay", "-1"],
         "gradient_accumulation_steps 0": ["--gradient_accumulation_steps", "0"],
-        "unknown flag": ["--learning_rat", "0.1"],
+        "misspelt flag": ["--learnig_rate", "0.1"],
         "seed text": ["--seed", "abc"],
         "YAML class_names: negative": ["--config", data["config_string_classes.yaml"]],
         "YAML seed: null": ["--config", data["config_seed_null.yaml"]],
@@ -797,15 +797,19 @@ def _kill_and_resume(fixtures: Fixtures, command: str, signal_name: str, folder:
         time.sleep(0.05)
     os.killpg(process.pid, getattr(signal, signal_name))
     process.communicate()
+    # A run that ignores --resume_from_checkpoint starts at step 0 and rewrites the first checkpoint: the final
+    # weights would still match (same seed), so the first checkpoint's state file is watched too.
+    first_states = {path: path.stat().st_mtime_ns for path in folder.rglob("checkpoint-2/trainer_state.json")}
     resumed = run_cli([*argv, "--resume_from_checkpoint", "last"])
+    restarted = [path for path, mtime in first_states.items() if not path.exists() or path.stat().st_mtime_ns != mtime]
     if resumed.exit_status != 0 or resumed.exception is not None:
         return resumed
     reference = run_cli(reference_argv)
     got = load_file(folder / "model.safetensors")
     expected = load_file(folder.with_name(folder.name + "-reference") / "model.safetensors")
     difference = max(float((got[name] - expected[name]).abs().max()) for name in expected)
-    resumed.value = None if difference == 0 and reference.exit_status == 0 else "silently-wrong"
-    resumed.stdout += f"\nmax weight difference to an uninterrupted run: {difference}"
+    resumed.value = None if difference == 0 and reference.exit_status == 0 and not restarted else "silently-wrong"
+    resumed.stdout += f"\nmax weight difference to an uninterrupted run: {difference}; restarted: {bool(restarted)}"
     return resumed
 
 
