@@ -54,7 +54,7 @@ def test_the_wrong_kind_of_folder_is_refused_by_name(folders):
         ("truncated", r"model.safetensors: unreadable weights .*cut short"),
         ("missing", "no model.safetensors"),
         ("pickle", "only pickled weights"),
-        ("no_config", r"holds no model \(no config.json"),
+        ("no_config", r"not a saved model folder \(no config.json"),
         ("bad_config", "config.json: not valid JSON"),
     ],
 )

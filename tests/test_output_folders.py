@@ -191,7 +191,7 @@ def test_a_save_killed_midway_leaves_the_old_model_or_none(tmp_path, moment):
         check_model_folder(folder, "classifier")
     else:
         # The new weights moved in, config.json (removed first, moved last) did not: the folder holds no model.
-        with pytest.raises(ModelFolderError, match="holds no model .*interrupted"):
+        with pytest.raises(ModelFolderError, match="not a saved model folder .*interrupted"):
             check_model_folder(folder, "classifier")
     # The next save cleans the staging folder the kill left.
     save_atomically(folder, save_classifier(old))

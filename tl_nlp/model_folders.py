@@ -55,10 +55,8 @@ def read_config(folder: str | os.PathLike) -> dict:
     path = folder / COMMIT_FILE
     if not path.is_file():
         staging = any(entry.name.startswith(STAGING_PREFIX) for entry in folder.iterdir())
-        why = "a save was interrupted before it finished" if staging or any(folder.iterdir()) else "it is empty"
-        raise ModelFolderError(
-            f"{folder} holds no model (no {COMMIT_FILE}: {why}); save or train the model again into it."
-        )
+        why = ": a save into it was interrupted; save or train the model again" if staging else ""
+        raise ModelFolderError(f"{folder} is not a saved model folder (no {COMMIT_FILE} in it){why}.")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as error:

@@ -239,7 +239,10 @@ def _check_can_clear(folder: Path) -> None:
 
 
 def prepare_output_folder(
-    output_dir: str | os.PathLike, overwrite: bool = False, resume_from_checkpoint: str | bool | None = None
+    output_dir: str | os.PathLike,
+    overwrite: bool = False,
+    resume_from_checkpoint: str | bool | None = None,
+    checkpoints_dir: str | os.PathLike | None = None,
 ) -> str | None:
     """Checks (and with `overwrite` empties) an output folder before a run, and resolves the checkpoint to resume.
 
@@ -252,6 +255,7 @@ def prepare_output_folder(
         output_dir: the run's output folder.
         overwrite: empty a used folder (`--overwrite_output_dir`).
         resume_from_checkpoint: as for [`resolve_checkpoint`].
+        checkpoints_dir: where the run's `checkpoint-N` folders are, if not in `output_dir` itself (a folder in it).
 
     Returns:
         the checkpoint folder to pass to `Trainer.train(resume_from_checkpoint=...)`, or None.
@@ -259,7 +263,7 @@ def prepare_output_folder(
     folder = Path(output_dir)
     if folder.exists() and not folder.is_dir():
         raise OutputFolderError(f"output_dir {folder} is a file, not a folder; name a folder.")
-    checkpoint = resolve_checkpoint(folder, resume_from_checkpoint)
+    checkpoint = resolve_checkpoint(checkpoints_dir or folder, resume_from_checkpoint)
     if checkpoint is not None:
         inside = folder.resolve() in Path(checkpoint).resolve().parents
         if overwrite and inside:
@@ -347,15 +351,27 @@ def save_atomically(folder: str | os.PathLike, write: Callable[[Path], None]) ->
     return folder
 
 
+def prepare_on_main_process(
+    output_dir: str | os.PathLike,
+    overwrite: bool = False,
+    resume_from_checkpoint: str | bool | None = None,
+    checkpoints_dir: str | os.PathLike | None = None,
+) -> str | None:
+    """[`prepare_output_folder`] on the main process (rank 0 of a distributed launch checks and clears the folder);
+    the other processes only resolve the checkpoint."""
+    if _is_main_process():
+        return prepare_output_folder(output_dir, overwrite, resume_from_checkpoint, checkpoints_dir)
+    return resolve_checkpoint(checkpoints_dir or output_dir, resume_from_checkpoint)
+
+
 @contextmanager
 def output_folder(
-    output_dir: str | os.PathLike, overwrite: bool = False, resume_from_checkpoint: str | bool | None = None
+    output_dir: str | os.PathLike,
+    overwrite: bool = False,
+    resume_from_checkpoint: str | bool | None = None,
+    checkpoints_dir: str | os.PathLike | None = None,
 ) -> Iterator[str | None]:
     """Locks `output_dir` for the block and checks it ([`prepare_output_folder`]); yields the checkpoint to resume
     from (or None). Under a distributed launch only rank 0 locks and clears; every rank resolves the checkpoint."""
     with OutputFolderLock(output_dir):
-        if _is_main_process():
-            checkpoint = prepare_output_folder(output_dir, overwrite, resume_from_checkpoint)
-        else:
-            checkpoint = resolve_checkpoint(output_dir, resume_from_checkpoint)
-        yield checkpoint
+        yield prepare_on_main_process(output_dir, overwrite, resume_from_checkpoint, checkpoints_dir)
