@@ -235,7 +235,7 @@ def write_data(root: Path) -> dict[str, Path]:
     write("config_unknown.yaml", "learning_rat: 0.01\n")
     write("config_list.yaml", "- a\n- b\n")
     write("config_broken.yaml", "a: [1, 2\n")
-    write("config_float_batch.yaml", "per_device_train_batch_size: 8.5\n")
+    write("config_float_batch.yaml", "per_device_eval_batch_size: 8.5\n")
     write("config_nan_lr.yaml", "learning_rate: .nan\n")
     return paths
 
@@ -719,17 +719,17 @@ def _api_predict(fixtures: Fixtures, texts):
 
 
 def _two_writers(fixtures: Fixtures, folder: Path) -> Outcome:
-    argv = classifier_argv(fixtures, folder, "--num_train_epochs", "3")
-    first = subprocess.Popen([sys.executable, "-m", "tl_nlp", *map(str, argv)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
-    # The second starts while the first trains (its folder exists once it started writing).
-    deadline = time.time() + 120
-    while not folder.exists() and time.time() < deadline and first.poll() is None:
-        time.sleep(0.2)
-    second = run_process(argv)
-    first_out, first_err = first.communicate(timeout=600)
-    outcome = Outcome(exit_status=second.exit_status, stdout=second.stdout, stderr=second.stderr)
-    outcome.value = (first.returncode, first_err)
+    """Two `train-classifier` processes on one output folder, started together: one must be refused."""
+    argv = [sys.executable, "-m", "tl_nlp", *map(str, classifier_argv(fixtures, folder, "--num_train_epochs", "30"))]
+    processes = [
+        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        for _ in range(2)
+    ]
+    finished = [process.communicate(timeout=900) for process in processes]
+    codes = [process.returncode for process in processes]
+    refused = 1 if codes[1] != 0 else 0
+    outcome = Outcome(exit_status=codes[refused], stdout=finished[refused][0], stderr=finished[refused][1])
+    outcome.value = (codes[1 - refused], finished[1 - refused][1])
     return outcome
 
 
@@ -807,7 +807,11 @@ def _kill_and_resume(fixtures: Fixtures, command: str, signal_name: str, folder:
     reference = run_cli(reference_argv)
     got = load_file(folder / "model.safetensors")
     expected = load_file(folder.with_name(folder.name + "-reference") / "model.safetensors")
-    difference = max(float((got[name] - expected[name]).abs().max()) for name in expected)
+    # Floating-point tensors only: BatchNorm's integer `num_batches_tracked` of a new AWD-LSTM head is left
+    # uninitialised by from_pretrained (it plays no part in the outputs).
+    difference = max(
+        float((got[name] - expected[name]).abs().max()) for name in expected if got[name].is_floating_point()
+    )
     resumed.value = None if difference == 0 and reference.exit_status == 0 and not restarted else "silently-wrong"
     resumed.stdout += f"\nmax weight difference to an uninterrupted run: {difference}; restarted: {bool(restarted)}"
     return resumed

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from ..model_folders import ModelFolderError, check_model_folder
+from ..recipe.data import RecipeError
+from ..recipe.loading import check_model_path
 from ..zero_shot import ZeroShotLMClassifier
 from .io import UsageError, read_texts, write_output
 
@@ -64,12 +65,12 @@ def run_zero_shot(arguments: ZeroShotArguments) -> None:
     """`tl-nlp zero-shot`: read texts, classify them, write one JSON line per text."""
     path = arguments.model_name_or_path
     try:
-        check_model_folder(path, "language model", arguments.trust_remote_code)
+        check_model_path(path, "language model", arguments.trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=arguments.trust_remote_code)
-        check_model_folder(path, "language model", arguments.trust_remote_code, tokenizer)
+        check_model_path(path, "language model", arguments.trust_remote_code, tokenizer=tokenizer)
         model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=arguments.trust_remote_code)
-    except ModelFolderError as error:
-        raise UsageError(str(error)) from error
+    except RecipeError as error:
+        raise UsageError(f"cannot load a causal language model from {path!r}: {error}") from error
     except (OSError, ValueError) as error:
         raise UsageError(f"cannot load a causal language model from {path!r}: {str(error).splitlines()[0]}") from error
     if arguments.device is not None:
