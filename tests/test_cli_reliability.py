@@ -4,6 +4,7 @@ emptied) or resumed, a killed stage resumed to the uninterrupted weights, no mod
 in one line with exit status 2."""
 
 import json
+import os
 import signal
 import sys
 import time
@@ -106,8 +107,10 @@ def test_a_killed_stage_resumes_from_its_last_checkpoint_to_the_uninterrupted_we
                "--max_steps", "40", "--vocab_size", "200", *TINY, *FAST]  # fmt: skip
     killed = tmp_path / "killed"
     checkpointed = [*command, "--output_dir", killed, "--save_strategy", "steps", "--save_steps", "2"]
+    # One thread, as in this process (conftest): float sums in another order would differ in the last bits.
     process = subprocess.Popen([sys.executable, "-m", "tl_nlp", *map(str, checkpointed)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+                               stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
     try:
         deadline = time.time() + 300
         while not (killed / "checkpoint-6" / "trainer_state.json").exists():

@@ -134,8 +134,8 @@ def run_generate(arguments: GenerateArguments) -> None:
     generator = load_pipeline(
         "text-generation", arguments.model_name_or_path, arguments.device, arguments.trust_remote_code
     )
-    prompt = arguments.prompt or sys.stdin.read().strip()
-    if not prompt:
+    prompt = arguments.prompt if arguments.prompt.strip() else sys.stdin.read().strip()
+    if not prompt.strip():
         raise UsageError("no prompt: pass --prompt or write it to standard input")
     if arguments.seed is not None:
         set_seed(arguments.seed)

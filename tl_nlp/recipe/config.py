@@ -586,6 +586,8 @@ class EvaluateArguments:
             raise ValueError("test_file is required: a local file or a Hub dataset name")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_examples is not None and self.max_examples < 1:
+            raise ValueError(f"max_examples must be >= 1 (or not given: every row), got {self.max_examples}")
         if self.max_length is not None and self.max_length < 1:
             raise ValueError(f"max_length must be >= 1 (or not given), got {self.max_length}")
 

@@ -51,8 +51,18 @@ def load_classifiers(
     for path in paths:
         config = load_config(str(path), trust_remote_code, kind="classifier")
         tokenizer = load_tokenizer(str(path), trust_remote_code=trust_remote_code)
-        model = AutoModelForSequenceClassification.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        except (OSError, ValueError, RuntimeError) as error:  # weights that do not fit the config, among others
+            raise RecipeError(f"cannot load the classifier {path}: {str(error).strip().splitlines()[0]}") from None
         classifiers.append((model.to(device).eval(), classification_tokenizer(tokenizer, config, max_length)))
+    labels = [dict(model.config.id2label) for model, _ in classifiers]
+    if any(other != labels[0] for other in labels[1:]):
+        # Averaging probabilities of classifiers with other classes (or another order) would mix up the labels.
+        raise RecipeError(
+            f"the classifiers of an ensemble must have the same classes in the same order, got {labels[0]} and "
+            f"{next(other for other in labels[1:] if other != labels[0])}"
+        )
     return classifiers
 
 
