@@ -215,14 +215,17 @@ def resolve_checkpoint(output_dir: str | os.PathLike, resume_from_checkpoint: st
 
 
 def used_entries(folder: str | os.PathLike) -> list[str]:
-    """What in `folder` belongs to an earlier run (everything but our lock and staging folders), sorted."""
+    """What in `folder` belongs to an earlier run (everything but our lock, staging folders and empty folders, such
+    as the checkpoint folder a Trainer creates before it saves anything), sorted."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
     return sorted(
         entry.name
         for entry in folder.iterdir()
-        if entry.name not in OWN_ENTRIES and not entry.name.startswith(STAGING_PREFIX)
+        if entry.name not in OWN_ENTRIES
+        and not entry.name.startswith(STAGING_PREFIX)
+        and not (entry.is_dir() and not entry.is_symlink() and not any(entry.iterdir()))
     )
 
 
