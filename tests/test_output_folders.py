@@ -108,6 +108,7 @@ def test_overwrite_refuses_the_current_folder_and_git_repositories(tmp_path, mon
         prepare_output_folder(".", overwrite=True)
     repository = tmp_path / "repo"
     (repository / ".git").mkdir(parents=True)
+    (repository / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
     with pytest.raises(OutputFolderError, match="git repository"):
         prepare_output_folder(repository, overwrite=True)
     assert (tmp_path / "file").exists() and (repository / ".git").exists()

@@ -285,7 +285,7 @@ def prepare_output_folder(
             "--resume_from_checkpoint last to continue it, or choose another folder."
         )
     _check_can_clear(folder)
-    for name in used:
+    for name in sorted(entry.name for entry in folder.iterdir() if entry.name not in OWN_ENTRIES):
         path = folder / name
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
