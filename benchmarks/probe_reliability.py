@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import io
 import json
 import math
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -41,9 +41,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from recipe_fixtures import write_corpora  # noqa: E402  (the recipe tests' tiny corpora)
+
 OUTCOMES = ("ok", "clear-error", "traceback", "silently-wrong", "lost-model")
-GOOD = ["great", "wonderful", "moving", "funny", "superb"]
-BAD = ["awful", "dull", "boring", "terrible", "bad"]
 TINY_MODEL = ["--embedding_size", "16", "--hidden_size", "24", "--num_hidden_layers", "2", "--min_frequency", "1"]
 FAST = ["--report_to", "none", "--disable_tqdm", "true", "--logging_steps", "2"]
 
@@ -183,19 +184,13 @@ def classify(probe: Probe, outcome: Outcome) -> tuple[str, str]:
 
 
 def write_data(root: Path) -> dict[str, Path]:
-    rng = random.Random(0)
-    rows = []
-    for index in range(80):
-        label = index % 2
-        words = [rng.choice(GOOD if label else BAD) for _ in range(3)]
-        rows.append(
-            {
-                "text": f"The film was {words[0]} and {words[1]} , really {words[2]} .",
-                "label": "neg pos".split()[label],
-            }
-        )
-    root.mkdir(parents=True, exist_ok=True)
-    paths = {}
+    """The recipe tests' tiny corpora (`tests/recipe_fixtures.py`: train.csv with neg/pos labels, test.jsonl,
+    general.txt) plus a texts file and the bad files the probes feed the commands."""
+    corpora = write_corpora(root)
+    with open(corpora["train"], encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    rows += [json.loads(line) for line in corpora["test"].read_text(encoding="utf-8").splitlines()]
+    paths = {"train.csv": corpora["train"], "test.jsonl": corpora["test"], "general.txt": corpora["general"]}
 
     def write(name: str, text: str | bytes) -> Path:
         path = root / name
@@ -203,10 +198,6 @@ def write_data(root: Path) -> dict[str, Path]:
         paths[name] = path
         return path
 
-    write("train.csv", "text,label\n" + "".join(f'"{row["text"]}",{row["label"]}\n' for row in rows[:60]))
-    write("test.jsonl", "".join(json.dumps(row) + "\n" for row in rows[60:]))
-    lines = [f"the cat sat on the mat number {i} and it was {rng.choice(GOOD + BAD)} ." for i in range(200)]
-    write("general.txt", "\n".join(lines) + "\n")
     write("texts.txt", "a great film\nan awful film\n")
     # Bad files.
     write("empty.csv", "")
