@@ -115,7 +115,8 @@ class LanguageModelTrainer(ULMFiTTrainer):
             # A checkpoint from an epoch end (the next window resets the state anyway) or from another trainer.
             self.carried_state[True] = None
             return
-        tensors = load_file(path, device=str(self.args.device))
+        # Read on the CPU (safetensors does not take every torch device string, e.g. "cpu:0"), then moved.
+        tensors = {name: tensor.to(self.args.device) for name, tensor in load_file(path).items()}
         self.carried_state[True] = tuple(
             (tensors[f"layer{layer}.hidden"], tensors[f"layer{layer}.cell"]) for layer in range(len(tensors) // 2)
         )

@@ -360,11 +360,26 @@ def prepare_on_main_process(
     resume_from_checkpoint: str | bool | None = None,
     checkpoints_dir: str | os.PathLike | None = None,
 ) -> str | None:
-    """[`prepare_output_folder`] on the main process (rank 0 of a distributed launch checks and clears the folder);
-    the other processes only resolve the checkpoint."""
-    if _is_main_process():
+    """[`prepare_output_folder`] on the main process (rank 0 of a distributed launch checks and clears the folder),
+    its answer (the checkpoint, or the refusal) sent to every other process, so that all of them resume from the same
+    checkpoint or all stop with the same line (one process training alone would wait forever for the others)."""
+    import torch.distributed as distributed
+
+    if not (distributed.is_available() and distributed.is_initialized() and distributed.get_world_size() > 1):
         return prepare_output_folder(output_dir, overwrite, resume_from_checkpoint, checkpoints_dir)
-    return resolve_checkpoint(checkpoints_dir or output_dir, resume_from_checkpoint)
+    answer: list = [None]
+    if distributed.get_rank() == 0:
+        try:
+            answer = [
+                ("checkpoint", prepare_output_folder(output_dir, overwrite, resume_from_checkpoint, checkpoints_dir))
+            ]
+        except OutputFolderError as error:
+            answer = [("error", str(error))]
+    distributed.broadcast_object_list(answer, src=0)
+    kind, value = answer[0]
+    if kind == "error":
+        raise OutputFolderError(value)
+    return value
 
 
 @contextmanager
