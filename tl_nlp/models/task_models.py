@@ -61,6 +61,9 @@ class MultiSequenceClassifier(nn.Module):
 
     # The loss is a batch mean: Trainer must not rescale it by `num_items_in_batch`.
     accepts_loss_kwargs = False
+    # `layer_groups` finds the stack of blocks under `getattr(model, model.base_model_prefix)`, also when this
+    # wrapper is itself wrapped (auxiliary LM loss).
+    base_model_prefix = "base_model"
 
     def __init__(self, classifier: nn.Module, mode: str):
         super().__init__()
@@ -84,6 +87,11 @@ class MultiSequenceClassifier(nn.Module):
     def awd_lstm(self) -> nn.Module:
         """The AWD-LSTM encoder (the auxiliary LM loss reads it); AttributeError for decoders."""
         return self.classifier.awd_lstm
+
+    @property
+    def base_model(self) -> nn.Module:
+        """The classifier's backbone (`AWDLSTMModel`, `GPT2Model`, `LlamaModel`...)."""
+        return self.classifier.base_model
 
     def get_base_model(self) -> nn.Module:
         """The wrapped classifier (`layer_groups` groups the wrapper like it)."""
