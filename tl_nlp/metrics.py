@@ -375,4 +375,7 @@ def accuracy_interval(correct: int, total: int, confidence: float = 0.95) -> tup
     share = correct / total
     centre = (share + z * z / (2 * total)) / (1 + z * z / total)
     half_width = z / (1 + z * z / total) * np.sqrt(share * (1 - share) / total + z * z / (4 * total * total))
-    return float(centre - half_width), float(centre + half_width)
+    # At 0 or `total` correct the bound is exactly 0 or 1 (the formula gives it up to rounding).
+    low = 0.0 if correct == 0 else float(centre - half_width)
+    high = 1.0 if correct == total else float(centre + half_width)
+    return low, high
