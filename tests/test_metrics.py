@@ -98,9 +98,13 @@ print(json.dumps({
 
 @pytest.fixture(scope="module")
 def reference() -> dict:
-    python = os.environ.get("TL_NLP_FASTAI_PYTHON") or str(Path(__file__).resolve().parents[1] / ".fastai-venv/bin/python")
+    python = os.environ.get("TL_NLP_FASTAI_PYTHON") or str(
+        Path(__file__).resolve().parents[1] / ".fastai-venv/bin/python"
+    )
     if not Path(python).is_file():
-        pytest.skip("fastai venv (with scikit-learn and scipy) not found: bash ../shared/tools/fastai-venv.sh .fastai-venv")
+        pytest.skip(
+            "fastai venv (with scikit-learn and scipy) not found: bash ../shared/tools/fastai-venv.sh .fastai-venv"
+        )
     data = {
         "class_predictions": CLASS_PREDICTIONS,
         "class_references": CLASS_REFERENCES,

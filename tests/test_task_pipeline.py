@@ -18,8 +18,8 @@ from tl_nlp.task_pipeline import TaskTextClassificationPipeline
 from tl_nlp.tasks import TaskSpec
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_tasks import TEXTS, save_tiny_pair_bert  # noqa: E402
 from recipe_fixtures import save_tiny_gpt2  # noqa: E402
+from test_tasks import TEXTS, save_tiny_pair_bert  # noqa: E402
 
 PAIR = {"text": "a man sleeps", "text_pair": "the dog ran"}
 

@@ -277,7 +277,9 @@ def test_multiple_choice_scores_each_choice_with_the_classifier_and_softmaxes_ov
 
 @pytest.mark.parametrize("family", ["encoder", "decoder", "awd_lstm"])
 @pytest.mark.parametrize("task", ["similarity", "multiple_choice", "multi_label"])
-def test_reloaded_task_model_gives_the_same_outputs_and_its_head_is_the_top_layer_group(folders, tmp_path, family, task):
+def test_reloaded_task_model_gives_the_same_outputs_and_its_head_is_the_top_layer_group(
+    folders, tmp_path, family, task
+):
     if task == "multi_label":
         rows = datasets.Dataset.from_dict({"text": TEXTS[:4], "labels": [["x"], ["x", "y"], [], ["z"]]})
         spec, names = TaskSpec("multi_label", label_column="labels"), ["x", "y", "z"]
@@ -332,7 +334,9 @@ def test_ulmfit_techniques_train_every_task(folders, tmp_path, family, task):
     )
     trainer.train()
     groups = trainer.get_layer_groups()
-    rates = {group["layer_group"]: group["initial_lr"] for group in trainer.optimizer.param_groups if "initial_lr" in group}
+    rates = {
+        group["layer_group"]: group["initial_lr"] for group in trainer.optimizer.param_groups if "initial_lr" in group
+    }
     top = len(groups) - 1
     assert rates[top] == pytest.approx(1e-2) and rates[top - 1] == pytest.approx(1e-2 / 2.6)
     changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}

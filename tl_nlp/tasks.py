@@ -94,9 +94,7 @@ class TaskSpec:
             )
         if self.task == "multiple_choice":
             if not self.choice_columns or len(self.choice_columns) < 2:
-                raise ValueError(
-                    f"task 'multiple_choice' needs 2 or more choice_columns, got {self.choice_columns!r}"
-                )
+                raise ValueError(f"task 'multiple_choice' needs 2 or more choice_columns, got {self.choice_columns!r}")
             if self.text_pair_column:
                 raise ValueError("task 'multiple_choice' reads a context and choices: drop text_pair_column")
         elif self.choice_columns:
@@ -293,9 +291,7 @@ def check_task_rows(
     if not with_labels:
         return
     if spec.label_column not in dataset.column_names:
-        raise TextDataError(
-            f"{source}: no label column {spec.label_column!r}; the columns are {dataset.column_names}"
-        )
+        raise TextDataError(f"{source}: no label column {spec.label_column!r}; the columns are {dataset.column_names}")
     labels = dataset[spec.label_column]
     for row, label in enumerate(labels):
         problem = _label_problem(label, spec, label_names)

@@ -321,7 +321,9 @@ class ZeroShotMultipleChoice:
         ids = ids[-self.max_length :] if self.max_length else ids
         if not ids:
             # The first choice token needs a position to be predicted from: start from BOS (or end-of-text).
-            start = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.tokenizer.eos_token_id
+            start = (
+                self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.tokenizer.eos_token_id
+            )
             if start is None:
                 raise ValueError(f"context {context!r} tokenizes to nothing and the tokenizer has no BOS token.")
             ids = [start]

@@ -198,9 +198,7 @@ def encode_task_dataset(
     def tokenize(rows):
         encoded = encode_task_rows(rows, spec, encode, family)
         nested = isinstance(encoded["input_ids"][0][0], list)
-        encoded["length"] = [
-            max(len(ids) for ids in row) if nested else len(row) for row in encoded["input_ids"]
-        ]
+        encoded["length"] = [max(len(ids) for ids in row) if nested else len(row) for row in encoded["input_ids"]]
         return encoded
 
     keep = ["labels"] if with_labels else []
