@@ -171,3 +171,23 @@ def test_confusion_matrix_png_is_written(tmp_path):
         confusion_matrix(CLASS_PREDICTIONS, CLASS_REFERENCES, 4), str(tmp_path / "cm.png"), list("abcd")
     )
     assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("task", ["text_pair", "multiple_choice", "regression", "multi_label"])
+def test_task_compute_metrics_reads_the_trainer_outputs(task):
+    from tl_nlp.metrics import task_compute_metrics
+
+    if task == "regression":
+        prediction = EvalPrediction(predictions=np.asarray(SCORES)[:, None], label_ids=np.asarray(TARGETS))
+        expected = regression_metrics(SCORES, TARGETS)
+    elif task == "multi_label":
+        clipped = np.clip(PROBABILITIES, 1e-6, 1 - 1e-6)  # 0.0 occurs; its logit would be -inf
+        logits = np.log(clipped / (1 - clipped))
+        prediction = EvalPrediction(predictions=logits, label_ids=MULTI_HOT)
+        expected = multi_label_metrics(PROBABILITIES, MULTI_HOT, 0.4)
+    else:
+        logits = np.eye(4)[CLASS_PREDICTIONS]
+        prediction = EvalPrediction(predictions=(logits, np.zeros(60)), label_ids=np.asarray(CLASS_REFERENCES))
+        expected = classification_report(CLASS_PREDICTIONS, CLASS_REFERENCES, 4)
+    metrics = task_compute_metrics(task, num_labels=4, threshold=0.4)(prediction)
+    assert metrics and all(metrics[key] == pytest.approx(expected[key]) for key in metrics)

@@ -379,3 +379,33 @@ def accuracy_interval(correct: int, total: int, confidence: float = 0.95) -> tup
     low = 0.0 if correct == 0 else float(centre - half_width)
     high = 1.0 if correct == total else float(centre + half_width)
     return low, high
+
+
+def task_compute_metrics(
+    task: str, num_labels: int | None = None, threshold: float = 0.5
+) -> Callable[[EvalPrediction], dict[str, float]]:
+    """A `compute_metrics` function for `Trainer` for one of `tl_nlp.tasks.TASKS`: accuracy, macro/micro F1 and
+    macro precision/recall for classes (`single_text`, `text_pair`) and choices (`multiple_choice`); Pearson,
+    Spearman and MSE for `regression`; micro/macro F1 and exact match at `threshold` for `multi_label` (the
+    threshold for the final figures is chosen afterwards on validation data, see [`choose_threshold`]).
+
+    Args:
+        task: the task's name.
+        num_labels: the number of classes (so that an absent class still counts); not needed for regression.
+        threshold: the multi-label decision threshold.
+    """
+
+    def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        logits, references = np.asarray(logits, dtype=np.float64), np.asarray(prediction.label_ids)
+        if task == "regression":
+            return regression_metrics(logits.reshape(-1), references)
+        if task == "multi_label":
+            metrics = multi_label_metrics(1 / (1 + np.exp(-logits)), references, threshold)
+            return {key: value for key, value in metrics.items() if not key.startswith("f1_")}
+        classes = num_labels if num_labels is not None and task != "multiple_choice" else logits.shape[-1]
+        report = classification_report(logits.argmax(-1), references, classes)
+        averages = ("accuracy", "macro_f1", "micro_f1", "macro_precision", "macro_recall")
+        return {key: report[key] for key in averages}
+
+    return compute_metrics
