@@ -23,7 +23,7 @@ from tl_nlp.data.task_encoding import (
     add_task_tokens,
     encode_task_dataset,
     label_names_of,
-    model_family,
+    task_family,
 )
 from tl_nlp.models.task_models import MultiSequenceClassifier, load_task_model, task_model_from_pretrained
 from tl_nlp.tasks import TaskSpec, check_task_rows, infer_task
@@ -186,7 +186,7 @@ def task_setup(folder: Path, spec: TaskSpec, rows: datasets.Dataset, label_names
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    family = model_family(AutoConfig.from_pretrained(folder))
+    family = task_family(AutoConfig.from_pretrained(folder))
     if family == "decoder":
         add_task_tokens(tokenizer)
     encoded, id2label, _ = encode_task_dataset(rows, spec, tokenizer, family, label_names, max_length=32)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from transformers.pipelines.text_classification import ClassificationFunction
 
-from .data.task_encoding import model_family
+from .data.task_encoding import task_family
 from .models.awd_lstm.pipeline_awd_lstm import AWDLSTMTextClassificationPipeline
 from .models.task_models import MultiSequenceClassifier
 from .tasks import task_of_config
@@ -51,7 +51,7 @@ class TaskTextClassificationPipeline(AWDLSTMTextClassificationPipeline):
     def _symmetric(self) -> bool:
         # Encoders read both texts at once: they are never given both orders.
         return (
-            self.task is not None and bool(self.task.symmetric_pair) and model_family(self.model.config) != "encoder"
+            self.task is not None and bool(self.task.symmetric_pair) and task_family(self.model.config) != "encoder"
         )
 
     def preprocess(self, inputs, **tokenizer_kwargs):

@@ -22,7 +22,7 @@ import torch
 from transformers import AutoTokenizer
 
 from .data.classification_data import TextDataError
-from .data.task_encoding import TaskDataCollator, encode_task_dataset, model_family
+from .data.task_encoding import TaskDataCollator, encode_task_dataset, task_family
 from .metrics import (
     choose_threshold,
     classification_report,
@@ -52,7 +52,7 @@ class TaskPredictor:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.spec = spec if spec is not None else TaskSpec("single_text")
-        self.family = model_family(model.config)
+        self.family = task_family(model.config)
         self.batch_size = batch_size
         self.id2label = {int(index): name for index, name in (model.config.id2label or {}).items()}
 
@@ -160,8 +160,12 @@ class TaskPredictor:
         return answers
 
     def _max_length(self) -> int | None:
+        """What the model was trained on: the tokenizer's saved `model_max_length`, capped by the context."""
         config = self.model.config
-        return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        saved = self.tokenizer.model_max_length if self.tokenizer.model_max_length < 1_000_000 else None
+        lengths = [length for length in (context, saved) if length]
+        return min(lengths) if lengths else None
 
     def encode_labelled(self, dataset: datasets.Dataset, source: str) -> datasets.Dataset:
         encoded, _, _ = encode_task_dataset(

@@ -28,7 +28,7 @@ import math
 import numbers
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import datasets
 
@@ -328,24 +328,22 @@ def _label_problem(label, spec: TaskSpec, label_names: Sequence[str] | None) -> 
     return None
 
 
-@dataclass
-class TaskArguments:
-    """The task options of the recipe and the CLI; None infers from the data (see [`infer_task`])."""
-
-    task: str | None = field(
-        default=None, metadata={"help": f"One of {', '.join(TASKS)}; inferred from the data when not given."}
-    )
-    text_pair_column: str | None = field(
-        default=None, metadata={"help": "Second text of a pair (sentence2, hypothesis...); inferred when not given."}
-    )
-    choice_columns: list[str] | None = field(
-        default=None, metadata={"help": "Candidate answers of a multiple-choice row (choice1 choice2...)."}
-    )
-    symmetric_pair: bool | None = field(
-        default=None,
-        metadata={"help": "Read pairs in both orders, summed (GPT's similarity input); default: regression pairs."},
-    )
-
-    def __post_init__(self):
-        if self.task is not None and self.task not in TASKS:
-            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+def task_sentence(spec: TaskSpec, id2label: dict | None = None) -> str:
+    """The task in a sentence, for model cards: what the model reads and what it answers."""
+    inputs = {
+        "single_text": f"a text (`{spec.text_column}`)",
+        "text_pair": f"a pair of texts (`{spec.text_column}`, `{spec.text_pair_column}`)",
+        "multiple_choice": f"a context (`{spec.text_column}`) and {len(spec.choice_columns or [])} candidate answers "
+        f"({', '.join(f'`{column}`' for column in spec.choice_columns or [])})",
+    }
+    reads = inputs["text_pair"] if spec.is_pair else inputs.get(spec.task, inputs["single_text"])
+    answers = {
+        "single_text": "one class",
+        "text_pair": "one class",
+        "regression": "a score (regression)",
+        "multi_label": "every label whose probability reaches the decision threshold"
+        + (f" ({spec.threshold:g}, chosen on validation data)" if spec.threshold is not None else ""),
+        "multiple_choice": "the right answer (softmax over the choices)",
+    }[spec.task]
+    both = " Pairs are read in both orders, their representations summed." if spec.symmetric_pair else ""
+    return f"Task `{spec.task}`: it reads {reads} and answers {answers}.{both}"

@@ -40,7 +40,7 @@ FAMILIES = ("encoder", "decoder", "awd_lstm")
 START_TOKEN, DELIMITER_TOKEN, EXTRACT_TOKEN = "<|start|>", "<|delimiter|>", "<|extract|>"
 
 
-def model_family(config) -> str:
+def task_family(config) -> str:
     """`"awd_lstm"`, `"encoder"` (transformers has a `*ForMultipleChoice` for it: bidirectional, pair encodings)
     or `"decoder"` (a causal LM read left to right), from a model's config."""
     model_type = getattr(config, "model_type", None)
@@ -176,7 +176,7 @@ def encode_task_dataset(
         dataset: the rows.
         spec: the task and its columns.
         tokenizer: the model's tokenizer (for a decoder, after [`add_task_tokens`]).
-        family: `"encoder"`, `"decoder"` or `"awd_lstm"` ([`model_family`]).
+        family: `"encoder"`, `"decoder"` or `"awd_lstm"` ([`task_family`]).
         label_names: class names in id order (classes, multi-label); integer labels index them.
         max_length: longest sequence for transformers (AWD-LSTM reads everything).
         source: the file or split, for error messages.

@@ -177,7 +177,7 @@ def task_model_from_pretrained(
     Args:
         model_name_or_path: the checkpoint (a language model or encoder folder, or a Hub id).
         spec: the task.
-        family: `"encoder"`, `"decoder"` or `"awd_lstm"` (`tl_nlp.data.task_encoding.model_family`).
+        family: `"encoder"`, `"decoder"` or `"awd_lstm"` (`tl_nlp.data.task_encoding.task_family`).
         id2label: class names (classes, multi-label); regression and multiple choice have none.
         vocab_size: the tokenizer's size after `add_task_tokens`: the embeddings are resized to it.
         trust_remote_code: allow a Hub checkpoint's own code.
@@ -213,11 +213,11 @@ def task_model_from_pretrained(
 def load_task_model(model_name_or_path: str, trust_remote_code: bool = False) -> tuple[nn.Module, TaskSpec | None]:
     """A trained task model from its folder, as it was trained (multiple choice and similarity wrapped again), and
     its task (None for a plain classifier folder, read as `AutoModelForSequenceClassification`)."""
-    from ..data.task_encoding import model_family
+    from ..data.task_encoding import task_family
 
     config = AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
     spec = task_of_config(config)
-    family = model_family(config) if spec is not None else None
+    family = task_family(config) if spec is not None else None
     if spec is not None and spec.task == "multiple_choice" and family == "encoder":
         model = AutoModelForMultipleChoice.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
     else:

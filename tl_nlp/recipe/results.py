@@ -45,6 +45,9 @@ class PreparedStage:
     save_adapter: bool = False
     parameter_counts: dict[str, int] = field(default_factory=dict)
     settings: dict[str, str] = field(default_factory=dict)
+    # Task stages (`tl_nlp.recipe.task`): the task, and the raw validation rows its metrics and threshold read.
+    task: Any = None
+    eval_rows: Any = None
 
 
 def flatten_metrics(metrics: dict[str, dict]) -> dict[str, float]:
