@@ -37,6 +37,13 @@ def _label_words(labels: Sequence[str] | Mapping[str, str | Sequence[str]]) -> d
     return words
 
 
+def _check_batching(batch_size: int, max_length: int | None) -> None:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    if max_length is not None and max_length < 1:
+        raise ValueError(f"max_length must be >= 1 or None, got {max_length}.")
+
+
 class ZeroShotLMClassifier:
     """Classify texts with a causal language model and no training, by the likelihood of each label's word(s).
 
@@ -73,10 +80,7 @@ class ZeroShotLMClassifier:
     ):
         if "{text}" not in template:
             raise ValueError(f"template must contain '{{text}}' where the text goes, got {template!r}.")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-        if max_length is not None and max_length < 1:
-            raise ValueError(f"max_length must be >= 1 or None, got {max_length}.")
+        _check_batching(batch_size, max_length)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.template = template
@@ -226,10 +230,7 @@ class ZeroShotMultipleChoice:
         batch_size: int = 16,
         max_length: int | None = None,
     ):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-        if max_length is not None and max_length < 1:
-            raise ValueError(f"max_length must be >= 1 or None, got {max_length}.")
+        _check_batching(batch_size, max_length)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.length_normalization = length_normalization

@@ -16,10 +16,7 @@ from transformers import AutoModelForSequenceClassification, DataCollatorWithPad
 from ..data import encode_labels, tokenize_dataset
 from ..feature_extraction import FeatureExtractionClassifier, FeatureHeadArguments
 from ..metrics import classification_metrics
-from ..training import ClassificationTrainer
-from ..training.auxiliary_lm import AuxiliaryLMTrainer
 from ..training.lora import ULMFiTLoraArguments
-from ..training.loss_guard import NonFiniteLossCallback
 from ..training.training_record import ULMFiTStage, chain_record, find_starting_point
 from .config import (
     ClassifierMethodArguments,
@@ -34,6 +31,7 @@ from .loading import load_config, load_tokenizer, model_family, objective_or_non
 from .methods import (
     awd_lstm_decoder_bias,
     check_model_for_method,
+    classifier_trainer,
     load_feature_head_into_awd_lstm,
     model_to_save,
     parameter_counts,
@@ -151,14 +149,13 @@ def prepare_classifier(
     lm_bias = awd_lstm_decoder_bias(model_name_or_path) if config.model_type == "awd_lstm" else None
     model = wrap_classifier(model, method, auxiliary_lm_weight, lora, lm_bias)
     counts = parameter_counts(model)
-    guard = NonFiniteLossCallback()
-    trainer = (AuxiliaryLMTrainer if auxiliary_lm_weight > 0 else ClassificationTrainer)(
-        model=model,
-        args=args,
-        train_dataset=train,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=classification_metrics(len(id2label)),
-        callbacks=[guard],
+    trainer, guard = classifier_trainer(
+        model,
+        args,
+        train,
+        DataCollatorWithPadding(tokenizer),
+        classification_metrics(len(id2label)),
+        auxiliary_lm_weight,
     )
     return PreparedStage(
         "classifier",

@@ -27,14 +27,11 @@ from ..metrics import task_compute_metrics
 from ..models.task_models import task_model_from_pretrained
 from ..task_predictions import TaskPredictor
 from ..tasks import TaskSpec, infer_task
-from ..training import ClassificationTrainer
-from ..training.auxiliary_lm import AuxiliaryLMTrainer
-from ..training.loss_guard import NonFiniteLossCallback
 from .config import HubArguments, TaskArguments, TrainingLike, check_method, stage_training_arguments
 from .data import DataLike, RecipeError, TextData, data_description, load_rows, source_name
 from .evaluation import DEFAULT_MAX_LENGTH
 from .loading import load_config, load_tokenizer, model_family, objective_or_none
-from .methods import check_model_for_method, model_to_save, parameter_counts, wrap_classifier
+from .methods import check_model_for_method, classifier_trainer, model_to_save, parameter_counts, wrap_classifier
 from .results import PreparedStage, StageResult, print_metrics, save_trained_stage
 
 
@@ -150,14 +147,13 @@ def prepare_task_classifier(
         pad_token_id=tokenizer.pad_token_id,
     )
     model = wrap_classifier(model, method, auxiliary_lm_weight, None)
-    guard = NonFiniteLossCallback()
-    trainer = (AuxiliaryLMTrainer if auxiliary_lm_weight > 0 else ClassificationTrainer)(
-        model=model,
-        args=args,
-        train_dataset=train,
-        data_collator=TaskDataCollator(tokenizer),
-        compute_metrics=task_compute_metrics(spec.task, len(names) if names else None),
-        callbacks=[guard],
+    trainer, guard = classifier_trainer(
+        model,
+        args,
+        train,
+        TaskDataCollator(tokenizer),
+        task_compute_metrics(spec.task, len(names) if names else None),
+        auxiliary_lm_weight,
     )
     return PreparedStage(
         "classifier",
