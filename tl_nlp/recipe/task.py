@@ -8,6 +8,7 @@ class, so the API, `tl-nlp train-classifier` and `tl-nlp ulmfit` take the same t
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -105,7 +106,6 @@ def prepare_task_classifier(
         )
     output_dir = Path(output_dir)
     spec, reason, train_rows = resolve_task(train_data, task)
-    print(f"  task: {spec.describe()}" + (f" ({reason})" if reason else ""))
     config = load_config(model_name_or_path, trust_remote_code)
     tokenizer = load_tokenizer(model_name_or_path, trust_remote_code=trust_remote_code)
     check_model_for_method(
@@ -115,6 +115,12 @@ def prepare_task_classifier(
         family = task_family(config)
     except ValueError as error:
         raise RecipeError(f"{model_name_or_path}: {error}") from error
+    if family == "encoder" and spec.symmetric_pair:
+        # An encoder reads both texts at once (its own pair encoding): both orders are for left-to-right models.
+        if task is not None and task.symmetric_pair:
+            print("  symmetric_pair: an encoder reads both texts of a pair at once; the pair is read once")
+        spec = dataclasses.replace(spec, symmetric_pair=False)
+    print(f"  task: {spec.describe()}" + (f" ({reason})" if reason else ""))
     if family == "awd_lstm" and max_length is not None:
         raise RecipeError(f"max_length={max_length}: an AWD-LSTM classifier reads whole documents; drop max_length")
     args, settings = stage_training_arguments(
