@@ -139,6 +139,8 @@ def columns_of(data: TextData | datasets.Dataset | str | None) -> tuple[str, str
 def load_rows(data: TextData | datasets.Dataset | str | None) -> datasets.Dataset | None:
     """[`as_dataset`], without requiring the default `text` column: a pair or multiple-choice task has none and
     infers its columns (`tl_nlp.tasks.infer_task`)."""
+    if isinstance(data, str):
+        data = TextData(data)
     if isinstance(data, TextData) and data.text_column == "text":
         data = dataclasses.replace(data, text_column=None)
     return as_dataset(data)
