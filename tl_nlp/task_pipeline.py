@@ -50,9 +50,7 @@ class TaskTextClassificationPipeline(AWDLSTMTextClassificationPipeline):
     @property
     def _symmetric(self) -> bool:
         # Encoders read both texts at once: they are never given both orders.
-        return (
-            self.task is not None and bool(self.task.symmetric_pair) and task_family(self.model.config) != "encoder"
-        )
+        return self.task is not None and bool(self.task.symmetric_pair) and task_family(self.model.config) != "encoder"
 
     def preprocess(self, inputs, **tokenizer_kwargs):
         if self.task is not None and self.task.is_pair and not (isinstance(inputs, dict) and "text_pair" in inputs):
