@@ -33,7 +33,7 @@ from .data import DataLike, RecipeError, TextData, data_description, load_rows, 
 from .evaluation import DEFAULT_MAX_LENGTH
 from .loading import load_config, load_tokenizer, model_family, objective_or_none
 from .methods import check_model_for_method, classifier_trainer, model_to_save, parameter_counts, wrap_classifier
-from .results import PreparedStage, StageResult, print_metrics, save_trained_stage
+from .results import PreparedStage, StageResult, print_metrics, save_trained_stage, stage_folder
 
 
 def _given_columns(data: DataLike, dataset: datasets.Dataset) -> tuple[str | None, str | None]:
@@ -200,28 +200,32 @@ def train_task_classifier(
     ...                       eval_data=TextData("../shared/data/glue_stsb/validation.parquet"))  # doctest: +SKIP
     ```
     """
-    prepared = prepare_task_classifier(model_name_or_path, train_data, output_dir, **kwargs)
-    trainer, spec = prepared.trainer, prepared.task
-    is_main = trainer.is_world_process_zero()
-    if is_main:
-        print(trainer.layer_group_summary())
-    train_output = trainer.train()
-    prepared.guard.raise_if_stopped()
-    metrics: dict[str, dict] = {"train": {**train_output.metrics, **prepared.parameter_counts}}
-    if is_main:
-        print_metrics(f"{spec.task}: train", metrics["train"])
-    model = model_to_save(trainer.model, prepared.output_dir, False, is_main)
-    if prepared.eval_dataset is not None:
-        predictor = TaskPredictor(model, prepared.tokenizer, spec, trainer.args.per_device_eval_batch_size)
-        if spec.task == "multi_label":
-            threshold = predictor.choose_threshold(prepared.eval_rows, source_name(kwargs["eval_data"]))
-            if is_main:
-                print(f"  multi-label threshold chosen on the validation rows (macro-F1): {threshold}")
-        metrics["eval"] = predictor.evaluate(prepared.eval_rows, source_name(kwargs["eval_data"]))
-        # Into the stage's training record, and from there the model card (the averages; every class is in
-        # eval_results.json).
-        trainer.log({key: value for key, value in metrics["eval"].items() if key in CARD_METRICS})
+    # The stage owns its folder (a second run on it is refused) and resumes from its last checkpoint on request.
+    with stage_folder(output_dir, kwargs.get("training_args")) as checkpoint:
+        if isinstance(checkpoint, StageResult):
+            return checkpoint
+        prepared = prepare_task_classifier(model_name_or_path, train_data, output_dir, **kwargs)
+        trainer, spec = prepared.trainer, prepared.task
+        is_main = trainer.is_world_process_zero()
         if is_main:
-            print_metrics(f"{spec.task}: {len(prepared.eval_dataset)} validation rows", metrics["eval"])
-    model.train(False)
-    return save_trained_stage(prepared, model, metrics, hub)
+            print(trainer.layer_group_summary())
+        train_output = trainer.train(resume_from_checkpoint=checkpoint)
+        prepared.guard.raise_if_stopped()
+        metrics: dict[str, dict] = {"train": {**train_output.metrics, **prepared.parameter_counts}}
+        if is_main:
+            print_metrics(f"{spec.task}: train", metrics["train"])
+        model = model_to_save(trainer.model, prepared.output_dir, False, is_main)
+        if prepared.eval_dataset is not None:
+            predictor = TaskPredictor(model, prepared.tokenizer, spec, trainer.args.per_device_eval_batch_size)
+            if spec.task == "multi_label":
+                threshold = predictor.choose_threshold(prepared.eval_rows, source_name(kwargs["eval_data"]))
+                if is_main:
+                    print(f"  multi-label threshold chosen on the validation rows (macro-F1): {threshold}")
+            metrics["eval"] = predictor.evaluate(prepared.eval_rows, source_name(kwargs["eval_data"]))
+            # Into the stage's training record, and from there the model card (the averages; every class is in
+            # eval_results.json).
+            trainer.log({key: value for key, value in metrics["eval"].items() if key in CARD_METRICS})
+            if is_main:
+                print_metrics(f"{spec.task}: {len(prepared.eval_dataset)} validation rows", metrics["eval"])
+        model.train(False)
+        return save_trained_stage(prepared, model, metrics, hub)
