@@ -1,5 +1,5 @@
 """examples/notebooks/ulmfit_quickstart.ipynb, every cell executed with nbclient on tiny settings
-(TL_NLP_NOTEBOOK_TINY=1) on the real data in ../shared/data: the metrics it prints are the saved ones and lie in
+(TL_NLP_NOTEBOOK_TINY=1) on the real data (`tl_nlp.reference_data`): the metrics it prints are the saved ones and lie in
 [0, 1], the folders it saves load, the LR finder suggests a rate and plots it, the dry-run Hub folder is complete."""
 
 import json
@@ -13,11 +13,12 @@ from nbclient import NotebookClient
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import tl_nlp  # noqa: F401  (registers the AWD-LSTM Auto classes used to reload the folders)
+from tl_nlp.reference_data import NO_REFERENCE_DATA, find_reference_data
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "examples" / "notebooks" / "ulmfit_quickstart.ipynb"
-DATA_DIR = ROOT.parent / "shared" / "data"
-pytestmark = pytest.mark.skipif(not (DATA_DIR / "imdb" / "train.parquet").is_file(), reason=f"no data in {DATA_DIR}")
+DATA_DIR = find_reference_data(("wikitext-2", "imdb"))
+pytestmark = pytest.mark.skipif(DATA_DIR is None, reason=NO_REFERENCE_DATA)
 
 # Appended to the notebook: the values its cells computed, as one JSON line.
 REPORT_CELL = """
