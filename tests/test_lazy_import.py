@@ -136,3 +136,28 @@ def test_a_model_class_read_from_tl_nlp_saves_its_code(tmp_path):
     assert {"configuration_awd_lstm.py", "modeling_awd_lstm.py", "config.json", "model.safetensors"} <= set(files)
     auto_map = json.loads((tmp_path / "lm" / "config.json").read_text())["auto_map"]
     assert auto_map["AutoModelForCausalLM"] == "modeling_awd_lstm.AWDLSTMForCausalLM"
+
+
+def test_without_an_extra_only_its_feature_fails_with_one_line_naming_the_extra():
+    report = run_python(
+        """
+        import json, sys
+        sys.modules["peft"] = sys.modules["matplotlib"] = None  # neither is installed
+        from tl_nlp import AWDLSTMConfig, AWDLSTMForSequenceClassification, LRFinderResult, ULMFiTTrainer
+        from tl_nlp import ulmfit_lora_model
+
+        def error_of(call):
+            try:
+                call()
+            except ImportError as error:
+                return str(error)
+
+        model = AWDLSTMForSequenceClassification(AWDLSTMConfig(vocab_size=20, embedding_size=4, hidden_size=6))
+        result = LRFinderResult([1e-3, 1e-2], [1.0, 0.5], [1.0, 0.5], None, None, False)
+        print(json.dumps({"lora": error_of(lambda: ulmfit_lora_model(model)), "plot": error_of(result.plot)}))
+        """
+    )
+    assert report == {
+        "lora": "LoRA needs peft, which is not installed: pip install 'tl_nlp[lora]'",
+        "plot": "The LR-finder plot needs matplotlib, which is not installed: pip install 'tl_nlp[plot]'",
+    }

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .extras import import_extra
+
 if TYPE_CHECKING:
     import pandas
     from matplotlib.axes import Axes
@@ -146,11 +148,11 @@ class ClassificationInterpretation:
         """Draws the confusion matrix (counts, or with `normalize` each row's share) and returns the matplotlib
         Axes. In a notebook it shows inline; `axes.figure.savefig(path)` saves it. The matplotlib backend is left
         as it is."""
-        plt = _pyplot()
         matrix = self.confusion_matrix().astype(np.float64)
         if normalize:
             matrix = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
         if axes is None:
+            plt = import_extra("matplotlib.pyplot", "The confusion-matrix plot")
             size = max(3.0, 0.6 * len(self.label_names) + 2)
             _, axes = plt.subplots(figsize=(size, size))
         axes.imshow(matrix, interpolation="nearest", cmap=cmap)
@@ -211,12 +213,3 @@ def show_results(
     if (text_column, label_column) != ("text", "label"):
         first = first.rename_columns({text_column: "text", label_column: "label"})
     return ClassificationInterpretation.from_folder(model_name_or_path, first, **kwargs).show_results(count)
-
-
-def _pyplot():
-    """matplotlib's pyplot, or one line naming the extra that installs it."""
-    try:
-        import matplotlib.pyplot as plt
-    except ImportError as error:
-        raise ImportError("plots need matplotlib: pip install 'tl_nlp[plot]'") from error
-    return plt

@@ -87,7 +87,10 @@ def prepare_reference_data(directory: str | Path, names: tuple[str, ...] = tuple
             elif name == "imdb":
                 dataset.to_parquet(str(folder / f"{stem}.parquet"))
             else:
-                rows = (f"{sentence}\t{label}" for sentence, label in zip(dataset["sentence"], dataset["label"], strict=True))
+                rows = (
+                    f"{sentence}\t{label}"
+                    for sentence, label in zip(dataset["sentence"], dataset["label"], strict=True)
+                )
                 _write_text(folder / f"{stem}.tsv", "sentence\tlabel\n" + "\n".join(rows) + "\n")
         if name == "imdb":
             protocol = small_protocol(

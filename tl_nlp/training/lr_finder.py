@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from transformers import Trainer
 
+from ..extras import import_extra
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
@@ -103,11 +105,8 @@ class LRFinderResult:
             path: also save the figure there (PNG, or any format matplotlib infers from the suffix).
             axes: draw on these axes (e.g. a subplot) instead of a new figure.
         """
-        try:
-            import matplotlib.pyplot as plt
-        except ImportError as error:
-            raise ImportError("the LR-finder plot needs matplotlib: pip install 'tl_nlp[plot]'") from error
         if axes is None:
+            plt = import_extra("matplotlib.pyplot", "The LR-finder plot")
             _, axes = plt.subplots(figsize=(6, 4))
         axes.plot(self.learning_rates, self.losses)
         for name, rate, marker in (("steepest", self.steepest, "o"), ("valley", self.valley, "s")):

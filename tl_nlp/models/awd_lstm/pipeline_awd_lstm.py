@@ -48,4 +48,3 @@ class AWDLSTMTextClassificationPipeline(TextClassificationPipeline):
 
     def _batches_by_length(self) -> bool:
         return getattr(self.model.config, "model_type", None) == "awd_lstm"
-
