@@ -89,7 +89,7 @@ class ClassificationInterpretation:
         """
         from .data import encode_labels
         from .recipe.data import as_dataset, columns_of
-        from .recipe.stages import predict_probabilities
+        from .recipe.evaluation import predict_probabilities
 
         text_column, label_column = columns_of(data)
         dataset = as_dataset(data)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Union
 
 import datasets
 
 from ..data import TextDataError, load_text_dataset
+
+if TYPE_CHECKING:
+    import pandas
 
 
 class RecipeError(ValueError):
@@ -20,8 +25,8 @@ class TextData:
     """A text dataset for one recipe stage.
 
     Args:
-        source: a local file (`.txt` one text per line, `.csv`, `.tsv`, `.json`, `.jsonl`, `.parquet`) or a Hub
-            dataset name such as `"stanfordnlp/imdb"`.
+        source: a local file (a `str` or `pathlib.Path`; `.txt` one text per line, `.csv`, `.tsv`, `.json`,
+            `.jsonl`, `.parquet`) or a Hub dataset name such as `"stanfordnlp/imdb"`.
         split: the split of a Hub dataset.
         config_name: the configuration of a Hub dataset (`"wikitext-2-v1"`).
         text_column: the column holding the texts.
@@ -50,6 +55,8 @@ class TextData:
     seed: int = field(default=42, metadata={"help": "Seed of the max_examples draw."})
 
     def __post_init__(self):
+        if isinstance(self.source, os.PathLike):
+            self.source = os.fspath(self.source)
         if not self.source:
             raise ValueError("source must name a file or a Hub dataset, got an empty string")
         if self.max_examples is not None and self.max_examples < 1:
@@ -80,6 +87,13 @@ class TextData:
             dataset = dataset.shuffle(seed=self.seed).select(range(self.max_examples))
         return dataset
 
+    def description(self) -> str:
+        """The data's name for a training record and model card: the Hub id, or `"local
+        file FOLDER/NAME"` for a file (its last two path parts: no private path goes into a card)."""
+        if Path(self.source).exists():
+            return f"local file {Path(*Path(self.source).absolute().parts[-2:])}"
+        return self.source
+
     def _row_indices(self, num_rows: int) -> list[int]:
         file_name, _, key = self.rows.rpartition(":")
         path = Path(file_name)
@@ -95,16 +109,51 @@ class TextData:
         return indices
 
 
-def as_dataset(data: TextData | datasets.Dataset | str | None) -> datasets.Dataset | None:
-    """A `datasets.Dataset` from a [`TextData`], a file or Hub name, or a dataset (returned as it is)."""
-    if data is None or isinstance(data, datasets.Dataset):
+# What a stage reads texts from: a TextData, a file (str or Path) or Hub name, a datasets.Dataset, a one-split
+# DatasetDict or a pandas DataFrame.
+DataLike = Union[TextData, datasets.Dataset, datasets.DatasetDict, str, os.PathLike, "pandas.DataFrame"]
+
+
+def _as_source(data: DataLike | None) -> TextData | datasets.Dataset | None:
+    """`data` as a [`TextData`] (a file or Hub name) or a `datasets.Dataset` (from a DataFrame or a DatasetDict)."""
+    if data is None or isinstance(data, TextData | datasets.Dataset):
         return data
-    if isinstance(data, str):
-        data = TextData(data)
-    return data.load()
+    if isinstance(data, str | os.PathLike):
+        return TextData(os.fspath(data))
+    if isinstance(data, datasets.DatasetDict):
+        if len(data) != 1:
+            raise RecipeError(
+                f"a DatasetDict with the splits {sorted(data)}: pass one of them, e.g. data[{sorted(data)[0]!r}]"
+            )
+        return next(iter(data.values()))
+    if type(data).__name__ == "DataFrame" and hasattr(data, "to_dict"):  # pandas, without importing it
+        return datasets.Dataset.from_pandas(data, preserve_index=False)
+    raise RecipeError(
+        f"cannot read texts from a {type(data).__name__}: pass a TextData, a file path or Hub dataset name, a "
+        "datasets.Dataset or DatasetDict, or a pandas DataFrame"
+    )
 
 
-def columns_of(data: TextData | datasets.Dataset | str | None) -> tuple[str, str]:
+def as_dataset(data: DataLike | None) -> datasets.Dataset | None:
+    """A `datasets.Dataset` from any [`DataLike`] (a dataset is returned as it is)."""
+    source = _as_source(data)
+    return source.load() if isinstance(source, TextData) else source
+
+
+def data_description(data: DataLike | None) -> str | None:
+    """The name of `data` for the training record (see [`TextData.description`]); None for an in-memory dataset,
+    whose own name (from `load_dataset`) the Trainer finds."""
+    source = _as_source(data)
+    return source.description() if isinstance(source, TextData) else None
+
+
+def source_name(data: DataLike | None) -> str:
+    """What error messages call `data`: its file or Hub name as the user gave it (`"dataset"` for one in memory)."""
+    source = _as_source(data)
+    return source.source if isinstance(source, TextData) else "dataset"
+
+
+def columns_of(data: DataLike | None) -> tuple[str, str]:
     """The text and label column names of `data` (the defaults `"text"`, `"label"` for a dataset or a name)."""
     if isinstance(data, TextData):
         return data.text_column, data.label_column
