@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 class LRFinderArguments:
     """Options of the learning-rate range test."""
 
+    _argument_group_name = "learning-rate range test"  # the heading of these options in tl-nlp lr-find --help
+
     start_lr: float = field(default=1e-7, metadata={"help": "First learning rate of the sweep (> 0)."})
     end_lr: float = field(default=10.0, metadata={"help": "Last learning rate of the sweep (> start_lr)."})
     num_steps: int = field(default=100, metadata={"help": "Optimizer steps of the sweep (>= 6; fastai: 100)."})
