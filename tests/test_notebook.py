@@ -4,6 +4,7 @@
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -28,6 +29,9 @@ print("NOTEBOOK_REPORT", json.dumps({
     "test": test_metrics, "valley": lr_result.valley, "steepest": lr_result.steepest,
     "learning_rates": lr_result.learning_rates, "learning_rate": learning_rate,
     "pipeline": pipeline_answers, "output_dir": str(OUTPUT_DIR.resolve()), "tiny": TINY,
+    "confusion": interpretation.confusion_matrix().tolist(), "accuracy": float(
+        (interpretation.predictions == interpretation.labels).mean()
+    ), "mistakes": interpretation.most_confident_mistakes(100)["loss"].tolist(),
 }))
 """
 
@@ -80,6 +84,10 @@ def test_the_committed_notebook_has_no_outputs_and_a_settings_cell_first():
     code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
     assert all(not cell.outputs and cell.execution_count is None for cell in code_cells)
     assert "TL_NLP_NOTEBOOK_TINY" in code_cells[0].source and "CLASSIFIER_EPOCHS" in code_cells[0].source
+    # A notebook user imports from the package itself, never from its modules.
+    sources = "\n".join(cell.source for cell in code_cells)
+    assert "from tl_nlp import" in sources
+    assert not re.search(r"(from|import) tl_nlp\.", sources)
 
 
 def test_notebook_runs_on_tiny_settings_and_reports_real_metrics(executed):
@@ -99,7 +107,19 @@ def test_notebook_runs_on_tiny_settings_and_reports_real_metrics(executed):
     for name in ("valley", "steepest"):
         assert isinstance(report[name], float) and low <= report[name] <= high
     assert (output_dir / "lr_find.png").read_bytes().startswith(b"\x89PNG")
-    assert any("image/png" in output.get("data", {}) for cell in notebook.cells for output in cell.get("outputs", []))
+    # Shown inline: the LR finder's curve and the confusion matrix, each in its own cell.
+    plotted = [
+        cell.source for cell in notebook.cells
+        if any("image/png" in output.get("data", {}) for output in cell.get("outputs", []))
+    ]  # fmt: skip
+    assert len(plotted) == 2 and "lr_result.plot(" in plotted[0] and "plot_confusion_matrix()" in plotted[1]
+    # The confusion matrix counts the 16 test reviews by actual and predicted label, its diagonal the right ones;
+    # the mistakes come surest first.
+    confusion = report["confusion"]
+    assert sum(map(sum, confusion)) == 16 and sum(confusion[i][i] for i in range(2)) == 16 * report["accuracy"]
+    assert report["accuracy"] == pytest.approx(report["test"]["eval_accuracy"])
+    assert len(report["mistakes"]) == confusion[0][1] + confusion[1][0]
+    assert report["mistakes"] == sorted(report["mistakes"], reverse=True)
     assert report["learning_rate"] == 1e-2  # the settings' rate, not the suggestion
     for answer in report["pipeline"]:
         assert {item["label"] for item in answer} == {"negative", "positive"}

@@ -29,7 +29,14 @@ _EXPORTS = {
         "transfer_vocabulary",
     ],
     "feature_extraction": ["FeatureExtractionClassifier", "FeatureHeadArguments", "extract_features"],
-    "hub": ["ULMFiTStage", "ULMFiTTrainingRecord", "build_model_card", "prepare_hub_folder", "push_ulmfit_to_hub"],
+    "hub": [
+        "ULMFiTStage",
+        "ULMFiTTrainingRecord",
+        "build_model_card",
+        "prepare_hub_folder",
+        "push_ulmfit_to_hub",
+        "read_training_record",
+    ],
     "hub_adapters": ["build_adapter_card", "prepare_adapter_folder", "push_adapter_to_hub"],
     "interpretation": ["ClassificationInterpretation", "show_results"],
     "metrics": ["Accuracy", "MacroF1", "classification_metrics"],
@@ -46,10 +53,12 @@ _EXPORTS = {
         "evaluate_classifier",
         "finetune_language_model",
         "predict",
+        "prepare_classifier",
         "pretrain_language_model",
         "run_ulmfit",
         "train_classifier",
     ],
+    "reference_data": ["find_reference_data", "prepare_reference_data"],
     "training": [
         "AuxiliaryLMTrainer",
         "ClassificationTrainer",
@@ -90,7 +99,14 @@ if TYPE_CHECKING:  # what type checkers and IDEs read; at run time `__getattr__`
         transfer_vocabulary,
     )
     from .feature_extraction import FeatureExtractionClassifier, FeatureHeadArguments, extract_features
-    from .hub import ULMFiTStage, ULMFiTTrainingRecord, build_model_card, prepare_hub_folder, push_ulmfit_to_hub
+    from .hub import (
+        ULMFiTStage,
+        ULMFiTTrainingRecord,
+        build_model_card,
+        prepare_hub_folder,
+        push_ulmfit_to_hub,
+        read_training_record,
+    )
     from .hub_adapters import build_adapter_card, prepare_adapter_folder, push_adapter_to_hub
     from .interpretation import ClassificationInterpretation, show_results
     from .metrics import Accuracy, MacroF1, classification_metrics
@@ -107,10 +123,12 @@ if TYPE_CHECKING:  # what type checkers and IDEs read; at run time `__getattr__`
         evaluate_classifier,
         finetune_language_model,
         predict,
+        prepare_classifier,
         pretrain_language_model,
         run_ulmfit,
         train_classifier,
     )
+    from .reference_data import find_reference_data, prepare_reference_data
     from .training import (
         AuxiliaryLMTrainer,
         ClassificationTrainer,
