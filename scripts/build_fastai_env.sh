@@ -15,7 +15,8 @@ python=${PYTHON:-python3}
 pip=("$target/bin/python" -m pip install --quiet --disable-pip-version-check)
 "${pip[@]}" -c "$repository/constraints-cpu.txt" torch
 # fastai without its dependencies first, then every dependency it declares except torch and torchvision, resolved
-# with torch held at the pinned build.
+# with torch held at the pinned build (pip then notes that torchvision is missing: expected, fastai.text does not
+# import it).
 "${pip[@]}" --no-deps "fastai==$FASTAI_VERSION"
 mapfile -t requirements < <("$target/bin/python" - <<'PY'
 import re
