@@ -144,7 +144,7 @@ def test_without_an_extra_only_its_feature_fails_with_one_line_naming_the_extra(
         import json, sys
         sys.modules["peft"] = sys.modules["matplotlib"] = None  # neither is installed
         from tl_nlp import AWDLSTMConfig, AWDLSTMForSequenceClassification, LRFinderResult, ULMFiTTrainer
-        from tl_nlp import ulmfit_lora_model
+        from tl_nlp import run_ulmfit, train_classifier, ulmfit_lora_model  # the recipe loads without peft
 
         def error_of(call):
             try:
@@ -161,3 +161,24 @@ def test_without_an_extra_only_its_feature_fails_with_one_line_naming_the_extra(
         "lora": "LoRA needs peft, which is not installed: pip install 'tl_nlp[lora]'",
         "plot": "The LR-finder plot needs matplotlib, which is not installed: pip install 'tl_nlp[plot]'",
     }
+
+
+def test_the_command_line_names_the_missing_extra_in_one_line(tmp_path):
+    rows = "\n".join(f"{'a good film' if i % 2 else 'a bad film'},{i % 2}" for i in range(8))
+    (tmp_path / "train.csv").write_text("text,label\n" + rows + "\n")
+    tokenizer = train_ulmfit_tokenizer(["a good film", "a bad film"] * 4, min_frequency=1)
+    config = AWDLSTMConfig(vocab_size=len(tokenizer), embedding_size=8, hidden_size=12, num_hidden_layers=2)
+    tl_nlp.AWDLSTMForCausalLM(config).save_pretrained(tmp_path / "lm")
+    tokenizer.save_pretrained(tmp_path / "lm")
+    script = "import sys\nsys.modules['peft'] = None\nfrom tl_nlp.cli import main\nsys.exit(main(sys.argv[1:]))"
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    completed = subprocess.run(
+        [sys.executable, "-c", script, "train-classifier", "--model_name_or_path", str(tmp_path / "lm"),
+         "--train_file", str(tmp_path / "train.csv"), "--method", "lora", "--output_dir", str(tmp_path / "out"),
+         "--num_train_epochs", "1"],
+        capture_output=True, text=True, env=environment, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    assert completed.stderr.strip().splitlines()[-1] == (
+        "tl-nlp train-classifier: error: LoRA needs peft, which is not installed: pip install 'tl_nlp[lora]'"
+    )

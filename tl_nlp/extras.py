@@ -9,6 +9,11 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+
+class MissingExtraError(ImportError):
+    """A feature's optional dependency is not installed; the message names the extra that installs it."""
+
+
 # module -> the extra of tl_nlp that installs it
 EXTRA_OF_MODULE = {"peft": "lora", "matplotlib": "plot", "matplotlib.pyplot": "plot"}
 
@@ -27,6 +32,6 @@ def import_extra(module: str, feature: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as error:
         package = module.split(".")[0]
-        raise ImportError(
+        raise MissingExtraError(
             f"{feature} needs {package}, which is not installed: pip install 'tl_nlp[{EXTRA_OF_MODULE[module]}]'"
         ) from error

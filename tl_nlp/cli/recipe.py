@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..data import TextDataError
+from ..extras import MissingExtraError
 from ..recipe import classifier, language_model
 from ..recipe.config import (
     ClassifierMethodArguments,
@@ -275,7 +276,7 @@ def recipe_command(name: str) -> Callable[[Sequence[str], str], int]:
         arguments = parse_recipe_command(name, argv, prog)
         try:
             RECIPE_COMMANDS[name][1](*arguments)
-        except (RecipeError, TextDataError) as error:
+        except (RecipeError, TextDataError, MissingExtraError) as error:
             raise UsageError(str(error)) from error
         except NonFiniteLossError as error:
             sys.stderr.write(f"{prog}: stopped: {error}\n")
