@@ -61,18 +61,27 @@ COMMANDS = {
 }
 
 
+TINY_FOLDERS = """
+import sys
+from pathlib import Path
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+from tl_nlp import AWDLSTMConfig, AWDLSTMForSequenceClassification
+folder = Path(sys.argv[1])
+torch.manual_seed(0)
+bert = BertConfig(vocab_size=100, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16)
+BertForSequenceClassification(bert).save_pretrained(folder / "bert")
+awd_lstm = AWDLSTMConfig(vocab_size=100, embedding_size=8, hidden_size=12, num_hidden_layers=2)
+AWDLSTMForSequenceClassification(awd_lstm).save_pretrained(folder / "awd_lstm")
+"""
+
+
 def save_tiny_folders(folder: Path) -> None:
-    """`folder/bert` and `folder/awd_lstm`: tiny classifiers, so that loading them costs the imports, not weights."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification
-
-    from tl_nlp import AWDLSTMConfig, AWDLSTMForSequenceClassification
-
-    torch.manual_seed(0)
-    bert = BertConfig(vocab_size=100, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16)
-    BertForSequenceClassification(bert).save_pretrained(folder / "bert")
-    awd_lstm = AWDLSTMConfig(vocab_size=100, embedding_size=8, hidden_size=12, num_hidden_layers=2)
-    AWDLSTMForSequenceClassification(awd_lstm).save_pretrained(folder / "awd_lstm")
+    """`folder/bert` and `folder/awd_lstm`: tiny classifiers, so that loading them costs the imports, not weights.
+    Written by a child process: this one stays small, as each measured child starts as a copy of it."""
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-c", TINY_FOLDERS, str(folder)], check=True, env=environment,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
 
 
 def run_once(command: list[str], pythonpath: str | None, folder: Path) -> tuple[float, float, int]:
