@@ -1,6 +1,6 @@
 """Text pipeline: ULMFiT tokenizer, language-model streams, classification batches, vocabulary transfer.
 
-Names are imported on first use (`tl_nlp.lazy_exports`): the tokenizer loads without datasets or torch.
+Names are imported on first use (`tl_nlp.lazy_exports`): the tokenizer loads without datasets.
 """
 
 from ..lazy_exports import lazy_exports
