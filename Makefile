@@ -5,10 +5,14 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-DATA_DIR ?= ../shared/data
+# Real data: the offline copies in ../shared/data when they are there, else .cache/data, which `make data` fills
+# from the Hugging Face Hub (WikiText-2, IMDb, SST-2; needs internet once). Tests and the notebook read
+# TL_NLP_DATA_DIR.
+DATA_DIR ?= $(if $(wildcard ../shared/data/imdb/small_protocol.json),../shared/data,.cache/data)
+export TL_NLP_DATA_DIR := $(abspath $(DATA_DIR))
 FASTAI_VENV ?= .fastai-venv
 
-.PHONY: install test demo bench lint clean
+.PHONY: install data test demo bench lint clean
 
 install: $(VENV)/.installed
 
@@ -25,17 +29,21 @@ $(VENV)/.installed: pyproject.toml constraints-cpu.txt
 	fi
 	touch $@
 
+# Datasets already complete in DATA_DIR are kept: with ../shared/data this only checks them.
+data: install
+	$(if $(DATA_DIR),$(PY) -m tl_nlp.reference_data "$(DATA_DIR)",@echo "DATA_DIR is empty: the demo reads the Hub")
+
 # The fastai venv is the reference implementation that parity tests compare against (they skip without it).
-test: install $(FASTAI_VENV)/.ready
+test: install data $(FASTAI_VENV)/.ready
 	$(PY) -m pytest -q
 
-demo: install
-	$(PY) examples/ulmfit_demo.py --data_dir "$(DATA_DIR)" --output_dir runs/demo
+demo: install data
+	$(PY) examples/ulmfit_demo.py --data_dir "$(DATA_DIR)" --output_dir runs/demo $(DEMO_ARGS)
 
 # The sentinel is written only once the script succeeded, so a broken half-built venv is rebuilt next time.
 $(FASTAI_VENV)/.ready:
 	rm -rf $(FASTAI_VENV)
-	bash ../shared/tools/fastai-venv.sh $(FASTAI_VENV)
+	bash scripts/build_fastai_env.sh $(FASTAI_VENV)
 	touch $@
 
 bench: install $(FASTAI_VENV)/.ready

@@ -302,7 +302,7 @@ class SampleEfficiencyArguments:
             )
         if self.fastai_python and not Path(self.fastai_python).is_file():
             raise ValueError(
-                f"--fastai_python {self.fastai_python} does not exist (see ../shared/tools/fastai-venv.sh)"
+                f"--fastai_python {self.fastai_python} does not exist (bash scripts/build_fastai_env.sh builds it)"
             )
         if not self.tl_nlp_classifiers:
             for kind in self.implementations:

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from tl_nlp import AWDLSTMConfig, load_text_dataset
+from tl_nlp.reference_data import NO_REFERENCE_DATA, find_reference_data
 
-DATA = Path("../shared/data")
+DATA = find_reference_data(("imdb",))
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_sample_efficiency.py"
 
 
@@ -22,7 +23,7 @@ def load_benchmark():
     return module
 
 
-@pytest.mark.skipif(not (DATA / "imdb" / "small_protocol.json").is_file(), reason="needs ../shared/data/imdb")
+@pytest.mark.skipif(DATA is None, reason=NO_REFERENCE_DATA)
 def test_protocol_rows_are_fixed_balanced_and_nested():
     bench = load_benchmark()
     rows = bench.protocol_rows(DATA)

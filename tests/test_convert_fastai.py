@@ -72,7 +72,9 @@ FASTAI_SCRIPT = textwrap.dedent(
 def fastai_files(tmp_path_factory) -> Path:
     python = fastai_python()
     if python is None:
-        pytest.skip("fastai venv not found: build it with `bash ../shared/tools/fastai-venv.sh .fastai-venv`")
+        pytest.skip(
+            "no fastai reference environment: `bash scripts/build_fastai_env.sh` builds it (needs the package index)"
+        )
     out = tmp_path_factory.mktemp("fastai")
     result = subprocess.run(
         [python, "-c", FASTAI_SCRIPT, str(out), json.dumps(VOCAB)], capture_output=True, text=True, timeout=300

@@ -1,4 +1,4 @@
-"""The example scripts, each run end to end in a subprocess with tiny settings on the real data in ../shared/data:
+"""The example scripts, each run end to end in a subprocess with tiny settings on the real data (`tl_nlp.reference_data`):
 their saved metrics are consistent, and their saved folders reload and give the logits the script recorded."""
 
 import json
@@ -21,10 +21,11 @@ from transformers import (
 )
 
 import tl_nlp  # noqa: F401  (registers the AWD-LSTM Auto classes used to reload the folders)
+from tl_nlp.reference_data import NO_REFERENCE_DATA, find_reference_data
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = ROOT.parent / "shared" / "data"
-pytestmark = pytest.mark.skipif(not (DATA_DIR / "imdb" / "train.parquet").is_file(), reason=f"no data in {DATA_DIR}")
+DATA_DIR = find_reference_data(("wikitext-2", "imdb", "sst2"))
+pytestmark = pytest.mark.skipif(DATA_DIR is None, reason=NO_REFERENCE_DATA)
 
 
 def run_example(script: str, output_dir: Path, *flags: str) -> None:

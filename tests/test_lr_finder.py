@@ -106,3 +106,32 @@ def test_plot_is_a_png_and_options_are_validated(tmp_path):
         LRFinderArguments(num_steps=3)
     with pytest.raises(ValueError, match="end_lr must be > start_lr"):
         LRFinderArguments(start_lr=1.0, end_lr=0.5)
+
+
+def test_plot_returns_axes_for_inline_display_keeps_the_backend_and_the_repr_is_short(tmp_path):
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    result = find_learning_rate(make_trainer(tmp_path), num_steps=20, divergence_threshold=1e9)
+    backend = matplotlib.get_backend()
+    matplotlib.use("svg")  # any backend but Agg: the plot must leave the session's choice alone
+    try:
+        figures = plt.get_fignums()
+        axes = result.plot()
+        assert matplotlib.get_backend() == "svg"
+        # The curve drawn is the result's, on a figure pyplot manages (what a notebook shows inline).
+        x, y = axes.lines[0].get_data()
+        assert list(x) == result.learning_rates and list(y) == result.losses
+        assert axes.get_xscale() == "log" and plt.get_fignums() == [*figures, axes.figure.number]
+        assert {text.get_text().split(":")[0] for text in axes.get_legend().get_texts()} == {"steepest", "valley"}
+        saved = result.plot(tmp_path / "lr.svg", axes=plt.subplots()[1])
+        assert (tmp_path / "lr.svg").read_text().lstrip().startswith("<?xml") and saved.lines
+        plt.close("all")
+        # A file-only request (find_learning_rate's plot_file) closes its figure.
+        find_learning_rate(make_trainer(tmp_path), num_steps=8, plot_file=str(tmp_path / "lr.png"))
+        assert plt.get_fignums() == [] and (tmp_path / "lr.png").read_bytes()[:4] == b"\x89PNG"
+    finally:
+        matplotlib.use(backend)
+    text = repr(result)
+    assert text.startswith("LRFinderResult(valley=") and "[" not in text and len(text) < 150
+    assert f"valley={result.valley:.2e}" in text and "20 steps from 1e-07 to" in text

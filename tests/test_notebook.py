@@ -1,9 +1,10 @@
 """examples/notebooks/ulmfit_quickstart.ipynb, every cell executed with nbclient on tiny settings
-(TL_NLP_NOTEBOOK_TINY=1) on the real data in ../shared/data: the metrics it prints are the saved ones and lie in
+(TL_NLP_NOTEBOOK_TINY=1) on the real data (`tl_nlp.reference_data`): the metrics it prints are the saved ones and lie in
 [0, 1], the folders it saves load, the LR finder suggests a rate and plots it, the dry-run Hub folder is complete."""
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -13,11 +14,12 @@ from nbclient import NotebookClient
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import tl_nlp  # noqa: F401  (registers the AWD-LSTM Auto classes used to reload the folders)
+from tl_nlp.reference_data import NO_REFERENCE_DATA, find_reference_data
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "examples" / "notebooks" / "ulmfit_quickstart.ipynb"
-DATA_DIR = ROOT.parent / "shared" / "data"
-pytestmark = pytest.mark.skipif(not (DATA_DIR / "imdb" / "train.parquet").is_file(), reason=f"no data in {DATA_DIR}")
+DATA_DIR = find_reference_data(("wikitext-2", "imdb"))
+pytestmark = pytest.mark.skipif(DATA_DIR is None, reason=NO_REFERENCE_DATA)
 
 # Appended to the notebook: the values its cells computed, as one JSON line.
 REPORT_CELL = """
@@ -27,6 +29,9 @@ print("NOTEBOOK_REPORT", json.dumps({
     "test": test_metrics, "valley": lr_result.valley, "steepest": lr_result.steepest,
     "learning_rates": lr_result.learning_rates, "learning_rate": learning_rate,
     "pipeline": pipeline_answers, "output_dir": str(OUTPUT_DIR.resolve()), "tiny": TINY,
+    "confusion": interpretation.confusion_matrix().tolist(), "accuracy": float(
+        (interpretation.predictions == interpretation.labels).mean()
+    ), "mistakes": interpretation.most_confident_mistakes(100)["loss"].tolist(),
 }))
 """
 
@@ -79,6 +84,10 @@ def test_the_committed_notebook_has_no_outputs_and_a_settings_cell_first():
     code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
     assert all(not cell.outputs and cell.execution_count is None for cell in code_cells)
     assert "TL_NLP_NOTEBOOK_TINY" in code_cells[0].source and "CLASSIFIER_EPOCHS" in code_cells[0].source
+    # A notebook user imports from the package itself, never from its modules.
+    sources = "\n".join(cell.source for cell in code_cells)
+    assert "from tl_nlp import" in sources
+    assert not re.search(r"(from|import) tl_nlp\.", sources)
 
 
 def test_notebook_runs_on_tiny_settings_and_reports_real_metrics(executed):
@@ -98,7 +107,19 @@ def test_notebook_runs_on_tiny_settings_and_reports_real_metrics(executed):
     for name in ("valley", "steepest"):
         assert isinstance(report[name], float) and low <= report[name] <= high
     assert (output_dir / "lr_find.png").read_bytes().startswith(b"\x89PNG")
-    assert any("image/png" in output.get("data", {}) for cell in notebook.cells for output in cell.get("outputs", []))
+    # Shown inline: the LR finder's curve and the confusion matrix, each in its own cell.
+    plotted = [
+        cell.source for cell in notebook.cells
+        if any("image/png" in output.get("data", {}) for output in cell.get("outputs", []))
+    ]  # fmt: skip
+    assert len(plotted) == 2 and "lr_result.plot(" in plotted[0] and "plot_confusion_matrix()" in plotted[1]
+    # The confusion matrix counts the 16 test reviews by actual and predicted label, its diagonal the right ones;
+    # the mistakes come surest first.
+    confusion = report["confusion"]
+    assert sum(map(sum, confusion)) == 16 and sum(confusion[i][i] for i in range(2)) == 16 * report["accuracy"]
+    assert report["accuracy"] == pytest.approx(report["test"]["eval_accuracy"])
+    assert len(report["mistakes"]) == confusion[0][1] + confusion[1][0]
+    assert report["mistakes"] == sorted(report["mistakes"], reverse=True)
     assert report["learning_rate"] == 1e-2  # the settings' rate, not the suggestion
     for answer in report["pipeline"]:
         assert {item["label"] for item in answer} == {"negative", "positive"}

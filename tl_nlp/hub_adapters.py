@@ -19,13 +19,17 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from huggingface_hub import HfApi, ModelCard, ModelCardData
-from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
+from .extras import import_extra
 from .training.model_card import evaluation_section, format_number, stage_paragraph
 from .training.training_record import ULMFiTTrainingRecord, write_training_record
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
@@ -42,7 +46,7 @@ def build_adapter_card(model: PeftModel, record: ULMFiTTrainingRecord, repo_id: 
     Returns:
         `huggingface_hub.ModelCard` with `library_name: peft` and the base model in its metadata.
     """
-    if not isinstance(model, PeftModel):
+    if not isinstance(model, import_extra("peft", "An adapter card").PeftModel):
         raise TypeError(f"build_adapter_card describes a PEFT adapter, got {type(model).__name__}")
     config = model.peft_config[model.active_adapter]
     base_model = record.base_model or config.base_model_name_or_path

@@ -104,7 +104,14 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str], str], int], str]] = {
 def usage() -> str:
     width = max(len(name) for name in COMMANDS)
     rows = "\n".join(f"  {name.ljust(width)}  {summary}" for name, (_, summary) in COMMANDS.items())
-    return f"usage: tl-nlp COMMAND [OPTIONS]   (tl-nlp COMMAND --help for its options)\n\ncommands:\n{rows}\n"
+    return (
+        "usage: tl-nlp COMMAND [--config FILE] [OPTIONS]\n\n"
+        "ULMFiT-style transfer learning on Hugging Face models: train, evaluate, predict, share.\n\n"
+        f"commands:\n{rows}\n\n"
+        "tl-nlp COMMAND --help: what COMMAND does, an example and its usual options (--help-all: every option).\n"
+        "Every option can also come from a YAML or JSON file, --config FILE (flags given as well win), e.g.\n"
+        "  tl-nlp ulmfit --config examples/configs/ulmfit_awd_lstm_tiny.yaml\n"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,9 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from transformers import HfArgumentParser
-
 from ..config_files import read_mapping_file
+from .help import HelpFormatter, describe, print_help
 
 
 class UsageError(Exception):
@@ -27,6 +26,8 @@ def parse_dataclasses(
 ) -> tuple:
     """Parses `argv` into one instance of each class (field names are unique across them). Values come from, in
     increasing priority: the fields' defaults, `defaults` (the command's own), `--config FILE` (YAML or JSON), flags."""
+    from transformers import HfArgumentParser  # here, so that `tl-nlp --help` does not import transformers
+
     argv = list(argv)
     config_values = {}
     config_path = None
@@ -37,7 +38,12 @@ def parse_dataclasses(
         config_path = Path(argv[position + 1])
         del argv[position : position + 2]
         config_values = read_config_file(config_path)
-    parser = HfArgumentParser(list(arguments_classes), prog=prog, description=arguments_classes[0].__doc__)
+    parser = HfArgumentParser(
+        list(arguments_classes),
+        prog=prog,
+        description=describe(prog) or arguments_classes[0].__doc__,
+        formatter_class=HelpFormatter,
+    )
     known = {action.dest for action in parser._actions}
     unknown = sorted(set(config_values) - known)
     if unknown:
@@ -48,6 +54,9 @@ def parse_dataclasses(
     for action in parser._actions:
         if action.dest in config_values:
             action.required = False
+    if {"-h", "--help", "--help-all"} & set(argv):  # the defaults shown are the command's and the file's
+        print_help(parser, full="--help-all" in argv)
+        raise SystemExit(0)
     try:
         return tuple(parser.parse_args_into_dataclasses(args=argv))
     except ValueError as error:  # raised by the dataclass' validation

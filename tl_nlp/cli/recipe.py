@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..data import TextDataError
+from ..extras import MissingExtraError
 from ..model_folders import ModelFolderError
 from ..recipe import classifier, language_model
 from ..recipe.config import (
@@ -292,7 +293,14 @@ def recipe_command(name: str) -> Callable[[Sequence[str], str], int]:
         arguments = parse_recipe_command(name, argv, prog)
         try:
             RECIPE_COMMANDS[name][1](*arguments)
-        except (RecipeError, TextDataError, OutputFolderError, ModelFolderError, SettingError) as error:
+        except (
+            RecipeError,
+            TextDataError,
+            OutputFolderError,
+            ModelFolderError,
+            SettingError,
+            MissingExtraError,
+        ) as error:
             raise UsageError(str(error)) from error
         except NonFiniteLossError as error:
             sys.stderr.write(f"{prog}: stopped: {error}\n")

@@ -52,6 +52,8 @@ RECORDED_SETTINGS = (
 class DataArguments:
     """Where a stage reads its texts."""
 
+    _argument_group_name = "data"  # the heading of these options in --help
+
     train_file: str = field(
         default=None,
         metadata={"help": "Training texts: a local file (txt/csv/tsv/json/jsonl/parquet) or a Hub dataset."},
@@ -134,6 +136,8 @@ class TaskArguments:
 @dataclass
 class ModelArguments:
     """The model a stage starts from, or the new AWD-LSTM and tokenizer it builds, and its language-model data."""
+
+    _argument_group_name = "model"  # the heading of these options in --help
 
     model_name_or_path: str | None = field(
         default=None,
@@ -236,6 +240,8 @@ class ClassifierMethodArguments:
     """How the classifier stage transfers the language model: `--method`, the auxiliary LM loss, and the LoRA and
     feature-extraction settings (prefixed, as the training options already use their plain names)."""
 
+    _argument_group_name = "transfer method"  # the heading of these options in --help
+
     method: str = field(
         default="full",
         metadata={
@@ -311,6 +317,8 @@ class HubArguments:
     the Hugging Face Hub once it is saved. The Trainer itself never pushes: the stage folder, not its checkpoints,
     is what a Hub user needs."""
 
+    _argument_group_name = "Hub upload"  # the heading of these options in --help
+
     push_to_hub: bool = field(default=False, metadata={"help": "Upload the stage folder with its model card."})
     hub_model_id: str | None = field(
         default=None, metadata={"help": "Hub repository, user/name (default: the output folder's name)."}
@@ -358,6 +366,8 @@ class StageTrainingArguments(ULMFiTTrainingArguments):
     - `dataloader_pin_memory` only with CUDA (pinning means nothing without an accelerator, and torch warns).
     - The Trainer's own Hub upload is off (`push_to_hub` is not parsed here): see [`HubArguments`].
     """
+
+    _argument_group_name = "training (ULMFiTTrainingArguments, a transformers TrainingArguments)"  # the heading of these options in --help
 
     stage: ClassVar[str] = ""
     LEARNING_RATES: ClassVar[dict[str, float]] = {}
@@ -549,6 +559,8 @@ class UlmfitArguments:
     """The data and per-stage settings of the whole recipe (the classifier's data are --train_file and
     --validation_file, its training options the plain ones; stages 1-2 share the others)."""
 
+    _argument_group_name = "stages 1 and 2 of the recipe"  # the heading of these options in --help
+
     pretrain_file: str | None = field(
         default=None, metadata={"help": "Stage 1 general-domain texts (file or Hub dataset); skipped with a model."}
     )
@@ -602,6 +614,8 @@ class EvaluateArguments:
     """The metrics of a classifier (or a forward + backward ensemble) on labelled texts: accuracy and macro-F1, and
     for a model trained on another task its own (per-class and averaged scores for pairs and choices, Pearson and
     Spearman for regression, F1 and exact match for multi-label)."""
+
+    _argument_group_name = "evaluation"  # the heading of these options in --help
 
     model_name_or_path: list[str] = field(
         default=None, metadata={"help": "Classifier folder(s) or Hub id(s); several are ensembled (mean probability)."}
@@ -657,6 +671,8 @@ class EvaluateArguments:
 @dataclass
 class LRFindTaskArguments:
     """Which stage's model and data the learning-rate range test sweeps."""
+
+    _argument_group_name = "learning-rate range test"  # the heading of these options in --help
 
     task: str = field(
         default="classifier", metadata={"help": "'classifier', 'finetune' (language model) or 'pretrain'."}

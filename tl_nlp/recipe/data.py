@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Union
 
 import datasets
 
 from ..data import TextDataError, load_text_dataset
+
+if TYPE_CHECKING:
+    import pandas
 
 
 class RecipeError(ValueError):
@@ -21,8 +26,8 @@ class TextData:
     """A text dataset for one recipe stage.
 
     Args:
-        source: a local file (`.txt` one text per line, `.csv`, `.tsv`, `.json`, `.jsonl`, `.parquet`) or a Hub
-            dataset name such as `"stanfordnlp/imdb"`.
+        source: a local file (a `str` or `pathlib.Path`; `.txt` one text per line, `.csv`, `.tsv`, `.json`,
+            `.jsonl`, `.parquet`) or a Hub dataset name such as `"stanfordnlp/imdb"`.
         split: the split of a Hub dataset.
         config_name: the configuration of a Hub dataset (`"wikitext-2-v1"`).
         text_column: the column holding the texts.
@@ -51,6 +56,8 @@ class TextData:
     seed: int = field(default=42, metadata={"help": "Seed of the max_examples draw."})
 
     def __post_init__(self):
+        if isinstance(self.source, os.PathLike):
+            self.source = os.fspath(self.source)
         if not self.source:
             raise ValueError("source must name a file or a Hub dataset, got an empty string")
         if self.max_examples is not None and self.max_examples < 1:
@@ -104,32 +111,51 @@ class TextData:
         return indices
 
 
-DataLike = TextData | datasets.Dataset | str
+# What a stage reads texts from: a TextData, a file (str or Path) or Hub name, a datasets.Dataset, a one-split
+# DatasetDict or a pandas DataFrame.
+DataLike = Union[TextData, datasets.Dataset, datasets.DatasetDict, str, os.PathLike, "pandas.DataFrame"]
 
 
-def as_dataset(data: TextData | datasets.Dataset | str | None) -> datasets.Dataset | None:
-    """A `datasets.Dataset` from a [`TextData`], a file or Hub name, or a dataset (returned as it is)."""
-    if data is None or isinstance(data, datasets.Dataset):
+def _as_source(data: DataLike | None) -> TextData | datasets.Dataset | None:
+    """`data` as a [`TextData`] (a file or Hub name) or a `datasets.Dataset` (from a DataFrame or a DatasetDict)."""
+    if data is None or isinstance(data, TextData | datasets.Dataset):
         return data
-    if isinstance(data, str):
-        data = TextData(data)
-    return data.load()
+    if isinstance(data, str | os.PathLike):
+        return TextData(os.fspath(data))
+    if isinstance(data, datasets.DatasetDict):
+        if len(data) != 1:
+            raise RecipeError(
+                f"a DatasetDict with the splits {sorted(data)}: pass one of them, e.g. data[{sorted(data)[0]!r}]"
+            )
+        return next(iter(data.values()))
+    if type(data).__name__ == "DataFrame" and hasattr(data, "to_dict"):  # pandas, without importing it
+        return datasets.Dataset.from_pandas(data, preserve_index=False)
+    raise RecipeError(
+        f"cannot read texts from a {type(data).__name__}: pass a TextData, a file path or Hub dataset name, a "
+        "datasets.Dataset or DatasetDict, or a pandas DataFrame"
+    )
 
 
-def data_description(data: TextData | datasets.Dataset | str | None) -> str | None:
+def as_dataset(data: DataLike | None) -> datasets.Dataset | None:
+    """A `datasets.Dataset` from any [`DataLike`] (a dataset is returned as it is)."""
+    source = _as_source(data)
+    return source.load() if isinstance(source, TextData) else source
+
+
+def data_description(data: DataLike | None) -> str | None:
     """The name of `data` for the training record (see [`TextData.description`]); None for an in-memory dataset,
     whose own name (from `load_dataset`) the Trainer finds."""
-    if isinstance(data, str):
-        data = TextData(data)
-    return data.description() if isinstance(data, TextData) else None
+    source = _as_source(data)
+    return source.description() if isinstance(source, TextData) else None
 
 
-def source_name(data: TextData | datasets.Dataset | str | None) -> str:
+def source_name(data: DataLike | None) -> str:
     """What error messages call `data`: its file or Hub name as the user gave it (`"dataset"` for one in memory)."""
-    return data.source if isinstance(data, TextData) else data if isinstance(data, str) else "dataset"
+    source = _as_source(data)
+    return source.source if isinstance(source, TextData) else "dataset"
 
 
-def columns_of(data: TextData | datasets.Dataset | str | None) -> tuple[str, str]:
+def columns_of(data: DataLike | None) -> tuple[str, str]:
     """The text and label column names of `data` (the defaults `"text"`, `"label"` for a dataset or a name)."""
     if isinstance(data, TextData):
         return data.text_column, data.label_column

@@ -14,11 +14,11 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
-from peft import PeftModel
 from safetensors import safe_open
 from torch import nn
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
@@ -88,7 +88,9 @@ def model_to_save(model: nn.Module, output_dir: Path, save_adapter: bool, is_mai
     to `output_dir/adapter` first with `save_adapter`)."""
     if isinstance(model, ClassifierWithAuxiliaryLM):
         model = model.classifier
-    if isinstance(model, PeftModel):
+    # A PeftModel exists only once peft is imported: peft (the `lora` extra) is not imported for the other methods.
+    peft = sys.modules.get("peft")
+    if peft is not None and isinstance(model, peft.PeftModel):
         if save_adapter and is_main_process:
             model.save_pretrained(output_dir / "adapter")
         model = model.merge_and_unload()

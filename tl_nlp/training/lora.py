@@ -19,9 +19,14 @@ Adapters save, load (`PeftModel.from_pretrained`), merge (`merge_and_unload`) an
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
+
+from ..extras import import_extra
+
+if TYPE_CHECKING:
+    from peft import LoraConfig, PeftModel
 
 # Modules (or parameters, for AWD-LSTM) that LoRA adapts, per model type.
 LORA_TARGET_MODULES_BY_MODEL_TYPE = {
@@ -112,7 +117,7 @@ def ulmfit_lora_config(model: nn.Module, arguments: ULMFiTLoraArguments | None =
         # BERT-style classifiers read the pooler (a dense layer that pretraining may have left untrained): it is
         # part of the head.
         modules_to_save.append("pooler")
-    return LoraConfig(
+    return import_extra("peft", "LoRA").LoraConfig(
         r=arguments.r,
         lora_alpha=arguments.lora_alpha,
         lora_dropout=arguments.lora_dropout,
@@ -145,4 +150,4 @@ def ulmfit_lora_model(model: nn.Module, arguments: ULMFiTLoraArguments | None = 
     >>> trainable, total = peft_model.get_nb_trainable_parameters()
     ```
     """
-    return get_peft_model(model, ulmfit_lora_config(model, arguments))
+    return import_extra("peft", "LoRA").get_peft_model(model, ulmfit_lora_config(model, arguments))

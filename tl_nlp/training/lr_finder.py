@@ -19,15 +19,23 @@ import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from transformers import Trainer
 
+from ..extras import import_extra
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
 
 @dataclass
 class LRFinderArguments:
     """Options of the learning-rate range test."""
+
+    _argument_group_name = "learning-rate range test"  # the heading of these options in tl-nlp lr-find --help
 
     start_lr: float = field(default=1e-7, metadata={"help": "First learning rate of the sweep (> 0)."})
     end_lr: float = field(default=10.0, metadata={"help": "Last learning rate of the sweep (> start_lr)."})
@@ -77,18 +85,31 @@ class LRFinderResult:
             "raw_losses": self.raw_losses,
         }
 
-    def plot(self, path: str | Path) -> Path:
-        """Saves the smoothed loss against the learning rate (log scale) with the suggestions marked, as PNG."""
-        try:
-            import matplotlib
+    def __repr__(self) -> str:
+        def rate(value: float | None) -> str:
+            return "None" if value is None else f"{value:.2e}"
 
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError as error:
-            raise ImportError(
-                "the LR-finder plot needs matplotlib: pip install 'tl_nlp[plot]' (or pip install matplotlib)"
-            ) from error
-        figure, axes = plt.subplots(figsize=(6, 4))
+        sweep = (
+            f"{len(self.learning_rates)} steps from {self.learning_rates[0]:.0e} to {self.learning_rates[-1]:.2e}"
+            if self.learning_rates
+            else "no step"
+        )
+        stop = ", stopped early (loss diverged)" if self.stopped_early else ""
+        return f"LRFinderResult(valley={rate(self.valley)}, steepest={rate(self.steepest)}, {sweep}{stop})"
+
+    def plot(self, path: str | Path | None = None, axes: Axes | None = None) -> Axes:
+        """Draws the smoothed loss against the learning rate (log scale) with the suggestions marked.
+
+        Returns the matplotlib Axes: in a notebook the plot shows inline, as fastai's `lr_find` plot does. The
+        matplotlib backend is left as it is.
+
+        Args:
+            path: also save the figure there (PNG, or any format matplotlib infers from the suffix).
+            axes: draw on these axes (e.g. a subplot) instead of a new figure.
+        """
+        if axes is None:
+            plt = import_extra("matplotlib.pyplot", "The LR-finder plot")
+            _, axes = plt.subplots(figsize=(6, 4))
         axes.plot(self.learning_rates, self.losses)
         for name, rate, marker in (("steepest", self.steepest, "o"), ("valley", self.valley, "s")):
             if rate is not None:
@@ -97,12 +118,13 @@ class LRFinderResult:
         axes.set_xscale("log")
         axes.set_xlabel("learning rate (top layer group)")
         axes.set_ylabel("training loss (smoothed)")
-        axes.legend()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=100, bbox_inches="tight")
-        plt.close(figure)
-        return path
+        if self.steepest is not None or self.valley is not None:
+            axes.legend()
+        if path is not None:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            axes.figure.savefig(path, dpi=100, bbox_inches="tight")
+        return axes
 
 
 def steepest_learning_rate(learning_rates: list[float], losses: list[float]) -> float | None:
@@ -190,7 +212,11 @@ def find_learning_rate(
         stopped_early=stopped_early,
     )
     if arguments.plot_file:
-        result.plot(arguments.plot_file)
+        figure = result.plot(arguments.plot_file).figure
+        import matplotlib.pyplot as plt
+
+        # Only the file was asked for: the figure is closed, so that repeated runs do not pile figures up.
+        plt.close(figure)
     return result
 
 

@@ -19,14 +19,15 @@ class AWDLSTMTextClassificationPipeline(TextClassificationPipeline):
     similar length (longest first) and returns the answers in the order of the inputs. Any other model or input (one
     text, text pairs, a dataset or a generator) goes through the stock pipeline unchanged.
 
-    `import tl_nlp` registers it for the `"text-classification"` task, so `pipeline("text-classification",
-    model=folder)` builds one.
+    Once tl_nlp is imported, `pipeline("text-classification", model=folder)` builds one for an AWD-LSTM folder (see
+    `tl_nlp.pipeline_selector`); `pipeline(..., pipeline_class=AWDLSTMTextClassificationPipeline)` asks
+    for it explicitly.
 
     Example:
 
     ```python
     >>> from transformers import pipeline
-    >>> import tl_nlp  # registers the AWD-LSTM classes and this pipeline
+    >>> import tl_nlp  # registers the AWD-LSTM classes, and this pipeline for AWD-LSTM models
     >>> classify = pipeline("text-classification", model="path/to/awd_lstm_classifier")  # doctest: +SKIP
     >>> answers = classify(["a long review ...", "short"], batch_size=64)  # doctest: +SKIP
     ```
