@@ -45,7 +45,10 @@ def bases(tmp_path_factory) -> dict[str, Path]:
 
 
 def classify(folder: Path):
-    return pipeline("text-classification", model=str(folder), pipeline_class=TaskTextClassificationPipeline)
+    # No pipeline_class: `pipeline()` picks the task pipeline from the folder's config (tl_nlp.pipeline_selector).
+    classifier = pipeline("text-classification", model=str(folder))
+    assert type(classifier) is TaskTextClassificationPipeline
+    return classifier
 
 
 def test_similarity_pipeline_reads_both_orders_as_in_training(bases, tmp_path):

@@ -40,6 +40,7 @@ _EXPORTS = {
     "hub_adapters": ["build_adapter_card", "prepare_adapter_folder", "push_adapter_to_hub"],
     "interpretation": ["ClassificationInterpretation", "show_results"],
     "metrics": ["Accuracy", "MacroF1", "classification_metrics"],
+    "model_folders": ["ModelFolderError", "check_model_folder"],
     "models.awd_lstm": [
         "AWDLSTMConfig",
         "AWDLSTMForCausalLM",
@@ -58,7 +59,12 @@ _EXPORTS = {
         "run_ulmfit",
         "train_classifier",
     ],
+    "models.task_models": ["MultiSequenceClassifier"],
     "reference_data": ["find_reference_data", "prepare_reference_data"],
+    "setting_checks": ["SettingError"],
+    "task_pipeline": ["TaskTextClassificationPipeline"],
+    "task_predictions": ["TaskPredictor"],
+    "tasks": ["TaskSpec", "infer_task"],
     "training": [
         "AuxiliaryLMTrainer",
         "ClassificationTrainer",
@@ -79,7 +85,8 @@ _EXPORTS = {
         "ulmfit_lora_model",
     ],
     "training.lr_finder": ["LRFinderArguments", "LRFinderResult", "find_learning_rate"],
-    "zero_shot": ["ZeroShotLMClassifier"],
+    "training.output_folders": ["OutputFolderError", "OutputFolderLock", "prepare_output_folder", "save_atomically"],
+    "zero_shot": ["ZeroShotLMClassifier", "ZeroShotMultipleChoice"],
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted([*__all__, "__version__"])
@@ -110,6 +117,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs read; at run time `__getattr__`
     from .hub_adapters import build_adapter_card, prepare_adapter_folder, push_adapter_to_hub
     from .interpretation import ClassificationInterpretation, show_results
     from .metrics import Accuracy, MacroF1, classification_metrics
+    from .model_folders import ModelFolderError, check_model_folder
     from .models.awd_lstm import (
         AWDLSTMConfig,
         AWDLSTMForCausalLM,
@@ -118,6 +126,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs read; at run time `__getattr__`
         AWDLSTMPreTrainedModel,
         AWDLSTMTextClassificationPipeline,
     )
+    from .models.task_models import MultiSequenceClassifier
     from .recipe import (
         TextData,
         evaluate_classifier,
@@ -129,6 +138,10 @@ if TYPE_CHECKING:  # what type checkers and IDEs read; at run time `__getattr__`
         train_classifier,
     )
     from .reference_data import find_reference_data, prepare_reference_data
+    from .setting_checks import SettingError
+    from .task_pipeline import TaskTextClassificationPipeline
+    from .task_predictions import TaskPredictor
+    from .tasks import TaskSpec, infer_task
     from .training import (
         AuxiliaryLMTrainer,
         ClassificationTrainer,
@@ -149,6 +162,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs read; at run time `__getattr__`
         ulmfit_lora_model,
     )
     from .training.lr_finder import LRFinderArguments, LRFinderResult, find_learning_rate
-    from .zero_shot import ZeroShotLMClassifier
+    from .training.output_folders import OutputFolderError, OutputFolderLock, prepare_output_folder, save_atomically
+    from .zero_shot import ZeroShotLMClassifier, ZeroShotMultipleChoice
 
 register_when_transformers_loads()
