@@ -90,6 +90,8 @@ def test_generate_is_repeatable_with_a_seed(folders, capsys):
             "config file /no/such.yaml does not exist",
         ),
         (["generate", "--model_name_or_path", "x", "--temperature", "0"], "temperature must be > 0"),
+        # argparse's default would read a prefix of an option as that option and run with the value.
+        (["predict", "--model_name_or_path", "x", "--batch_siz", "4"], "--batch_siz"),
     ],
 )
 def test_user_errors_are_one_line(argv, message, capsys):

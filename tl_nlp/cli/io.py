@@ -43,6 +43,8 @@ def parse_dataclasses(
         prog=prog,
         description=describe(prog) or arguments_classes[0].__doc__,
         formatter_class=HelpFormatter,
+        # argparse would take a misspelt prefix (`--learning_rat`) for the option it starts; a typo must be an error.
+        allow_abbrev=False,
     )
     known = {action.dest for action in parser._actions}
     unknown = sorted(set(config_values) - known)
