@@ -115,7 +115,7 @@ def run_one(kind: str, seed: int, options, model_dir: Path, train: Dataset, dev:
         args = ULMFiTTrainingArguments(
             **common,
             learning_rate=options.ulmfit_lr,
-            discriminative_lr_decay=2.6,
+            discriminative_lr_decay=options.ulmfit_decay,
             stlr_cut_frac=0.1,
             stlr_ratio=32,
             unfreeze_at_fractions=options.unfreeze_at_fractions,
@@ -167,6 +167,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--ulmfit_lr", type=float, default=2e-4, help="ULMFiTTrainer's top-group (peak) rate")
+    parser.add_argument("--ulmfit_decay", type=float, default=2.6, help="ULMFiTTrainer's rate ratio between groups")
     parser.add_argument(
         "--unfreeze_at_fractions", type=float, nargs="+", default=[0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35]
     )
