@@ -321,6 +321,92 @@ def test_bpt3c_gradients_flow_only_through_the_last_max_len_tokens():
     assert (grad[late].abs().sum(dim=1) > 0).all()
 
 
+def _gradients_of_first_document(model, documents):
+    """Gradients of the first document's logits (eval mode: no dropout, BatchNorm per row) in a right-padded batch."""
+    width = max(len(document) for document in documents)
+    ids = torch.ones(len(documents), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, document in enumerate(documents):
+        ids[row, : len(document)], mask[row, : len(document)] = document, 1
+    model.zero_grad(set_to_none=True)
+    model(ids, attention_mask=mask).logits[0].sum().backward()
+    return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def test_bpt3c_gradient_does_not_depend_on_the_other_documents_in_the_batch():
+    # The issue's case: a 100-token document with max_len 20 got gradient on its tokens 0-79 next to a 15-token
+    # document (the kept window came from the shortest document) and none next to a 100-token one.
+    config = no_dropout(vocab_size=400, bptt_chunk_length=20, max_len=20)
+    model = AWDLSTMForSequenceClassification(config).eval()
+    document = torch.arange(4, 104)
+    alone = _gradients_of_first_document(model, [document])
+    for neighbour in (torch.arange(104, 119), torch.arange(120, 220), torch.arange(220, 257)):
+        together = _gradients_of_first_document(model, [document, neighbour])
+        assert alone.keys() == together.keys()
+        for name, gradient in alone.items():
+            torch.testing.assert_close(together[name], gradient, rtol=1e-5, atol=1e-7, msg=name)
+        embedding_grad = together["awd_lstm.embeddings.weight"]
+        assert embedding_grad[document[:80]].abs().sum() == 0  # tokens before the last max_len: no gradient
+        assert (embedding_grad[document[80:]].abs().sum(dim=1) > 0).all()
+
+
+def test_bpt3c_detaches_the_state_between_chunks_as_fastai():
+    # max_len 10 over chunks of 5: the pooled tokens 10-19 sit in two chunks, and the state between them is
+    # detached, so the first of them gets no gradient through the second.
+    model = AWDLSTMForSequenceClassification(no_dropout(vocab_size=100, bptt_chunk_length=5, max_len=10)).eval()
+    ids = torch.arange(4, 24)[None]
+    hidden = model.read_document(ids)[1]
+    assert hidden.shape == (1, 10, 8)
+    grad = torch.autograd.grad(hidden[0, 5:].sum(), model.awd_lstm.embeddings.weight)[0]
+    assert grad[ids[0, 10:15]].abs().sum() == 0 and (grad[ids[0, 15:]].abs().sum(dim=1) > 0).all()
+
+
+def test_bpt3c_window_is_right_aligned_with_zeros_before_short_documents():
+    model = AWDLSTMForSequenceClassification(no_dropout(bptt_chunk_length=5, max_len=10)).eval()
+    ids = random_ids(2, 12)
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    hidden = model.read_document(ids, mask)[1]
+    assert hidden.shape == (2, 10, 8)
+    torch.testing.assert_close(hidden[0], model.awd_lstm(ids[:1]).last_hidden_state[0, 2:])
+    torch.testing.assert_close(hidden[1, 3:], model.awd_lstm(ids[1:, :7]).last_hidden_state[0])
+    assert torch.equal(hidden[1, :3], torch.zeros(3, 8))
+
+
+def test_weight_dropout_drops_hidden_to_hidden_connections_only():
+    # Taking weight dropout out of the layer (or moving it to the input weights) must fail here.
+    config = tiny_config(dropout_multiplier=1.0, input_dropout=0.0, hidden_dropout=0.0, embedding_dropout=0.0,
+                         output_dropout=0.0, weight_dropout=0.5)
+    model = AWDLSTMModel(config)
+    ids = random_ids(3, 8)
+    reference = model.eval()(ids).last_hidden_state
+    model.train()
+    torch.manual_seed(0)
+    first = model(ids).last_hidden_state
+    torch.manual_seed(1)
+    second = model(ids).last_hidden_state
+    # The first step reads a zero state: the hidden-to-hidden matrix plays no part, so neither does its dropout.
+    torch.testing.assert_close(first[:, 0], reference[:, 0])
+    torch.testing.assert_close(second[:, 0], reference[:, 0])
+    # Later steps read the dropped matrix: a fresh mask per forward pass, and different from no dropout at all.
+    assert not torch.allclose(first[:, 1:], second[:, 1:])
+    assert not torch.allclose(first[:, 1:], reference[:, 1:])
+    # One mask per forward pass, shared by every time step and row: the layer equals nn.LSTM run with the masked
+    # matrix that the same random draw gives.
+    layer = model.layers[0]
+    torch.manual_seed(2)
+    dropped = layer.weight_dropout(layer.weight_hh)
+    lstm = nn.LSTM(layer.input_size, layer.hidden_size, batch_first=True)
+    with torch.no_grad():
+        lstm.weight_ih_l0.copy_(layer.weight_ih), lstm.weight_hh_l0.copy_(dropped)
+        lstm.bias_ih_l0.copy_(layer.bias_ih), lstm.bias_hh_l0.copy_(layer.bias_hh)
+    embedded = model.embeddings(ids)
+    torch.manual_seed(2)
+    ours = layer(embedded)[0]
+    torch.testing.assert_close(ours, lstm(embedded)[0])
+    assert (dropped == 0).float().mean().item() == pytest.approx(0.5, abs=0.1)
+
+
 def test_long_documents_run_in_chunks():
     model = AWDLSTMForSequenceClassification(tiny_config(bptt_chunk_length=70, max_len=1440)).train()
     ids = random_ids(2, 3000)
