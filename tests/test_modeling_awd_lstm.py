@@ -14,6 +14,7 @@ from tl_nlp import AWDLSTMConfig, AWDLSTMForCausalLM, AWDLSTMForSequenceClassifi
 from tl_nlp.models.awd_lstm.modeling_awd_lstm import EmbeddingDropout, LockedDropout, WeightDropout
 
 VOCAB = 60
+DROPOUT_NAMES = ("input_dropout", "hidden_dropout", "embedding_dropout", "weight_dropout", "output_dropout")
 
 
 def tiny_config(**overrides) -> AWDLSTMConfig:
@@ -40,16 +41,13 @@ def test_defaults_are_the_papers():
     config = AWDLSTMConfig()
     assert (config.embedding_size, config.hidden_size, config.num_hidden_layers) == (400, 1152, 3)
     assert config.tie_word_embeddings
-    assert (config.input_dropout, config.hidden_dropout, config.embedding_dropout, config.weight_dropout) == (
-        0.4,
-        0.3,
-        0.05,
-        0.5,
-    )
-    assert config.output_dropout == 0.1 and config.dropout_multiplier == 1.0
+    # Unset dropouts are fastai's for the head (awd_lstm_lm_config / awd_lstm_clas_config).
+    assert [config.scaled_dropout(name, "language_model") for name in DROPOUT_NAMES] == [0.25, 0.15, 0.02, 0.2, 0.1]
+    assert [config.scaled_dropout(name, "classifier") for name in DROPOUT_NAMES[:4]] == [0.4, 0.3, 0.05, 0.5]
+    assert config.dropout_multiplier == 1.0
     assert (config.bptt_chunk_length, config.max_len) == (70, 1440)
     assert config.classifier_hidden_sizes == [50] and config.classifier_dropouts == [0.4, 0.1]
-    assert tiny_config(dropout_multiplier=0.5).scaled_dropout("input_dropout") == pytest.approx(0.2)
+    assert tiny_config(dropout_multiplier=0.5).scaled_dropout("input_dropout", "classifier") == pytest.approx(0.2)
 
 
 @pytest.mark.parametrize(
@@ -127,15 +125,29 @@ def test_dropouts_act_in_train_mode_only():
     assert torch.equal(out.raw_last_hidden_state, out.dropped_last_hidden_state)
 
 
-def test_dropout_multiplier_scales_every_module():
-    model = AWDLSTMForSequenceClassification(tiny_config(dropout_multiplier=0.5))
+def _dropouts(model) -> list[float]:
     encoder = model.awd_lstm
-    assert encoder.input_dropout.p == pytest.approx(0.2)
-    assert encoder.embedding_dropout.p == pytest.approx(0.025)
-    assert encoder.layers[0].weight_dropout.p == pytest.approx(0.25)
-    assert encoder.hidden_dropouts[0].p == pytest.approx(0.15)
-    head_dropouts = [m.p for m in model.classifier.layers if isinstance(m, nn.Dropout)]
-    assert head_dropouts == pytest.approx([0.2, 0.05])
+    values = [encoder.embedding_dropout.p, encoder.input_dropout.p, encoder.layers[0].weight_dropout.p]
+    values += [dropout.p for dropout in encoder.hidden_dropouts]
+    if isinstance(model, AWDLSTMForCausalLM):
+        return values + [model.output_dropout.p]
+    return values + [m.p for m in model.classifier.layers if isinstance(m, nn.Dropout)]
+
+
+def test_dropout_multiplier_scales_every_module_but_the_heads_later_dropouts():
+    model = AWDLSTMForSequenceClassification(tiny_config(dropout_multiplier=0.5, classifier_hidden_sizes=[6, 5]))
+    # fastai's drop_mult scales output_p (the head's first dropout) but not ps (its later ones).
+    assert _dropouts(model) == pytest.approx([0.025, 0.2, 0.25, 0.15, 0.15, 0.2, 0.1, 0.1])
+    lm = AWDLSTMForCausalLM(tiny_config(dropout_multiplier=0.5))
+    assert _dropouts(lm) == pytest.approx([0.01, 0.125, 0.1, 0.075, 0.075, 0.05])
+
+
+def test_a_classifier_loaded_from_a_language_model_gets_the_classifiers_dropouts(tmp_path):
+    AWDLSTMForCausalLM(tiny_config()).save_pretrained(tmp_path)
+    classifier = AWDLSTMForSequenceClassification.from_pretrained(tmp_path, num_labels=2)
+    assert _dropouts(classifier) == pytest.approx([0.05, 0.4, 0.5, 0.3, 0.3, 0.4, 0.1])
+    explicit = AWDLSTMForCausalLM(tiny_config(input_dropout=0.1))
+    assert explicit.awd_lstm.input_dropout.p == 0.1
 
 
 # --- shapes, outputs, losses ---------------------------------------------------------------------------------------

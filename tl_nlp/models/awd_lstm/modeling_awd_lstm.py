@@ -267,19 +267,25 @@ class AWDLSTMModel(AWDLSTMPreTrainedModel):
     ```
     """
 
-    def __init__(self, config: AWDLSTMConfig):
+    def __init__(self, config: AWDLSTMConfig, head: str = "language_model"):
+        r"""
+        Args:
+            config (`AWDLSTMConfig`): the configuration.
+            head (`str`, defaults to `"language_model"`): the head the encoder serves, `"language_model"` or
+                `"classifier"`: dropouts the config leaves unset take fastai's defaults for it.
+        """
         super().__init__(config)
         self.embeddings = nn.Embedding(config.vocab_size, config.embedding_size, padding_idx=config.pad_token_id)
-        self.embedding_dropout = EmbeddingDropout(config.scaled_dropout("embedding_dropout"))
-        self.input_dropout = LockedDropout(config.scaled_dropout("input_dropout"))
+        self.embedding_dropout = EmbeddingDropout(config.scaled_dropout("embedding_dropout", head))
+        self.input_dropout = LockedDropout(config.scaled_dropout("input_dropout", head))
         sizes = (
             [config.embedding_size] + [config.hidden_size] * (config.num_hidden_layers - 1) + [config.embedding_size]
         )
-        weight_p = config.scaled_dropout("weight_dropout")
+        weight_p = config.scaled_dropout("weight_dropout", head)
         self.layers = nn.ModuleList(
             AWDLSTMLayer(n_in, n_out, weight_p) for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True)
         )
-        hidden_p = config.scaled_dropout("hidden_dropout")
+        hidden_p = config.scaled_dropout("hidden_dropout", head)
         self.hidden_dropouts = nn.ModuleList(LockedDropout(hidden_p) for _ in range(config.num_hidden_layers - 1))
         self.post_init()
 
@@ -495,7 +501,7 @@ class AWDLSTMPoolingClassifier(nn.Module):
         sizes = [3 * config.embedding_size] + list(config.classifier_hidden_sizes) + [config.num_labels]
         blocks = []
         for index, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-            p = config.classifier_dropouts[index] * config.dropout_multiplier
+            p = config.classifier_dropout(index)
             blocks += [nn.BatchNorm1d(n_in), nn.Dropout(p), nn.Linear(n_in, n_out)]
             if index < len(sizes) - 2:
                 blocks.append(nn.ReLU())
@@ -535,7 +541,7 @@ class AWDLSTMForSequenceClassification(AWDLSTMPreTrainedModel):
     def __init__(self, config: AWDLSTMConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
-        self.awd_lstm = AWDLSTMModel(config)
+        self.awd_lstm = AWDLSTMModel(config, head="classifier")
         self.classifier = AWDLSTMPoolingClassifier(config)
         self.post_init()
 
