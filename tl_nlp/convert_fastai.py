@@ -234,23 +234,26 @@ def fastai_to_awd_lstm_state_dict(
         return kind, values, converted
 
     # fastai's head: LinBnDrop blocks `1.layers.{j}` = (0) BatchNorm1d, (1) Dropout, (2) Linear (no bias after a
-    # BatchNorm), (3) ReLU except in the last block. Ours is the same sequence flattened, 4 modules per block.
+    # BatchNorm), (3) ReLU except in the last block; without the Dropout when its p is 0, so the Linear is (1).
+    # Ours is the same sequence flattened, 4 modules per block.
     block_indices = sorted({int(m.group(1)) for key in state_dict if (m := re.match(r"1\.layers\.(\d+)\.", key))})
     if not block_indices or block_indices != list(range(len(block_indices))):
         raise ValueError(f"{source}: classifier head blocks {block_indices}, expected 1.layers.0, 1.layers.1...")
     sizes = [3 * embedding_size]
     for j in block_indices:
-        linear = take(f"1.layers.{j}.2.weight")
+        position = 2 if f"1.layers.{j}.2.weight" in state_dict else 1
+        linear = take(f"1.layers.{j}.{position}.weight")
         if linear.dim() != 2 or linear.shape[1] != sizes[-1]:
             raise ValueError(
-                f"{source}: `1.layers.{j}.2.weight` has shape {tuple(linear.shape)}, expected (?, {sizes[-1]}); "
+                f"{source}: `1.layers.{j}.{position}.weight` has shape {tuple(linear.shape)}, expected "
+                f"(?, {sizes[-1]}); "
                 "only fastai's PoolingLinearClassifier head (BatchNorm, Dropout, Linear blocks) is supported"
             )
         for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
             converted[f"classifier.layers.{4 * j}.{name}"] = take(f"1.layers.{j}.0.{name}")
         converted[f"classifier.layers.{4 * j + 2}.weight"] = linear
         converted[f"classifier.layers.{4 * j + 2}.bias"] = state_dict.get(
-            f"1.layers.{j}.2.bias", torch.zeros(linear.shape[0], dtype=linear.dtype)
+            f"1.layers.{j}.{position}.bias", torch.zeros(linear.shape[0], dtype=linear.dtype)
         )
         sizes.append(linear.shape[0])
     values["classifier_hidden_sizes"] = sizes[1:-1]

@@ -93,7 +93,8 @@ UNFREEZING_SCHEDULES = {
     "first stages share the first half of the steps and every group trains in the second half",
     "per_epoch": "one more group per epoch (the paper); refused when the epochs run out before every group trains",
     "fastai_imdb": "fastai's IMDb tutorial: 1 epoch with the top group at the top rate lr, 1 with two groups at lr/2, "
-    "1 with three at lr/4, then every group for 2 epochs at lr/20, each stage its own one-cycle (as shares of the run)",
+    "1 with three at lr/4, then every group for 2 epochs at lr/20, each stage its own one-cycle (as shares of the run) "
+    "starting from a cleared optimizer state (fastai's freeze_to clears it)",
     "partial": "one more group per epoch (or at the given steps or fractions) even when that leaves the lowest groups "
     "frozen at the end",
 }
@@ -312,10 +313,11 @@ class GradualUnfreezingCallback(TrainerCallback, ExportableState):
         """The layer-group table (see `layer_group_summary`) at the current stage."""
         return layer_group_summary(model, self._layer_groups, optimizer, self.num_trainable_groups)
 
-    def _apply_stage(self, num_trainable_groups: int) -> None:
+    def _apply_stage(self, num_trainable_groups: int) -> bool:
+        """Freezes all but the top `num_trainable_groups` groups; returns whether the stage changed."""
         num_trainable_groups = min(num_trainable_groups, len(self._layer_groups))
         if num_trainable_groups == self.num_trainable_groups:
-            return
+            return False
         self.num_trainable_groups = num_trainable_groups
         first_trainable = len(self._layer_groups) - num_trainable_groups
         frozen_names = [
@@ -337,6 +339,7 @@ class GradualUnfreezingCallback(TrainerCallback, ExportableState):
             num_trainable_groups,
             len(self._layer_groups),
         )
+        return True
 
     # ---- TrainerCallback events -----------------------------------------------------------------------------------
 
@@ -366,9 +369,19 @@ class GradualUnfreezingCallback(TrainerCallback, ExportableState):
         # stage it was interrupted in.
         self.num_trainable_groups = None
         self._apply_stage(num_trainable_groups_in(self.plan, state.global_step))
+        if state.global_step > 0 and any(stage.start == state.global_step for stage in self.plan):
+            # Resumed exactly where a stage begins: the uninterrupted run cleared the state here.
+            self._clear_optimizer_state_for_a_new_stage(kwargs.get("optimizer"))
 
     def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
-        self._apply_stage(num_trainable_groups_in(self.plan, state.global_step))
+        if self._apply_stage(num_trainable_groups_in(self.plan, state.global_step)):
+            self._clear_optimizer_state_for_a_new_stage(kwargs.get("optimizer"))
+
+    def _clear_optimizer_state_for_a_new_stage(self, optimizer: torch.optim.Optimizer | None) -> None:
+        # fastai's `Learner.freeze_to` clears the optimizer state (moments and step counts): each stage of its
+        # tutorial starts Adam afresh. The fastai_imdb schedule does the same; the others keep the state.
+        if self.schedule == "fastai_imdb" and optimizer is not None:
+            optimizer.state.clear()
 
     def on_pre_optimizer_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         self.drop_frozen_gradients()
