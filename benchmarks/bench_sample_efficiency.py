@@ -72,6 +72,7 @@ from tl_nlp import (
     tokenize_for_language_model,
     train_ulmfit_tokenizer,
 )
+from tl_nlp.models.awd_lstm.configuration_awd_lstm import FASTAI_DROPOUTS
 
 FASTAI_WORKER = Path(__file__).with_name("sample_efficiency_fastai.py")
 FINETUNE_LEARNING_RATE = 2e-3  # stage 2's peak rate unless --finetune_learning_rate (examples/ulmfit_demo.py's)
@@ -738,7 +739,8 @@ def main() -> None:
 
     config = AWDLSTMConfig.from_pretrained(stage2)
     fastai_config = {
-        key: getattr(config, key)
+        # Unset dropouts are fastai's classifier defaults (before dropout_multiplier, which fastai applies too).
+        key: getattr(config, key) if getattr(config, key) is not None else FASTAI_DROPOUTS["classifier"][key]
         for key in (
             "vocab_size",
             "embedding_size",
