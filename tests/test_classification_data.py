@@ -182,8 +182,13 @@ def test_classifier_with_17_rows_and_batch_16_trains_through_every_epoch(tmp_pat
     dataset, _, _ = tokenize_dataset(datasets.Dataset.from_dict({"text": texts, "label": [0, 1] * 8 + [0]}), tokenizer)
     config = AWDLSTMConfig(vocab_size=len(tokenizer), embedding_size=8, hidden_size=8, num_hidden_layers=1)
     args = ULMFiTTrainingArguments(
-        output_dir=str(tmp_path), per_device_train_batch_size=16, num_train_epochs=3, report_to="none", use_cpu=True,
-        save_strategy="no", learning_rate=1e-3,
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=16,
+        num_train_epochs=3,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        learning_rate=1e-3,
     )
     trainer = ClassificationTrainer(
         model=AWDLSTMForSequenceClassification(config),

@@ -139,9 +139,7 @@ def run_fastai(folder: Path, spec: dict, batches: dict) -> tuple[dict, dict, lis
         pytest.skip("fastai venv not found: build it with `bash ../shared/tools/fastai-venv.sh .fastai-venv`")
     (folder / "spec.json").write_text(json.dumps(spec))
     torch.save(batches, folder / "batches.pt")
-    result = subprocess.run(
-        [python, "-c", FASTAI_TRAINING, str(folder)], capture_output=True, text=True, timeout=600
-    )
+    result = subprocess.run([python, "-c", FASTAI_TRAINING, str(folder)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     initial = torch.load(folder / "initial.pth", weights_only=True)
     final = torch.load(folder / "final.pth", weights_only=True)
@@ -231,9 +229,19 @@ def test_language_model_fine_tuning_matches_fastai(tmp_path):
     model = AWDLSTMForCausalLM(AWDLSTMConfig(**values, dropout_multiplier=0.0))
     model.load_state_dict(state, strict=False)
     batches = [{"input_ids": x[i].tolist(), "shift_labels": y[i].tolist()} for i in range(steps)]
-    fastai_lm_split = ["awd_lstm.layers.0", "awd_lstm.layers.1", "awd_lstm.layers.2", ["awd_lstm.embeddings", "decoder"]]
+    fastai_lm_split = [
+        "awd_lstm.layers.0",
+        "awd_lstm.layers.1",
+        "awd_lstm.layers.2",
+        ["awd_lstm.embeddings", "decoder"],
+    ]
     trainer, rates = train_tl_nlp(
-        model, batches, tmp_path, custom_layer_groups=fastai_lm_split, learning_rate=1e-2, num_train_epochs=1,
+        model,
+        batches,
+        tmp_path,
+        custom_layer_groups=fastai_lm_split,
+        learning_rate=1e-2,
+        num_train_epochs=1,
         gradual_unfreezing=False,
     )
     assert trainer.state.global_step == steps == len(fastai_rates) == len(rates)

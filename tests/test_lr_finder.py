@@ -80,8 +80,13 @@ def test_with_gradual_unfreezing_the_sweep_trains_the_top_group_alone_as_fastai(
     stepped = []
     handle = register_optimizer_step_pre_hook(
         lambda optimizer, args, kwargs: stepped.append(
-            {name for group in optimizer.param_groups for p in group["params"] for name, q in parameters.items()
-             if p is q}
+            {
+                name
+                for group in optimizer.param_groups
+                for p in group["params"]
+                for name, q in parameters.items()
+                if p is q
+            }
         )
     )
     try:

@@ -387,8 +387,14 @@ def test_bpt3c_window_is_right_aligned_with_zeros_before_short_documents():
 
 def test_weight_dropout_drops_hidden_to_hidden_connections_only():
     # Taking weight dropout out of the layer (or moving it to the input weights) must fail here.
-    config = tiny_config(dropout_multiplier=1.0, input_dropout=0.0, hidden_dropout=0.0, embedding_dropout=0.0,
-                         output_dropout=0.0, weight_dropout=0.5)
+    config = tiny_config(
+        dropout_multiplier=1.0,
+        input_dropout=0.0,
+        hidden_dropout=0.0,
+        embedding_dropout=0.0,
+        output_dropout=0.0,
+        weight_dropout=0.5,
+    )
     model = AWDLSTMModel(config)
     ids = random_ids(3, 8)
     reference = model.eval()(ids).last_hidden_state

@@ -95,7 +95,9 @@ def test_cli_learning_rate_reaches_the_optimizer_as_the_python_api_sets_it(
     assert train_classifier_command(model, corpora, tmp_path / "cli", *flags) == 0
     rates = sorted(set(peak_rates_in_checkpoint(tmp_path / "cli")), reverse=True)
     assert rates[0] == pytest.approx(top_rate)
-    assert [a / b for a, b in zip(rates, rates[1:], strict=False)] == pytest.approx([DECAYS[family]] * (len(rates) - 1))
+    assert [a / b for a, b in zip(rates, rates[1:], strict=False)] == pytest.approx(
+        [DECAYS[family]] * (len(rates) - 1)
+    )
 
     prepared = prepare_classifier(str(model), TextData(str(corpora["train"])), tmp_path / "api")
     optimizer = prepared.trainer.create_optimizer()

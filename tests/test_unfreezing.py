@@ -282,8 +282,13 @@ def test_plan_spreads_the_stages_when_there_are_fewer_epochs_than_groups():
     assert unfreezing_plan(5, max_steps=40, steps_per_epoch=40)[-1].num_trainable_groups == 5
     # Enough epochs: the paper's one group per epoch, the last stage at least one epoch long.
     plan = unfreezing_plan(5, max_steps=500, steps_per_epoch=100)
-    assert [(stage.start, stage.num_trainable_groups) for stage in plan] == [(0, 1), (100, 2), (200, 3), (300, 4),
-                                                                              (400, 5)]
+    assert [(stage.start, stage.num_trainable_groups) for stage in plan] == [
+        (0, 1),
+        (100, 2),
+        (200, 3),
+        (300, 4),
+        (400, 5),
+    ]
     # Fewer steps than groups: several groups unfreeze at once, every one of them still trains.
     plan = unfreezing_plan(8, max_steps=4, steps_per_epoch=4)
     assert plan[-1].num_trainable_groups == 8 and plan[-1].end - plan[-1].start >= 2
@@ -305,7 +310,10 @@ def test_fastai_imdb_schedule_is_the_tutorials_stages_and_rates():
 
     plan = unfreezing_plan(5, max_steps=50, steps_per_epoch=10, schedule="fastai_imdb")
     assert [(s.start, s.end, s.num_trainable_groups, s.peak_scale) for s in plan] == [
-        (0, 10, 1, 1.0), (10, 20, 2, 0.5), (20, 30, 3, 0.25), (30, 50, 5, 0.05)
+        (0, 10, 1, 1.0),
+        (10, 20, 2, 0.5),
+        (20, 30, 3, 0.25),
+        (30, 50, 5, 0.05),
     ]
 
 

@@ -335,7 +335,9 @@ class SortishSampler(Sampler[int]):
         kept = np.arange(len(lengths))
         if self.leaves_one_out:
             kept = np.delete(kept, generator.integers(len(lengths)))
-        batches = [kept[batch] for batch in sortish_batches(lengths[kept], self.batch_size, generator, self.chunk_batches)]
+        batches = [
+            kept[batch] for batch in sortish_batches(lengths[kept], self.batch_size, generator, self.chunk_batches)
+        ]
         # A short batch in the middle would shift every later batch boundary: put it last.
         short = [batch for batch in batches if len(batch) < self.batch_size]
         full = [batch for batch in batches if len(batch) == self.batch_size]

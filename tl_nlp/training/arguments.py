@@ -246,8 +246,9 @@ class ULMFiTTrainingArguments(TrainingArguments):
                 f"unfreezing_schedule must be one of {sorted(UNFREEZING_SCHEDULES)}, got {self.unfreezing_schedule!r}."
             )
         if self.unfreezing_schedule == "fastai_imdb" and not self.gradual_unfreezing:
-            raise ValueError("unfreezing_schedule='fastai_imdb' is a gradual-unfreezing schedule: it needs "
-                             "gradual_unfreezing=True.")
+            raise ValueError(
+                "unfreezing_schedule='fastai_imdb' is a gradual-unfreezing schedule: it needs gradual_unfreezing=True."
+            )
         if self.unfreezing_schedule == "fastai_imdb" and (
             self.unfreeze_every_n_steps is not None or self.unfreeze_at_fractions is not None
         ):

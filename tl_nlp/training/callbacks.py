@@ -151,8 +151,10 @@ def unfreezing_plan(
         raise ValueError(f"max_steps must be >= 1, got {max_steps}.")
     if schedule == "fastai_imdb":
         if every_n_steps is not None or at_fractions is not None:
-            raise ValueError("The fastai_imdb schedule fixes its own stages: leave unfreeze_every_n_steps and "
-                             "unfreeze_at_fractions unset.")
+            raise ValueError(
+                "The fastai_imdb schedule fixes its own stages: leave unfreeze_every_n_steps and "
+                "unfreeze_at_fractions unset."
+            )
         total_epochs = sum(epochs for epochs, _, _ in FASTAI_IMDB_STAGES)
         stages, done = [], 0
         for epochs, groups, scale in FASTAI_IMDB_STAGES:
@@ -168,14 +170,18 @@ def unfreezing_plan(
     enough_epochs = steps_per_epoch is not None and max_steps >= steps_per_epoch * num_groups
     if schedule == "auto" and not explicit and not enough_epochs:
         # Fewer epochs than groups: the first num_groups - 1 stages share the first half of the run.
-        starts = [round(k * max_steps / (2 * (num_groups - 1))) for k in range(1, num_groups)] if num_groups > 1 else []
+        starts = (
+            [round(k * max_steps / (2 * (num_groups - 1))) for k in range(1, num_groups)] if num_groups > 1 else []
+        )
         starts = [max(start, 1) for start in starts]
     else:
         starts = unfreezing_stage_starts(num_groups, max_steps, steps_per_epoch, every_n_steps, at_fractions)
         if len(starts) < num_groups - 1 and schedule != "partial":
             how = (
-                f"every {every_n_steps} steps" if every_n_steps is not None
-                else f"at fractions {list(at_fractions)}" if at_fractions is not None
+                f"every {every_n_steps} steps"
+                if every_n_steps is not None
+                else f"at fractions {list(at_fractions)}"
+                if at_fractions is not None
                 else f"one group per epoch of {steps_per_epoch} steps"
             )
             raise ValueError(
@@ -270,7 +276,9 @@ class GradualUnfreezingCallback(TrainerCallback, ExportableState):
         if schedule not in UNFREEZING_SCHEDULES:
             raise ValueError(f"schedule must be one of {sorted(UNFREEZING_SCHEDULES)}, got {schedule!r}.")
         if schedule == "fastai_imdb" and (every_n_steps is not None or at_fractions is not None):
-            raise ValueError("The fastai_imdb schedule fixes its own stages: give neither every_n_steps nor at_fractions.")
+            raise ValueError(
+                "The fastai_imdb schedule fixes its own stages: give neither every_n_steps nor at_fractions."
+            )
         if freeze_method not in FREEZE_METHODS:
             raise ValueError(f"freeze_method must be one of {FREEZE_METHODS}, got {freeze_method!r}.")
         self.every_n_steps = every_n_steps

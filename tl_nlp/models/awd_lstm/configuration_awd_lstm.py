@@ -3,7 +3,6 @@
 from huggingface_hub.dataclasses import strict
 from transformers import PretrainedConfig
 
-
 # fastai's dropouts by head (`awd_lstm_lm_config`, `awd_lstm_clas_config`), used where a config leaves them None.
 # The classifier's `output_p` (0.4) is the first dropout of its head, `classifier_dropouts[0]`.
 FASTAI_DROPOUTS = {
@@ -162,7 +161,7 @@ class AWDLSTMConfig(PretrainedConfig):
                 f"(len(classifier_hidden_sizes) + 1 = {len(self.classifier_hidden_sizes) + 1}), "
                 f"got {len(self.classifier_dropouts)}"
             )
-        for i, p in enumerate(self.classifier_dropouts):
+        for i in range(len(self.classifier_dropouts)):
             self._check_probability(f"classifier_dropouts[{i}]", self.classifier_dropout(i), "classifier")
         if self.max_len < self.bptt_chunk_length:
             raise ValueError(
