@@ -35,13 +35,13 @@ AR 2 and TAR 1 (classifiers too), layer groups and the discriminative decay of 2
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import textwrap
 from pathlib import Path
 
 import pytest
 import torch
+from test_convert_fastai import fastai_python
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.utils.data import SequentialSampler
 
@@ -49,15 +49,9 @@ from tl_nlp import AWDLSTMConfig, AWDLSTMForCausalLM, AWDLSTMForSequenceClassifi
 from tl_nlp.convert_fastai import fastai_to_awd_lstm_state_dict
 from tl_nlp.training import ULMFiTTrainer, ULMFiTTrainingArguments
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 VOCAB, EMB, HID, LAYERS = 40, 8, 12, 3
 PAD = 1
 RELATIVE_TOLERANCE = 1e-4
-
-
-def fastai_python() -> str | None:
-    candidates = [os.environ.get("TL_NLP_FASTAI_PYTHON"), str(REPO_ROOT / ".fastai-venv" / "bin" / "python")]
-    return next((c for c in candidates if c and Path(c).is_file()), None)
 
 
 FASTAI_TRAINING = textwrap.dedent(
