@@ -142,7 +142,10 @@ class ULMFiTTrainingArguments(TrainingArguments):
     )
     unfreezing_schedule: str = field(
         default="auto",
-        metadata={"help": "Gradual unfreezing: auto, per_epoch, fastai_imdb or partial (see the docstring)."},
+        metadata={
+            "help": "Gradual unfreezing: auto, per_epoch, fastai_imdb or partial (see the docstring).",
+            "choices": list(UNFREEZING_SCHEDULES),
+        },
     )
     adam_beta2: float | None = field(
         default=None, metadata={"help": "Adam's beta2 (default: fastai's 0.99 for AWD-LSTM, 0.999 otherwise)."}
