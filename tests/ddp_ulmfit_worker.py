@@ -59,6 +59,7 @@ def unfreezing_run(out_dir):
         learning_rate=1e-2,
         weight_decay=0.1,
         unfreeze_every_n_steps=2,
+        unfreezing_schedule="partial",
         logging_steps=1,
         **COMMON,
     )

@@ -187,7 +187,7 @@ class ULMFiTTrainer(Trainer):
             return None
         stage = run_stage(self.args, self.state, self.train_dataset, objective, self.starting_point)
         callback = self.unfreezing_callback
-        if stage.gradual_unfreezing and callback is not None and callback.plan:
+        if stage.gradual_unfreezing and callback is not None and callback.plan and not stage.unfreeze_every_n_steps:
             # The stages as they were run (the "auto" schedule chooses them from the run's length).
             total = callback.plan[-1].end
             stage = dataclasses.replace(
