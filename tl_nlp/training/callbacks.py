@@ -76,6 +76,8 @@ def unfreezing_stage_starts(
     """
     if at_fractions is not None:
         starts = [round(fraction * max_steps) for fraction in at_fractions]
+        # A fraction that rounds to step 0 on a very short run unfreezes its group from the start.
+        return [start for start in starts if start < max_steps][: num_groups - 1]
     else:
         interval = every_n_steps if every_n_steps is not None else steps_per_epoch
         if interval is None or interval < 1:
@@ -371,7 +373,7 @@ class GradualUnfreezingCallback(TrainerCallback, ExportableState):
         except TypeError:
             pass
         self.plan = self.unfreezing_plan(len(self._layer_groups), state.max_steps, steps_per_epoch)
-        if state.is_world_process_zero:
+        if getattr(state, "is_world_process_zero", True):
             print(describe_unfreezing_plan(self.plan, self._layer_groups, steps_per_epoch))
         # Force `_apply_stage` to (re)apply: the stage is a pure function of the step, so a resumed run lands in the
         # stage it was interrupted in.
