@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from ..recipe.data import RecipeError
+from ..recipe.loading import check_model_path
 from ..zero_shot import ZeroShotLMClassifier
 from .io import UsageError, read_texts, write_output
 
@@ -35,7 +37,13 @@ class ZeroShotArguments:
     batch_size: int = field(default=16, metadata={"help": "Texts per forward pass (>= 1)."})
     max_length: int | None = field(default=None, metadata={"help": "Keep the last this many prompt tokens (>= 1)."})
     device: str | None = field(default=None, metadata={"help": "'cpu', 'cuda'...; the best available when not given."})
-    trust_remote_code: bool = field(default=True, metadata={"help": "Allow the model's own code."})
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={
+            "help": "Run code shipped in the model folder (off, as in transformers: AWD-LSTM folders need none with "
+            "tl_nlp installed; turn it on only for a folder whose code you have read)."
+        },
+    )
 
     def __post_init__(self):
         if len(self.labels) < 2:
@@ -57,8 +65,12 @@ def run_zero_shot(arguments: ZeroShotArguments) -> None:
     """`tl-nlp zero-shot`: read texts, classify them, write one JSON line per text."""
     path = arguments.model_name_or_path
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=arguments.trust_remote_code)
+        check_model_path(path, "language model", arguments.trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=arguments.trust_remote_code)
+        check_model_path(path, "language model", arguments.trust_remote_code, tokenizer=tokenizer)
+        model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=arguments.trust_remote_code)
+    except RecipeError as error:
+        raise UsageError(f"cannot load a causal language model from {path!r}: {error}") from error
     except (OSError, ValueError) as error:
         raise UsageError(f"cannot load a causal language model from {path!r}: {str(error).splitlines()[0]}") from error
     if arguments.device is not None:
