@@ -377,7 +377,8 @@ class StageTrainingArguments(ULMFiTTrainingArguments):
             seed=self.seed,
         )
         check_whole_number("gradient_accumulation_steps", self.gradient_accumulation_steps)
-        check_positive_number("weight_decay", self.weight_decay, allow_zero=True)
+        if self.weight_decay is not None:  # None: the model family's (ULMFiTTrainer fills it in)
+            check_positive_number("weight_decay", self.weight_decay, allow_zero=True)
         if self.max_steps is not None and self.max_steps != -1:
             check_whole_number("max_steps", self.max_steps, minimum=1)
         super().__post_init__()
