@@ -4,7 +4,9 @@
 
 Each rank writes OUT_DIR/rank{N}.json with:
 - `unfreezing`: after every optimizer step of a gradually unfrozen ULMFiTTrainer run, the largest difference between
-  the ranks' parameters, and which layer groups differ from their initial weights;
+  the ranks' parameters, which layer groups differ from their initial weights, and which groups' parameters require
+  a gradient (frozen groups left out of the backward); `unfreezing_without_unused_detection`: the same run with
+  `ddp_find_unused_parameters=False`, where frozen gradients are computed and dropped instead;
 - `loss`: the training loss that ULMFiTTrainer and transformers' Trainer report with the learning rate at 0, and the
   true mean cross-entropy over the same examples;
 - `naive_divergence`: the control experiment, plain DDP wrapping a model whose first layer was frozen by
@@ -47,10 +49,23 @@ class RankSyncRecorder(TrainerCallback):
             if any(not torch.equal(current[name], self.initial[name]) for name in group.parameter_names)
         ]
         difference = max((other - gathered[0]).abs().max().item() for other in gathered[1:])
-        self.steps.append({"step": state.global_step, "max_rank_difference": difference, "changed_groups": changed})
+        parameters = dict(model.named_parameters())
+        in_backward = [
+            index
+            for index, group in enumerate(self.groups)
+            if all(parameters[name].requires_grad for name in group.parameter_names)
+        ]
+        self.steps.append(
+            {
+                "step": state.global_step,
+                "max_rank_difference": difference,
+                "changed_groups": changed,
+                "groups_in_backward": in_backward,
+            }
+        )
 
 
-def unfreezing_run(out_dir):
+def unfreezing_run(out_dir, find_unused_parameters=None):
     torch.manual_seed(0)  # the same initial weights on both ranks; DistributedSampler gives them different data
     model = tiny_bert()
     args = ULMFiTTrainingArguments(
@@ -61,6 +76,7 @@ def unfreezing_run(out_dir):
         unfreeze_every_n_steps=2,
         unfreezing_schedule="partial",
         logging_steps=1,
+        ddp_find_unused_parameters=find_unused_parameters,
         **COMMON,
     )
     trainer = ULMFiTTrainer(model=model, args=args, train_dataset=classification_dataset(size=64))
@@ -117,6 +133,7 @@ def naive_divergence():
 def main():
     out_dir = sys.argv[1]
     results = {"unfreezing": unfreezing_run(out_dir), "loss": loss_runs(out_dir)}
+    results["unfreezing_without_unused_detection"] = unfreezing_run(out_dir, find_unused_parameters=False)
     results["naive_divergence"] = naive_divergence()
     rank = dist.get_rank()
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as handle:

@@ -187,7 +187,8 @@ def test_example_configs_parse_into_the_ulmfit_options(name):
     from tl_nlp.config_files import read_mapping_file
 
     path = Path(__file__).parent.parent / "examples" / "configs" / name
-    recipe, data, model, _, training, _ = parse_recipe_command("ulmfit", ["--config", str(path)])
+    recipe, data, task, model, _, training, _ = parse_recipe_command("ulmfit", ["--config", str(path)])
+    assert task.task is None  # the configs leave the task to be inferred from the data
     values = read_mapping_file(path, "config")
     assert training.output_dir == values["output_dir"] and training.learning_rate == values["learning_rate"]
     assert data.class_names == ["negative", "positive"] and data.train_file == values["train_file"]

@@ -20,14 +20,28 @@ def ddp_results(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_parameters_are_identical_on_every_rank_after_every_unfreezing_step(ddp_results):
+@pytest.mark.parametrize(
+    "run, method",
+    [
+        # transformers' Trainer wraps models with find_unused_parameters=True: frozen groups leave the graph.
+        ("unfreezing", "requires_grad"),
+        # Without unused-parameter detection DDP needs every gradient: computed, all-reduced, then dropped.
+        ("unfreezing_without_unused_detection", "drop_grads"),
+    ],
+)
+def test_parameters_are_identical_on_every_rank_after_every_unfreezing_step(ddp_results, run, method):
     for rank_results in ddp_results:
-        unfreezing = rank_results["unfreezing"]
-        assert unfreezing["freeze_method"] == "drop_grads"  # chosen automatically under DDP
+        unfreezing = rank_results[run]
+        assert unfreezing["freeze_method"] == method  # chosen automatically from the DDP wrapper
         assert [step["max_rank_difference"] for step in unfreezing["steps"]] == [0.0] * 8  # bit-identical ranks
         # Frozen groups bit-identical to their initial weights while frozen, and training once unfrozen,
         # exactly as on one process.
         assert [step["changed_groups"] for step in unfreezing["steps"]] == EXPECTED_CHANGED
+        in_backward = [step["groups_in_backward"] for step in unfreezing["steps"]]
+        if method == "requires_grad":  # frozen groups cost no backward: only the trainable ones need a gradient
+            assert in_backward == EXPECTED_CHANGED
+        else:
+            assert in_backward == [[0, 1, 2, 3]] * 8
 
 
 @pytest.mark.slow

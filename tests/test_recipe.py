@@ -190,3 +190,26 @@ def test_text_data_selects_fixed_rows_then_a_seeded_sample(corpora, tmp_path):
     assert sample["label"] != full["label"][:7] or sample["text"] != full["text"][:7]  # a draw, not the first rows
     with pytest.raises(ValueError, match="max_examples must be >= 1"):
         TextData("x.csv", max_examples=0)
+
+
+def test_language_model_perplexity_is_the_trainers_evaluation_which_counts_every_stream_token(corpora, tmp_path):
+    # The recipe reads the perplexity from the trainer's evaluation, which sums the loss and the target tokens over
+    # every process (pinned under DDP in test_distributed.py); on one process it is `stream_perplexity`.
+    import math
+
+    from tl_nlp.recipe.language_model import prepare_language_model
+    from tl_nlp.training import stream_perplexity
+
+    prepared = prepare_language_model(
+        str(corpora["general"]),
+        tmp_path / "lm",
+        eval_data=str(corpora["test"]),
+        training_args=LM_ARGS,
+        stage="pretrain",
+        model_config={"embedding_size": 16, "hidden_size": 24, "num_hidden_layers": 2},
+        min_frequency=1,
+        bptt=10,
+    )
+    assert prepared.objective == "stream"
+    evaluated = math.exp(prepared.trainer.evaluate(prepared.eval_dataset)["eval_loss"])
+    assert evaluated == pytest.approx(stream_perplexity(prepared.trainer.model, prepared.eval_dataset), rel=1e-6)

@@ -107,3 +107,41 @@ def test_cli_zero_shot_writes_the_classifiers_answers(tokenizer, tmp_path, capsy
     assert "label_words has 1 entries for 2 labels" in capsys.readouterr().err
     assert main(["zero-shot", "--model_name_or_path", str(tmp_path / "nowhere"), "--labels", "a", "b"]) == 2
     assert "cannot load a causal language model" in capsys.readouterr().err
+
+
+# ---- zero-shot multiple choice ---------------------------------------------------------------------------------------
+
+from tl_nlp.zero_shot import ZeroShotMultipleChoice  # noqa: E402
+
+CONTEXTS = ["The cat sat on the mat because", "I hated it so"]
+CHOICES = [["it was great.", "Awful film, terrible."], ["the movie was great", "the cat sat"]]
+
+
+@pytest.mark.parametrize("factory", [awd_lstm_lm, gpt2_lm])
+def test_choice_scores_are_the_exact_log_likelihoods_of_the_choices(tokenizer, factory):
+    model = factory(len(tokenizer))
+    # Batches of 3 sequences of different lengths: padding changes nothing.
+    answer = ZeroShotMultipleChoice(model, tokenizer, batch_size=3)
+    sums, counts = answer.choice_log_likelihoods(CONTEXTS, CHOICES)
+    for row, context in enumerate(CONTEXTS):
+        for index, choice in enumerate(CHOICES[row]):
+            expected = reference_log_likelihood(model, tokenizer, context, choice)
+            assert sums[row][index] == pytest.approx(expected, abs=1e-4)
+            assert counts[row][index] == len(tokenizer(" " + choice, add_special_tokens=False)["input_ids"])
+    results = answer(CONTEXTS, CHOICES)
+    for row, result in enumerate(results):
+        assert result["label"] == max(range(2), key=lambda index: sums[row][index])
+        assert sum(result["scores"]) == pytest.approx(1.0) and result["score"] == max(result["scores"])
+    # Length normalisation ranks the choices by their mean token log-probability.
+    normalised = ZeroShotMultipleChoice(model, tokenizer, length_normalization=True)(CONTEXTS, CHOICES)
+    for row, result in enumerate(normalised):
+        means = [total / count for total, count in zip(sums[row], counts[row], strict=True)]
+        assert result["label"] == max(range(2), key=means.__getitem__)
+    # One row on its own: a context string and its list of choices.
+    assert answer(CONTEXTS[0], CHOICES[0])[0]["label"] == results[0]["label"]
+
+
+def test_a_missing_choice_is_named(tokenizer):
+    answer = ZeroShotMultipleChoice(gpt2_lm(len(tokenizer)), tokenizer)
+    with pytest.raises(ValueError, match=r"row 1, choice 0: None is missing or empty"):
+        answer(CONTEXTS, [CHOICES[0], [None, "the cat sat"]])

@@ -67,7 +67,7 @@ def tiny_models() -> dict:
     )
     two_layers = ["embeddings", "layer 0", "layer 1", "head"]
     return {
-        "awd_lstm_lm": (tiny_awd_lstm_lm, ["embeddings", "layer 0", "layer 1", "layer 2", "head"]),
+        "awd_lstm_lm": (tiny_awd_lstm_lm, ["layer 0", "layer 1", "layer 2", "head"]),  # as fastai: tied matrix on top
         "awd_lstm_classifier": (tiny_awd_lstm_classifier, ["embeddings", "layer 0", "layer 1", "layer 2", "head"]),
         "bert": (tiny_bert, two_layers),
         "roberta": (

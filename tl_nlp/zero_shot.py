@@ -37,6 +37,13 @@ def _label_words(labels: Sequence[str] | Mapping[str, str | Sequence[str]]) -> d
     return words
 
 
+def _check_batching(batch_size: int, max_length: int | None) -> None:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    if max_length is not None and max_length < 1:
+        raise ValueError(f"max_length must be >= 1 or None, got {max_length}.")
+
+
 class ZeroShotLMClassifier:
     """Classify texts with a causal language model and no training, by the likelihood of each label's word(s).
 
@@ -73,10 +80,7 @@ class ZeroShotLMClassifier:
     ):
         if "{text}" not in template:
             raise ValueError(f"template must contain '{{text}}' where the text goes, got {template!r}.")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-        if max_length is not None and max_length < 1:
-            raise ValueError(f"max_length must be >= 1 or None, got {max_length}.")
+        _check_batching(batch_size, max_length)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.template = template
@@ -189,4 +193,128 @@ class ZeroShotLMClassifier:
             results.append(
                 {"label": self.labels[best], "score": row[best], "scores": dict(zip(self.labels, row, strict=True))}
             )
+        return results
+
+
+class ZeroShotMultipleChoice:
+    """Answer multiple-choice questions with a causal language model and no training: the choice whose tokens the LM
+    finds most likely after the context wins (GPT's zero-shot evaluation by LM scoring, Radford et al. 2018).
+
+    Each choice is scored by the sum of the log-probabilities of its tokens, read after the context (`" " + choice`
+    follows the context, as `ZeroShotLMClassifier` scores label words). With `length_normalization=True` the sum is
+    divided by the number of the choice's tokens, so that longer answers are not penalised for their length (the
+    per-token average that GPT-3's evaluation uses on some tasks); the plain sum is the default, as in GPT-2's and
+    lm-evaluation-harness' `acc`. Any causal LM works, AWD-LSTM included; context and choice are read together.
+
+    Args:
+        model (`nn.Module`): a causal LM (`AWDLSTMForCausalLM`, `GPT2LMHeadModel`, any `AutoModelForCausalLM`).
+        tokenizer (`PreTrainedTokenizerBase`): its tokenizer.
+        length_normalization (`bool`, defaults to `False`): score choices by their mean token log-probability.
+        batch_size (`int`, defaults to 16): (context, choice) sequences per forward pass.
+        max_length (`int`, *optional*): keep only the last `max_length` tokens of each context.
+
+    Example:
+
+    ```python
+    >>> answer = ZeroShotMultipleChoice(model, tokenizer)  # doctest: +SKIP
+    >>> answer(["The man broke his toe because"], [["he dropped a hammer on his foot.", "he got a hole in his sock."]])
+    [{'label': 0, 'score': 0.83, 'scores': [0.83, 0.17]}]  # doctest: +SKIP
+    ```
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        length_normalization: bool = False,
+        batch_size: int = 16,
+        max_length: int | None = None,
+    ):
+        _check_batching(batch_size, max_length)
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.length_normalization = length_normalization
+        self.batch_size = batch_size
+        self.max_length = max_length
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _context_ids(self, context: str) -> list[int]:
+        ids = self.tokenizer(context)["input_ids"]
+        ids = ids[-self.max_length :] if self.max_length else ids
+        if not ids:
+            # The first choice token needs a position to be predicted from: start from BOS (or end-of-text).
+            start = (
+                self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.tokenizer.eos_token_id
+            )
+            if start is None:
+                raise ValueError(f"context {context!r} tokenizes to nothing and the tokenizer has no BOS token.")
+            ids = [start]
+        return ids
+
+    @torch.no_grad()
+    def choice_log_likelihoods(
+        self, contexts: Sequence[str], choices: Sequence[Sequence[str]]
+    ) -> tuple[list[list[float]], list[list[int]]]:
+        """Per row and choice: the summed log-probability of the choice's tokens after the context, and their count.
+
+        Raises:
+            `ValueError` naming the row and the choice when a choice is missing, empty or tokenizes to nothing.
+        """
+        if len(contexts) != len(choices):
+            raise ValueError(f"{len(contexts)} contexts for {len(choices)} rows of choices.")
+        sequences = []  # (row, choice index, context ids, choice ids)
+        for row, (context, row_choices) in enumerate(zip(contexts, choices, strict=True)):
+            if not isinstance(context, str) or not context.strip():
+                raise ValueError(f"row {row}: the context {context!r} is missing or empty.")
+            context_ids = self._context_ids(context)
+            for index, choice in enumerate(row_choices):
+                if not isinstance(choice, str) or not choice.strip():
+                    raise ValueError(f"row {row}, choice {index}: {choice!r} is missing or empty.")
+                ids = self.tokenizer(" " + choice.strip(), add_special_tokens=False)["input_ids"]
+                if not ids:
+                    raise ValueError(f"row {row}, choice {index}: {choice!r} tokenizes to nothing.")
+                sequences.append((row, index, context_ids, ids))
+        sums = [[0.0] * len(row_choices) for row_choices in choices]
+        counts = [[0] * len(row_choices) for row_choices in choices]
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        for start in range(0, len(sequences), self.batch_size):
+            batch = sequences[start : start + self.batch_size]
+            rows = [context + choice for _, _, context, choice in batch]
+            width = max(len(row) for row in rows)
+            input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+            attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for index, row in enumerate(rows):
+                input_ids[index, : len(row)] = torch.tensor(row)
+                attention_mask[index, : len(row)] = 1
+            logits = self.model(input_ids.to(self.device), attention_mask=attention_mask.to(self.device)).logits
+            log_probs = logits.float().log_softmax(-1).cpu()
+            for index, (row, choice_index, context, choice) in enumerate(batch):
+                # The logit at position p predicts the token at p + 1.
+                positions = torch.arange(len(context) - 1, len(context) - 1 + len(choice))
+                score = log_probs[index, positions, torch.tensor(choice)].sum()
+                sums[row][choice_index] = float(score)
+                counts[row][choice_index] = len(choice)
+        return sums, counts
+
+    def __call__(self, contexts: str | Sequence[str], choices: Sequence[str] | Sequence[Sequence[str]]) -> list[dict]:
+        """Pick the most likely choice of each row (one context and its choices, or lists of both).
+
+        Returns:
+            `list[dict]`: per row, `label` (the index of the best choice), `score` (its probability among the
+            choices: the softmax of the choice scores) and `scores` (every choice's probability, in order).
+        """
+        if isinstance(contexts, str):
+            contexts, choices = [contexts], [choices]
+        sums, counts = self.choice_log_likelihoods(list(contexts), [list(row) for row in choices])
+        results = []
+        for row_sums, row_counts in zip(sums, counts, strict=True):
+            scores = torch.tensor(row_sums)
+            if self.length_normalization:
+                scores = scores / torch.tensor(row_counts, dtype=torch.float)
+            probabilities = scores.softmax(0).tolist()
+            best = int(scores.argmax())
+            results.append({"label": best, "score": probabilities[best], "scores": probabilities})
         return results

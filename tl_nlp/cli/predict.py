@@ -18,11 +18,16 @@ TRUST_REMOTE_CODE_HELP = (
 
 @dataclass
 class PredictArguments:
-    """Classify texts with a saved classifier (any `AutoModelForSequenceClassification` folder or Hub id)."""
+    """Classify texts with a saved classifier (any `AutoModelForSequenceClassification` folder or Hub id). A folder
+    trained for pairs, regression, multi-label or multiple choice reads JSON lines (`{"text": ..., "text_pair": ...}`,
+    `{"text": ..., "choices": [...]}` or the columns it was trained on) and answers each row."""
 
     model_name_or_path: str = field(metadata={"help": "Folder (or Hub id) of a text classifier with its tokenizer."})
     input_file: str | None = field(
-        default=None, metadata={"help": "Text file with one text per line; standard input when not given."}
+        default=None,
+        metadata={
+            "help": "One text per line (task folders: one JSON object per line); standard input when not given."
+        },
     )
     output_file: str | None = field(
         default=None, metadata={"help": "Where to write the JSON lines; standard output when not given."}
@@ -99,7 +104,62 @@ def load_pipeline(task: str, model_name_or_path: str, device: str | None, trust_
         raise UsageError(f"cannot load {model_name_or_path!r}: {str(error).splitlines()[0]}") from error
 
 
+def task_folder_spec(model_name_or_path: str, trust_remote_code: bool):
+    """The task a saved folder was trained for, when it is one beyond a single text (else None)."""
+    from transformers import AutoConfig
+
+    from ..tasks import task_of_config
+
+    try:
+        check_model_path(model_name_or_path)
+        config = AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
+    except (RecipeError, OSError, ValueError) as error:
+        raise UsageError(f"cannot load {model_name_or_path!r}: {str(error).splitlines()[0]}") from error
+    spec = task_of_config(config)
+    return spec if spec is not None and spec.task != "single_text" else None
+
+
+def read_json_lines(input_file: str | None) -> list[dict]:
+    """One JSON object per non-blank line of `input_file` (standard input when None); a line that is not one is
+    named."""
+    rows = []
+    for number, line in enumerate(read_texts(input_file), 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise UsageError(
+                f"{input_file or 'standard input'}, row {number}: not a JSON object ({error.msg})"
+            ) from None
+        if not isinstance(row, dict):
+            raise UsageError(
+                f"{input_file or 'standard input'}, row {number}: a JSON object is needed, got {line[:40]!r}"
+            )
+        rows.append(row)
+    return rows
+
+
+def run_task_predict(arguments: PredictArguments) -> None:
+    """`tl-nlp predict` on a task folder (pairs, regression, multi-label, multiple choice): JSON lines in (the
+    model's column names, or `text` / `text_pair` / `choices`), the row and its answer out."""
+    from ..data import TextDataError
+    from ..task_predictions import TaskPredictor
+
+    rows = read_json_lines(arguments.input_file)
+    predictor = TaskPredictor.from_pretrained(
+        arguments.model_name_or_path, arguments.batch_size, arguments.device, arguments.trust_remote_code
+    )
+    try:
+        answers = predictor.predict(rows, source=arguments.input_file or "standard input")
+    except TextDataError as error:
+        raise UsageError(str(error)) from error
+    lines = [json.dumps({**row, **answer}, ensure_ascii=False) for row, answer in zip(rows, answers, strict=True)]
+    write_output("\n".join(lines) + "\n", arguments.output_file)
+
+
 def run_predict(arguments: PredictArguments) -> None:
+    if task_folder_spec(arguments.model_name_or_path, arguments.trust_remote_code) is not None:
+        run_task_predict(arguments)
+        return
     classifier = load_pipeline(
         "text-classification", arguments.model_name_or_path, arguments.device, arguments.trust_remote_code
     )

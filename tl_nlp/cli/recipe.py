@@ -25,6 +25,7 @@ from ..recipe.config import (
     LRFindTaskArguments,
     ModelArguments,
     PretrainTrainingArguments,
+    TaskArguments,
     UlmfitArguments,
 )
 from ..recipe.data import RecipeError, TextData
@@ -62,6 +63,7 @@ def run_language_model_command(
 
 def run_classifier_command(
     data: DataArguments,
+    task: TaskArguments,
     model: ModelArguments,
     method: ClassifierMethodArguments,
     training: ClassifierTrainingArguments,
@@ -80,6 +82,7 @@ def run_classifier_command(
         trust_remote_code=model.trust_remote_code,
         method=method,
         hub=hub,
+        task=task,
     )
     print(f"saved to {training.output_dir}")
 
@@ -87,6 +90,7 @@ def run_classifier_command(
 def run_ulmfit_command(
     recipe: UlmfitArguments,
     data: DataArguments,
+    task: TaskArguments,
     model: ModelArguments,
     method: ClassifierMethodArguments,
     training: ClassifierTrainingArguments,
@@ -154,6 +158,7 @@ def run_ulmfit_command(
         backwards=model.backwards,
         method=method,
         hub=hub,
+        task=task,
         **model.language_model_options(),
     )
     summary = {name: result if isinstance(result, dict) else result.metrics for name, result in results.items()}
@@ -172,6 +177,7 @@ def run_evaluate_command(arguments: EvaluateArguments) -> None:
         output_file=arguments.output_file,
         trust_remote_code=arguments.trust_remote_code,
         max_length=arguments.max_length,
+        confusion_matrix_file=arguments.confusion_matrix_file,
     )
     print(json.dumps(metrics))
 
@@ -238,7 +244,14 @@ RECIPE_COMMANDS: dict[str, tuple[tuple[type, ...], Callable[..., None], str | No
         "runs/lm_finetuned",
     ),
     "train-classifier": (
-        (DataArguments, ModelArguments, ClassifierMethodArguments, ClassifierTrainingArguments, HubArguments),
+        (
+            DataArguments,
+            TaskArguments,
+            ModelArguments,
+            ClassifierMethodArguments,
+            ClassifierTrainingArguments,
+            HubArguments,
+        ),
         run_classifier_command,
         "runs/classifier",
     ),
@@ -246,6 +259,7 @@ RECIPE_COMMANDS: dict[str, tuple[tuple[type, ...], Callable[..., None], str | No
         (
             UlmfitArguments,
             DataArguments,
+            TaskArguments,
             ModelArguments,
             ClassifierMethodArguments,
             ClassifierTrainingArguments,

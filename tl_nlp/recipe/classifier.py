@@ -16,10 +16,7 @@ from transformers import AutoModelForSequenceClassification, DataCollatorWithPad
 from ..data import encode_labels, tokenize_dataset
 from ..feature_extraction import FeatureExtractionClassifier, FeatureHeadArguments
 from ..metrics import classification_metrics
-from ..training import ClassificationTrainer
-from ..training.auxiliary_lm import AuxiliaryLMTrainer
 from ..training.lora import ULMFiTLoraArguments
-from ..training.loss_guard import NonFiniteLossCallback
 from ..training.lr_finder import find_learning_rate
 from ..training.training_record import ULMFiTStage, chain_record, find_starting_point
 from .config import (
@@ -35,12 +32,14 @@ from .loading import load_config, load_tokenizer, model_family, objective_or_non
 from .methods import (
     awd_lstm_decoder_bias,
     check_model_for_method,
+    classifier_trainer,
     load_feature_head_into_awd_lstm,
     model_to_save,
     parameter_counts,
     wrap_classifier,
 )
 from .results import PreparedStage, StageResult, print_metrics, save_stage, save_trained_stage, stage_folder
+from .task import resolve_task, train_task_classifier
 
 MethodLike = str | ClassifierMethodArguments
 
@@ -150,14 +149,13 @@ def prepare_classifier(
     lm_bias = awd_lstm_decoder_bias(model_name_or_path) if config.model_type == "awd_lstm" else None
     model = wrap_classifier(model, method, auxiliary_lm_weight, lora, lm_bias)
     counts = parameter_counts(model)
-    guard = NonFiniteLossCallback()
-    trainer = (AuxiliaryLMTrainer if auxiliary_lm_weight > 0 else ClassificationTrainer)(
-        model=model,
-        args=args,
-        train_dataset=train,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=classification_metrics(len(id2label)),
-        callbacks=[guard],
+    trainer, guard = classifier_trainer(
+        model,
+        args,
+        train,
+        DataCollatorWithPadding(tokenizer),
+        classification_metrics(len(id2label)),
+        auxiliary_lm_weight,
     )
     return PreparedStage(
         "classifier",
@@ -193,6 +191,8 @@ def train_classifier(
     Args:
         model_name_or_path, train_data, output_dir, kwargs: as for [`prepare_classifier`].
         hub: upload the saved folder with its model card (`HubArguments(push_to_hub=True, ...)`).
+        task: [`TaskArguments`]: the task and its columns. Without it the task is inferred from the data; pairs,
+            regression, multi-label and multiple choice go to `tl_nlp.recipe.task.train_task_classifier`.
         feature_head: `method="feature_extraction"`: the head and its training (`FeatureHeadArguments()` when not
             given; its seed is the training seed); in `ClassifierMethodArguments` as its `feature_head_*` fields.
         feature_pooling: `method="feature_extraction"`: see `extract_features` (`"auto"`).
@@ -210,6 +210,31 @@ def train_classifier(
     >>> result.metrics["eval_accuracy"]  # doctest: +SKIP
     ```
     """
+    task = kwargs.pop("task", None)
+    method_name = getattr(kwargs.get("method", "full"), "method", kwargs.get("method", "full"))
+    if task is not None or method_name == "full":
+        # Pairs, regression, multi-label and multiple choice train in their own stage (inferred from the data
+        # when `task` does not say); a single text with one class goes on here.
+        spec, _, _ = resolve_task(train_data, task)
+        if spec.task != "single_text":
+            method, auxiliary_lm_weight, lora, save_adapter = _method_options(
+                kwargs.pop("method", "full"),
+                kwargs.pop("auxiliary_lm_weight", 0.0),
+                kwargs.pop("lora", None),
+                kwargs.pop("save_adapter", False),
+            )
+            if lora is not None or save_adapter:
+                raise RecipeError(f"{spec.task}: LoRA is for single-text classifiers; use method 'full'")
+            return train_task_classifier(
+                model_name_or_path,
+                train_data,
+                output_dir,
+                hub=hub,
+                task=task,
+                method=method,
+                auxiliary_lm_weight=auxiliary_lm_weight,
+                **kwargs,
+            )
     feature_head = kwargs.pop("feature_head", None)
     feature_pooling = kwargs.pop("feature_pooling", "auto")
     method = kwargs.get("method", "full")

@@ -2,6 +2,7 @@
 `tl-nlp` commands, or built in Python) and handed to the stage functions as it is:
 
 - [`DataArguments`]: where a stage reads its texts;
+- [`TaskArguments`]: what the labelled data asks (one text, pairs, regression, multi-label, multiple choice);
 - [`ModelArguments`]: the checkpoint a stage starts from, or the new AWD-LSTM and tokenizer it builds;
 - [`ClassifierMethodArguments`]: how the classifier stage transfers the language model (full, LoRA, features);
 - [`PretrainTrainingArguments`], [`FinetuneTrainingArguments`], [`ClassifierTrainingArguments`]: the training of
@@ -28,6 +29,7 @@ import torch
 
 from ..feature_extraction import POOLINGS, FeatureHeadArguments
 from ..setting_checks import check_class_names, check_positive_number, check_training_settings, check_whole_number
+from ..tasks import TASKS
 from ..training import ULMFiTTrainingArguments
 from ..training.lora import ULMFiTLoraArguments
 from .data import TextData
@@ -97,6 +99,36 @@ class DataArguments:
             rows=rows,
             max_examples=max_examples,
         )
+
+
+@dataclass
+class TaskArguments:
+    """What the labelled data asks of the classifier stage (see `tl_nlp.tasks`); every field not given is inferred from
+    the data where that is unambiguous, and the stage says what it inferred."""
+
+    task: str | None = field(
+        default=None,
+        metadata={"help": f"One of {', '.join(TASKS)}; inferred from the data when not given."},
+    )
+    text_pair_column: str | None = field(
+        default=None, metadata={"help": "Second text of a pair (sentence2, hypothesis...); inferred when not given."}
+    )
+    choice_columns: list[str] | None = field(
+        default=None, metadata={"help": "Candidate answers of a multiple-choice row (choice1 choice2...)."}
+    )
+    symmetric_pair: bool | None = field(
+        default=None,
+        metadata={
+            "help": "GPT-style and AWD-LSTM models: read pairs in both orders, summed (GPT's similarity input); "
+            "default: yes for regression on pairs."
+        },
+    )
+
+    def __post_init__(self):
+        if self.task is not None and self.task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.choice_columns is not None and len(self.choice_columns) < 2:
+            raise ValueError(f"choice_columns must name 2 or more columns, got {self.choice_columns}")
 
 
 @dataclass
@@ -579,7 +611,9 @@ class UlmfitArguments:
 
 @dataclass
 class EvaluateArguments:
-    """Accuracy and macro-F1 of a classifier (or a forward + backward ensemble) on labelled texts."""
+    """The metrics of a classifier (or a forward + backward ensemble) on labelled texts: accuracy and macro-F1, and
+    for a model trained on another task its own (per-class and averaged scores for pairs and choices, Pearson and
+    Spearman for regression, F1 and exact match for multi-label)."""
 
     model_name_or_path: list[str] = field(
         default=None, metadata={"help": "Classifier folder(s) or Hub id(s); several are ensembled (mean probability)."}
@@ -600,11 +634,17 @@ class EvaluateArguments:
     )
     batch_size: int = field(default=32, metadata={"help": "Texts per forward pass (>= 1)."})
     output_file: str | None = field(default=None, metadata={"help": "Also write the metrics there as JSON."})
+    confusion_matrix_file: str | None = field(
+        default=None,
+        metadata={"help": "Classes and multiple choice, one model: also write the confusion matrix there as a PNG."},
+    )
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow a Hub checkpoint's own code."})
 
     def __post_init__(self):
         if not self.model_name_or_path:
             raise ValueError("model_name_or_path is required: one classifier folder, or several for an ensemble")
+        if self.confusion_matrix_file is not None and len(self.model_name_or_path) > 1:
+            raise ValueError("confusion_matrix_file is for one model, not an ensemble")
         if not self.test_file:
             raise ValueError("test_file is required: a local file or a Hub dataset name")
         if self.batch_size < 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,7 +70,8 @@ class TextData:
                 f"cannot read {self.source!r} (split {self.split!r}): not a local file, and loading it as a Hub "
                 f"dataset failed: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
             ) from error
-        if self.text_column not in dataset.column_names:
+        # No text column: the caller infers it from the columns (task stages).
+        if self.text_column is not None and self.text_column not in dataset.column_names:
             raise RecipeError(
                 f"{self.source}: no text column {self.text_column!r}; the columns are {dataset.column_names}. "
                 "Set text_column to one of them."
@@ -132,3 +134,13 @@ def columns_of(data: TextData | datasets.Dataset | str | None) -> tuple[str, str
     if isinstance(data, TextData):
         return data.text_column, data.label_column
     return "text", "label"
+
+
+def load_rows(data: TextData | datasets.Dataset | str | None) -> datasets.Dataset | None:
+    """[`as_dataset`], without requiring the default `text` column: a pair or multiple-choice task has none and
+    infers its columns (`tl_nlp.tasks.infer_task`)."""
+    if isinstance(data, str):
+        data = TextData(data)
+    if isinstance(data, TextData) and data.text_column == "text":
+        data = dataclasses.replace(data, text_column=None)
+    return as_dataset(data)

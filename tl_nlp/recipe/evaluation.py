@@ -15,8 +15,10 @@ from transformers import AutoModelForSequenceClassification
 
 from ..data import check_texts, encode_labels, ensemble_predict
 from ..metrics import Accuracy, MacroF1
-from .data import DataLike, RecipeError, as_dataset, columns_of, source_name
-from .loading import load_config, load_tokenizer
+from ..task_predictions import TaskPredictor
+from ..tasks import TaskSpec, task_of_config
+from .data import DataLike, RecipeError, TextData, as_dataset, columns_of, load_rows, source_name
+from .loading import check_model_path, load_config, load_tokenizer
 
 # A transformer classifier's longest input when neither the user nor the saved tokenizer says otherwise.
 DEFAULT_MAX_LENGTH = 512
@@ -160,21 +162,56 @@ def evaluate_classifier(
     device: str | None = None,
     trust_remote_code: bool = False,
     max_length: int | None = None,
+    confusion_matrix_file: str | Path | None = None,
 ) -> dict[str, float]:
-    """Accuracy and macro-F1 of a classifier (or the mean-probability ensemble of several) on labelled texts.
+    """Accuracy and macro-F1 of a classifier (or the mean-probability ensemble of several) on labelled texts; a
+    folder trained for another task (pairs, regression, multi-label, multiple choice: `config.tl_nlp_task`) is
+    scored with that task's metrics by `tl_nlp.task_predictions.TaskPredictor`.
 
     Args:
         model_name_or_path: a classifier folder or Hub id, or several (forward + backward).
         data: labelled texts; labels are ids or names of the classifier's `id2label`.
         output_file: also write the metrics there as JSON (e.g. `eval_results.json`).
         max_length: longest transformer input in tokens (default: the length the classifier was trained with).
+        confusion_matrix_file: one classifier of classes or choices: also write its confusion matrix as a PNG.
 
     Returns:
         `{"eval_accuracy", "eval_macro_f1", "eval_samples"}`.
     """
-    classifiers = load_classifiers(model_name_or_path, trust_remote_code, device, max_length)
-    metrics = classifier_metrics(classifiers, data, batch_size)
+    single = isinstance(model_name_or_path, str | Path) or len(model_name_or_path) == 1
+    if single and (confusion_matrix_file is not None or _has_task(model_name_or_path, trust_remote_code)):
+        metrics = task_metrics(model_name_or_path, data, batch_size, device, trust_remote_code, confusion_matrix_file)
+    else:
+        classifiers = load_classifiers(model_name_or_path, trust_remote_code, device, max_length)
+        metrics = classifier_metrics(classifiers, data, batch_size)
     if output_file is not None:
         Path(output_file).parent.mkdir(parents=True, exist_ok=True)
         Path(output_file).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     return metrics
+
+
+def _has_task(model_name_or_path: str | Sequence[str], trust_remote_code: bool) -> bool:
+    path = model_name_or_path if isinstance(model_name_or_path, str | Path) else model_name_or_path[0]
+    return task_of_config(load_config(str(path), trust_remote_code)) is not None
+
+
+def task_metrics(
+    model_name_or_path: str | Sequence[str],
+    data: DataLike,
+    batch_size: int = 32,
+    device: str | None = None,
+    trust_remote_code: bool = False,
+    confusion_matrix_file: str | Path | None = None,
+) -> dict[str, float]:
+    """The task's metrics of one model folder (see `TaskPredictor.evaluate`), with the confusion matrix PNG."""
+    path = str(model_name_or_path if isinstance(model_name_or_path, str | Path) else model_name_or_path[0])
+    check_model_path(path)
+    predictor = TaskPredictor.from_pretrained(path, batch_size, device, trust_remote_code)
+    if predictor.spec.task == "single_text" and isinstance(data, TextData):
+        # A plain classifier: the columns the data names.
+        predictor.spec = TaskSpec("single_text", text_column=data.text_column, label_column=data.label_column)
+    if confusion_matrix_file is not None and predictor.spec.task in ("regression", "multi_label"):
+        raise RecipeError(
+            f"a confusion matrix is for classes and choices; this model's task is {predictor.spec.task!r}"
+        )
+    return predictor.evaluate(load_rows(data), source_name(data), confusion_matrix_file)

@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, set_seed
 
 from ..data import backward_tokenizer, language_model_data, tokenize_for_language_model, train_ulmfit_tokenizer
 from ..models.awd_lstm import AWDLSTMConfig, AWDLSTMForCausalLM
-from ..training import LanguageModelTrainer, stream_perplexity
+from ..training import LanguageModelTrainer
 from ..training.loss_guard import NonFiniteLossCallback
 from .config import HubArguments, TrainingLike, stage_training_arguments
 from .data import DataLike, RecipeError, as_dataset, columns_of, data_description, source_name
@@ -167,8 +167,9 @@ def train_language_model(
         trainer, model, eval_dataset = prepared.trainer, prepared.trainer.model, prepared.eval_dataset
 
         def perplexity() -> float:
-            if prepared.objective == "stream":
-                return stream_perplexity(model, eval_dataset)
+            # The trainer's evaluation sums the loss and the target tokens over every process: under DDP each process
+            # reads its own rows of the streams (or its share of the blocks) and every token counts once. On one
+            # process it is `stream_perplexity` (carried state, reset at the start).
             return math.exp(trainer.evaluate(eval_dataset)["eval_loss"])
 
         metrics: dict[str, dict] = {}

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from peft import PeftModel
@@ -23,8 +24,10 @@ from torch import nn
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from ..feature_extraction import Standardize
-from ..training.auxiliary_lm import ClassifierWithAuxiliaryLM
+from ..training import ClassificationTrainer
+from ..training.auxiliary_lm import AuxiliaryLMTrainer, ClassifierWithAuxiliaryLM
 from ..training.lora import ULMFiTLoraArguments, ulmfit_lora_model
+from ..training.loss_guard import NonFiniteLossCallback
 from .data import RecipeError
 
 
@@ -119,3 +122,25 @@ def load_feature_head_into_awd_lstm(classifier: nn.Module, head: nn.Sequential) 
     for target, source in zip(targets, linears, strict=True):
         target.weight.copy_(source.weight)
         target.bias.copy_(source.bias)
+
+
+def classifier_trainer(
+    model: nn.Module,
+    args: Any,
+    train_dataset: Any,
+    data_collator: Any,
+    compute_metrics: Any,
+    auxiliary_lm_weight: float,
+) -> tuple[Any, NonFiniteLossCallback]:
+    """The classifier stage's trainer (`AuxiliaryLMTrainer` with an auxiliary LM loss, else `ClassificationTrainer`)
+    and its non-finite-loss guard."""
+    guard = NonFiniteLossCallback()
+    trainer = (AuxiliaryLMTrainer if auxiliary_lm_weight > 0 else ClassificationTrainer)(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        data_collator=data_collator,
+        compute_metrics=compute_metrics,
+        callbacks=[guard],
+    )
+    return trainer, guard

@@ -63,6 +63,9 @@ class PreparedStage:
     settings: dict[str, str] = field(default_factory=dict)
     encode: Any = None
     label_names: list[str] | None = None
+    # Task stages (`tl_nlp.recipe.task`): the task, and the raw validation rows its metrics and threshold read.
+    task: Any = None
+    eval_rows: Any = None
 
     def tokenize(self, data: Any) -> Any:
         """Labelled texts (`TextData`, a file or Hub name, or a dataset) read as this classifier stage reads its own

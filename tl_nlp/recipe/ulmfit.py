@@ -10,7 +10,7 @@ from typing import Any
 from ..feature_extraction import FeatureHeadArguments
 from ..training.lora import ULMFiTLoraArguments
 from .classifier import MethodLike, train_classifier
-from .config import ClassifierMethodArguments, HubArguments, TrainingLike, check_method
+from .config import ClassifierMethodArguments, HubArguments, TaskArguments, TrainingLike, check_method
 from .data import DataLike, RecipeError, as_dataset, columns_of
 from .evaluation import evaluate_classifier
 from .language_model import finetune_language_model, pretrain_language_model
@@ -39,6 +39,7 @@ def run_ulmfit(
     feature_head: FeatureHeadArguments | None = None,
     feature_pooling: str = "auto",
     hub: HubArguments | None = None,
+    task: TaskArguments | None = None,
     **language_model_options: Any,
 ) -> dict[str, StageResult | dict[str, float]]:
     """ULMFiT end to end: (1) a general-domain language model, (2) fine-tuned on target-domain text, (3) a
@@ -65,6 +66,8 @@ def run_ulmfit(
             transfer method and its settings (see [`train_classifier`]; `method` may be a
             `ClassifierMethodArguments` holding them all).
         hub: upload the (forward) classifier's folder with its model card, which describes all its stages.
+        task: the classifier stage's task and its columns ([`TaskArguments`]; inferred from `train_data` when not
+            given): pairs, regression, multi-label and multiple choice as well as single texts.
         language_model_options: further [`train_language_model`] arguments for stages 1-2 (`model_config`,
             `vocab_size`, `bptt`, `block_size`, ...).
 
@@ -124,6 +127,7 @@ def run_ulmfit(
             label_names=label_names,
             training_args=classifier_args,
             hub=None if is_backward else hub,
+            task=task,
             **method_options,
         )
     if backwards and eval_data is not None:

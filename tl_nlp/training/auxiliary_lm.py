@@ -139,12 +139,15 @@ class ClassifierWithAuxiliaryLM(nn.Module):
             labels (`torch.Tensor`, *optional*): class labels; the LM term is computed only with them.
         """
         with_lm = labels is not None and self.auxiliary_lm_weight > 0
+        # Rows of several sequences (multiple choice, a pair in both orders): the LM term reads each sequence.
+        lm_ids = input_ids.reshape(-1, input_ids.size(-1))
+        lm_mask = attention_mask.reshape(lm_ids.shape) if attention_mask is not None else None
         if self.is_awd_lstm:
             outputs = self.classifier(input_ids, attention_mask=attention_mask, labels=labels, return_dict=True)
             hidden = None
             if with_lm:
                 encoder = self.classifier.awd_lstm
-                hidden = encoder(input_ids, attention_mask=attention_mask, return_dict=True).last_hidden_state
+                hidden = encoder(lm_ids, attention_mask=lm_mask, return_dict=True).last_hidden_state
         else:
             outputs = self.classifier(
                 input_ids,
@@ -159,9 +162,9 @@ class ClassifierWithAuxiliaryLM(nn.Module):
         lm_loss = None
         if hidden is not None:
             logits = self.lm_head(hidden[:, :-1], self.get_input_embeddings().weight)
-            targets = input_ids[:, 1:]
-            if attention_mask is not None:
-                targets = targets.masked_fill(~attention_mask[:, 1:].bool(), -100)
+            targets = lm_ids[:, 1:]
+            if lm_mask is not None:
+                targets = targets.masked_fill(~lm_mask[:, 1:].bool(), -100)
             lm_loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1))
         loss = outputs.loss
         if loss is not None and lm_loss is not None:

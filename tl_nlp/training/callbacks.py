@@ -9,14 +9,15 @@ The plan is printed before training starts.
 How a group is frozen, and why:
 - The optimizer knows every parameter from the start (transformers' Trainer only puts parameters that require a
   gradient into the optimizer when it creates it, so a group frozen that way would never train once unfrozen).
-- On one process (`freeze_method="requires_grad"`, the default there) frozen parameters get `requires_grad=False`:
-  autograd then stops below the lowest trainable group, so frozen lower layers cost no backward computation.
-- Under DDP, FSDP or DeepSpeed (`freeze_method="drop_grads"`, the default when a process group of more than one
-  process is initialized) every parameter keeps `requires_grad=True`: DDP registers only the parameters that require
-  a gradient when it wraps the model, and silently never all-reduces a parameter switched on later, so the ranks
-  would drift apart. Frozen parameters' gradients are still computed and all-reduced (DDP needs them to finish
-  its buckets) and are then set to `None` before clipping and the optimizer step (`ULMFiTTrainer.training_step`,
-  and `on_pre_optimizer_step` as a fallback for a plain `Trainer`).
+- With `freeze_method="requires_grad"` (the default on one process and under DDP when `ULMFiTTrainer` finds that DDP
+  looks for unused parameters, as transformers' Trainer sets it up by default) frozen parameters get
+  `requires_grad=False`: autograd then stops below the lowest trainable group, so frozen lower layers cost no
+  backward computation. Under DDP this is safe because the Trainer wraps the model before `on_train_begin`, when
+  every parameter is registered; see `tl_nlp.training.distributed_freezing`.
+- With `freeze_method="drop_grads"` (the default under FSDP, or DDP without unused-parameter detection, and with a
+  plain `Trainer` under DDP) every parameter keeps `requires_grad=True`, frozen gradients are computed and
+  all-reduced and then set to `None` before clipping and the optimizer step (`ULMFiTTrainer.training_step`, and
+  `on_pre_optimizer_step` as a fallback for a plain `Trainer`). DeepSpeed is refused (ZeRO keeps its own gradients).
 - Either way a frozen parameter has no gradient at the optimizer step, and torch optimizers skip such parameters
   entirely: no update, no weight decay, no change to their Adam moments or step count. Frozen weights stay
   bit-identical.
@@ -36,6 +37,7 @@ from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_callback import ExportableState
 
+from .distributed_freezing import freeze_method_for
 from .layer_groups import LayerGroup, layer_group_summary, layer_groups
 
 logger = logging.getLogger(__name__)
@@ -245,10 +247,11 @@ class GradualUnfreezingCallback(TrainerCallback, ExportableState):
         groups (`Sequence[str | Sequence[str]]`, *optional*): custom layer-group patterns (see `layer_groups`);
             the default groups of the model otherwise.
         schedule (`str`, defaults to `"auto"`): one of `UNFREEZING_SCHEDULES` (see `unfreezing_plan`).
-        freeze_method (`str`, defaults to `"auto"`): `"requires_grad"` (frozen groups cost no backward; one process
-            only), `"drop_grads"` (keeps every parameter in the autograd graph and drops frozen gradients before
-            the step; safe under DDP), or `"auto"`: `"drop_grads"` when a process group of more than one process
-            is initialized, `"requires_grad"` otherwise.
+        freeze_method (`str`, defaults to `"auto"`): `"requires_grad"` (frozen groups cost no backward; one
+            process, or DDP with `find_unused_parameters=True`), `"drop_grads"` (keeps every parameter in the
+            autograd graph and drops frozen gradients before the step; safe under any wrapper), or `"auto"`:
+            `"requires_grad"` on one process; with more than one process `"drop_grads"` until `ULMFiTTrainer`
+            shows the callback the wrapped model (`use_wrapped_model`), then what `freeze_method_for` says.
 
     Example:
 
@@ -295,6 +298,7 @@ class GradualUnfreezingCallback(TrainerCallback, ExportableState):
         self._trainable_at_start: set[str] = set()
         self._frozen: list[nn.Parameter] = []
         self._method = "requires_grad"
+        self._wrapped_model: nn.Module | None = None
 
     # ---- schedule -------------------------------------------------------------------------------------------------
 
@@ -313,6 +317,19 @@ class GradualUnfreezingCallback(TrainerCallback, ExportableState):
     def frozen_parameters(self) -> list[nn.Parameter]:
         """The parameters frozen at the current stage."""
         return self._frozen
+
+    def use_wrapped_model(self, wrapped_model: nn.Module) -> None:
+        """With `freeze_method="auto"`, freeze the way `wrapped_model` allows (`freeze_method_for`): under DDP with
+        unused-parameter detection, by `requires_grad`, so that frozen groups cost no backward. `ULMFiTTrainer` calls
+        it with the model its training step runs; a change of method re-applies the current stage."""
+        if self.freeze_method != "auto" or wrapped_model is self._wrapped_model:
+            return
+        self._wrapped_model = wrapped_model
+        method = freeze_method_for(wrapped_model)
+        if method != self._method and self.num_trainable_groups is not None:
+            self._method = method
+            stage, self.num_trainable_groups = self.num_trainable_groups, None
+            self._apply_stage(stage)
 
     def drop_frozen_gradients(self) -> None:
         """Set the gradient of every frozen parameter to `None`, so that the optimizer skips it entirely."""
@@ -358,6 +375,7 @@ class GradualUnfreezingCallback(TrainerCallback, ExportableState):
         self._layer_groups = layer_groups(model, self.groups)
         self._parameters = dict(model.named_parameters())
         self._trainable_at_start = {name for name, parameter in self._parameters.items() if parameter.requires_grad}
+        self._wrapped_model = None
         if self.freeze_method == "auto":
             distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
             self._method = "drop_grads" if distributed and torch.distributed.get_world_size() > 1 else "requires_grad"

@@ -16,6 +16,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from ..models.awd_lstm import AWDLSTMForSequenceClassification, AWDLSTMPreTrainedModel
+from ..tasks import task_of_config, task_sentence
 from .training_record import OBJECTIVE_TASKS, ULMFiTStage, ULMFiTTrainingRecord, model_objective
 
 ULMFIT_BIBTEX = """@inproceedings{howard-ruder-2018-universal,
@@ -292,7 +293,7 @@ def build_model_card(
             f"with ULMFiT's fine-tuning techniques (Howard & Ruder, 2018) in {stages}. It has {num_parameters:,} "
             "parameters."
         )
-    if is_classifier:
+    if is_classifier and task_of_config(config) is None:
         labels = ", ".join(f"`{config.id2label[i]}`" for i in range(config.num_labels))
         if is_awd_lstm:
             summary += (
@@ -301,6 +302,9 @@ def build_model_card(
             )
         else:
             summary += f" It predicts {labels}."
+    task = task_of_config(config)
+    if task is not None and task.task != "single_text":
+        summary += f" {task_sentence(task)}"
     if record.base_model:
         summary += f" It starts from [`{record.base_model}`](https://huggingface.co/{record.base_model})."
 

@@ -23,6 +23,7 @@ from transformers.trainer_utils import unwrap_peft_model
 
 from .arguments import ULMFiTTrainingArguments, with_model_family_defaults
 from .callbacks import GradualUnfreezingCallback
+from .distributed_freezing import check_deepspeed_supports_ulmfit, deepspeed_config_of
 from .layer_groups import LayerGroup, layer_group_summary, layer_groups
 from .model_card import build_model_card, check_hub_folder
 from .param_groups import discriminative_param_groups
@@ -135,6 +136,8 @@ class ULMFiTTrainer(Trainer):
         # The fields left None take the model family's defaults (fastai's for AWD-LSTM), in a copy of the arguments.
         self.args = with_model_family_defaults(self.args, self.accelerator.unwrap_model(self.model))
         check_fsdp_supports_layer_groups(self.accelerator, self.args)
+        if self.is_deepspeed_enabled:
+            check_deepspeed_supports_ulmfit(deepspeed_config_of(self.accelerator), self.args.gradual_unfreezing)
         self.custom_layer_groups = custom_layer_groups
         self.num_update_steps_per_epoch: int | None = None
         self.model_accepts_loss_kwargs = model_normalizes_loss_by_num_items(self.accelerator.unwrap_model(self.model))
@@ -298,11 +301,16 @@ class ULMFiTTrainer(Trainer):
         return self.lr_scheduler
 
     def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch=None) -> torch.Tensor:
-        loss = super().training_step(model, inputs, num_items_in_batch)
         callback = self.unfreezing_callback
         if callback is not None:
-            # Under DDP frozen parameters still get (all-reduced) gradients; drop them before gradient clipping so
-            # that the clipping norm and the optimizer see only the trainable groups.
+            # `model` is the wrapped model: under DDP with unused-parameter detection, frozen groups can leave the
+            # autograd graph (no backward below the lowest trainable group), as on one process.
+            callback.use_wrapped_model(model)
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if callback is not None:
+            # With `drop_grads` freezing (FSDP, DDP without unused-parameter detection) frozen parameters still get
+            # (all-reduced) gradients; drop them before gradient clipping so that the clipping norm and the
+            # optimizer see only the trainable groups.
             callback.drop_frozen_gradients()
         return loss
 

@@ -223,8 +223,9 @@ def model_objective(model: nn.Module) -> str | None:
 
 
 def class_objective(name: str) -> str | None:
+    # A multiple-choice model classifies a row's choices (tl_nlp.tasks): a classifier for the card and record.
     if name in set(MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES.values()) or name.endswith(
-        "ForSequenceClassification"
+        ("ForSequenceClassification", "ForMultipleChoice")
     ):
         return "classification"
     if name in set(MODEL_FOR_MASKED_LM_MAPPING_NAMES.values()) or name.endswith("ForMaskedLM"):

