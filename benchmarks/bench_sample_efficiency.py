@@ -74,6 +74,7 @@ from tl_nlp import (
     tokenize_for_language_model,
     train_ulmfit_tokenizer,
 )
+from tl_nlp.models.awd_lstm.configuration_awd_lstm import FASTAI_DROPOUTS
 from tl_nlp.recipe import (
     ClassifierTrainingArguments,
     FinetuneTrainingArguments,
@@ -719,7 +720,8 @@ def main() -> None:
 
     config = AWDLSTMConfig.from_pretrained(stage2)
     fastai_config = {
-        key: getattr(config, key)
+        # Unset dropouts are fastai's classifier defaults (before dropout_multiplier, which fastai applies too).
+        key: getattr(config, key) if getattr(config, key) is not None else FASTAI_DROPOUTS["classifier"][key]
         for key in (
             "vocab_size",
             "embedding_size",

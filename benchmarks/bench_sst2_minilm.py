@@ -107,6 +107,7 @@ def run_one(kind: str, seed: int, options, model_dir: Path, train: Dataset, dev:
         report_to=[],
         disable_tqdm=True,
         use_cpu=True,
+        bf16=options.bf16,
     )
     if kind == "trainer":
         args = TrainingArguments(**common)
@@ -115,7 +116,7 @@ def run_one(kind: str, seed: int, options, model_dir: Path, train: Dataset, dev:
         args = ULMFiTTrainingArguments(
             **common,
             learning_rate=options.ulmfit_lr,
-            discriminative_lr_decay=2.6,
+            discriminative_lr_decay=options.ulmfit_decay,
             stlr_cut_frac=0.1,
             stlr_ratio=32,
             unfreeze_at_fractions=options.unfreeze_at_fractions,
@@ -168,8 +169,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--ulmfit_lr", type=float, default=2e-4, help="ULMFiTTrainer's top-group (peak) rate")
     parser.add_argument(
-        "--unfreeze_at_fractions", type=float, nargs="+", default=[0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35]
+        "--ulmfit_decay", type=float, default=None, help="rate ratio between groups (default: ULMFiTTrainer's)"
     )
+    parser.add_argument(
+        "--unfreeze_at_fractions", type=float, nargs="+", default=None, help="default: ULMFiTTrainer's 'auto' plan"
+    )
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast for both trainers")
     parser.add_argument("--trainers", nargs="+", choices=["trainer", "ulmfit"], default=["trainer", "ulmfit"])
     parser.add_argument(
         "--eval_on", choices=["dev", "heldout"], default="dev", help="heldout: 872 unused training sentences"

@@ -82,6 +82,7 @@ def classifier_trainer(output_dir: str, num_processes: int, sortish: bool) -> UL
         learning_rate=1e-2,
         weight_decay=0.1,
         unfreeze_every_n_steps=3,
+        unfreezing_schedule="partial",
         seed=3,
         **COMMON,
     )
@@ -139,6 +140,7 @@ def lm_run(output_dir: str, num_processes: int) -> tuple[AWDLSTMForCausalLM, dic
         num_train_epochs=1,
         learning_rate=1e-2,
         unfreeze_every_n_steps=2,
+        unfreezing_schedule="partial",
         logging_steps=1,  # logged losses are gathered over the ranks (train()'s own total is not: see the test)
         **COMMON,
     )
@@ -200,6 +202,7 @@ def resume_trainer(output_dir: str, **overrides) -> ULMFiTTrainer:
         per_device_train_batch_size=4,
         learning_rate=1e-2,
         unfreeze_every_n_steps=2,
+        unfreezing_schedule="partial",
         **{**COMMON, **overrides},
     )
     model = WriteCountingBert(tiny_bert(dropout=0.1).config)

@@ -74,6 +74,7 @@ def unfreezing_run(out_dir, find_unused_parameters=None):
         learning_rate=1e-2,
         weight_decay=0.1,
         unfreeze_every_n_steps=2,
+        unfreezing_schedule="partial",
         logging_steps=1,
         ddp_find_unused_parameters=find_unused_parameters,
         **COMMON,

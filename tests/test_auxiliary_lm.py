@@ -17,7 +17,8 @@ def tiny_gpt2_classifier() -> GPT2ForSequenceClassification:
 def args(tmp_path, **kwargs) -> ULMFiTTrainingArguments:
     values = dict(
         output_dir=str(tmp_path), per_device_train_batch_size=4, learning_rate=1e-2, max_steps=4, logging_steps=1,
-        unfreeze_every_n_steps=1, report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True, seed=0,
+        unfreeze_every_n_steps=1, unfreezing_schedule="partial", report_to=[], save_strategy="no", use_cpu=True,
+        disable_tqdm=True, seed=0,
     )  # fmt: skip
     return ULMFiTTrainingArguments(**{**values, **kwargs})
 

@@ -160,3 +160,41 @@ def test_backward_classifier_reads_reversed_ids_and_ensemble_averages():
                 forward_model(forward_ids).logits.softmax(-1) + backward_model(forward_ids.flip(1)).logits.softmax(-1)
             ) / 2
             assert probabilities[row] == pytest.approx(expected[0].numpy(), abs=1e-5)
+
+
+def test_sortish_sampler_never_makes_a_batch_of_one_and_rotates_who_sits_out():
+    sampler = SortishSampler(list(range(1, 18)), batch_size=16, seed=0)
+    assert len(sampler) == 16
+    left_out = set()
+    for epoch in range(6):
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        assert len(order) == 16 and len(set(order)) == 16
+        left_out |= set(range(17)) - set(order)
+    assert len(left_out) > 1  # not always the shortest example of the chunk
+
+
+def test_classifier_with_17_rows_and_batch_16_trains_through_every_epoch(tmp_path):
+    import datasets
+
+    tokenizer = train_ulmfit_tokenizer(["one two three four five six"], min_frequency=1)
+    texts = [" ".join(["one", "two"] * (n % 5 + 1)) for n in range(17)]
+    dataset, _, _ = tokenize_dataset(datasets.Dataset.from_dict({"text": texts, "label": [0, 1] * 8 + [0]}), tokenizer)
+    config = AWDLSTMConfig(vocab_size=len(tokenizer), embedding_size=8, hidden_size=8, num_hidden_layers=1)
+    args = ULMFiTTrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=16,
+        num_train_epochs=3,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        learning_rate=1e-3,
+    )
+    trainer = ClassificationTrainer(
+        model=AWDLSTMForSequenceClassification(config),
+        args=args,
+        train_dataset=dataset,
+        data_collator=DataCollatorWithPadding(tokenizer),
+    )
+    trainer.train()  # failed at the end of epoch 1 with a training batch of one
+    assert trainer.state.global_step == 3

@@ -168,7 +168,12 @@ def test_card_follows_a_different_record(trained):
 def test_stage_from_training_arguments(trained, tmp_path):
     model, _, tokenizer = trained
     args = ULMFiTTrainingArguments(
-        output_dir=str(tmp_path), learning_rate=1e-3, num_train_epochs=2, unfreeze_every_n_steps=50, report_to=[]
+        output_dir=str(tmp_path),
+        learning_rate=1e-3,
+        num_train_epochs=2,
+        unfreeze_every_n_steps=50,
+        report_to=[],
+        discriminative_lr_decay=2.6,  # unset, the trainer fills in the model family's
     )
     stage = ULMFiTStage.from_training_arguments(
         args, name="classifier", objective="classification", dataset="stanfordnlp/imdb", metrics={"f1": 0.9}

@@ -17,10 +17,11 @@ from tl_nlp.training.lr_finder import (
 )
 
 
-def make_trainer(tmp_path, decay: float = 2.6) -> ULMFiTTrainer:
+def make_trainer(tmp_path, decay: float = 2.6, gradual_unfreezing: bool = False) -> ULMFiTTrainer:
     torch.manual_seed(0)
     args = ULMFiTTrainingArguments(
         output_dir=str(tmp_path),
+        gradual_unfreezing=gradual_unfreezing,
         per_device_train_batch_size=8,
         learning_rate=1e-3,
         discriminative_lr_decay=decay,
@@ -69,6 +70,33 @@ def test_sweep_is_exponential_keeps_group_ratios_and_restores_everything(tmp_pat
     for key, tensors in optimizer_state.items():
         restored = [v for v in trainer.optimizer.state[key].values() if torch.is_tensor(v)]
         assert all(torch.equal(a, b) for a, b in zip(tensors, restored, strict=True))
+
+
+def test_with_gradual_unfreezing_the_sweep_trains_the_top_group_alone_as_fastai(tmp_path):
+    trainer = make_trainer(tmp_path, gradual_unfreezing=True)
+    groups = trainer.get_layer_groups()
+    head = set(groups[-1].parameter_names)
+    parameters = dict(trainer.model.named_parameters())
+    stepped = []
+    handle = register_optimizer_step_pre_hook(
+        lambda optimizer, args, kwargs: stepped.append(
+            {
+                name
+                for group in optimizer.param_groups
+                for p in group["params"]
+                for name, q in parameters.items()
+                if p is q
+            }
+        )
+    )
+    try:
+        result = find_learning_rate(trainer, start_lr=1e-5, end_lr=1e-1, num_steps=8, divergence_threshold=1e9)
+    finally:
+        handle.remove()
+    assert result.swept_groups == [groups[-1].name] == ["head"]
+    assert stepped and all(names == head for names in stepped)  # frozen as training starts
+    assert all(p.requires_grad for p in trainer.model.parameters())  # restored
+    assert result.suggestion == result.valley
 
 
 def test_loss_is_smoothed_with_bias_correction_and_the_sweep_stops_on_divergence(tmp_path):

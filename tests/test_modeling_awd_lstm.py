@@ -14,6 +14,7 @@ from tl_nlp import AWDLSTMConfig, AWDLSTMForCausalLM, AWDLSTMForSequenceClassifi
 from tl_nlp.models.awd_lstm.modeling_awd_lstm import EmbeddingDropout, LockedDropout, WeightDropout
 
 VOCAB = 60
+DROPOUT_NAMES = ("input_dropout", "hidden_dropout", "embedding_dropout", "weight_dropout", "output_dropout")
 
 
 def tiny_config(**overrides) -> AWDLSTMConfig:
@@ -40,16 +41,13 @@ def test_defaults_are_the_papers():
     config = AWDLSTMConfig()
     assert (config.embedding_size, config.hidden_size, config.num_hidden_layers) == (400, 1152, 3)
     assert config.tie_word_embeddings
-    assert (config.input_dropout, config.hidden_dropout, config.embedding_dropout, config.weight_dropout) == (
-        0.4,
-        0.3,
-        0.05,
-        0.5,
-    )
-    assert config.output_dropout == 0.1 and config.dropout_multiplier == 1.0
+    # Unset dropouts are fastai's for the head (awd_lstm_lm_config / awd_lstm_clas_config).
+    assert [config.scaled_dropout(name, "language_model") for name in DROPOUT_NAMES] == [0.25, 0.15, 0.02, 0.2, 0.1]
+    assert [config.scaled_dropout(name, "classifier") for name in DROPOUT_NAMES[:4]] == [0.4, 0.3, 0.05, 0.5]
+    assert config.dropout_multiplier == 1.0
     assert (config.bptt_chunk_length, config.max_len) == (70, 1440)
     assert config.classifier_hidden_sizes == [50] and config.classifier_dropouts == [0.4, 0.1]
-    assert tiny_config(dropout_multiplier=0.5).scaled_dropout("input_dropout") == pytest.approx(0.2)
+    assert tiny_config(dropout_multiplier=0.5).scaled_dropout("input_dropout", "classifier") == pytest.approx(0.2)
 
 
 @pytest.mark.parametrize(
@@ -127,15 +125,29 @@ def test_dropouts_act_in_train_mode_only():
     assert torch.equal(out.raw_last_hidden_state, out.dropped_last_hidden_state)
 
 
-def test_dropout_multiplier_scales_every_module():
-    model = AWDLSTMForSequenceClassification(tiny_config(dropout_multiplier=0.5))
+def _dropouts(model) -> list[float]:
     encoder = model.awd_lstm
-    assert encoder.input_dropout.p == pytest.approx(0.2)
-    assert encoder.embedding_dropout.p == pytest.approx(0.025)
-    assert encoder.layers[0].weight_dropout.p == pytest.approx(0.25)
-    assert encoder.hidden_dropouts[0].p == pytest.approx(0.15)
-    head_dropouts = [m.p for m in model.classifier.layers if isinstance(m, nn.Dropout)]
-    assert head_dropouts == pytest.approx([0.2, 0.05])
+    values = [encoder.embedding_dropout.p, encoder.input_dropout.p, encoder.layers[0].weight_dropout.p]
+    values += [dropout.p for dropout in encoder.hidden_dropouts]
+    if isinstance(model, AWDLSTMForCausalLM):
+        return values + [model.output_dropout.p]
+    return values + [m.p for m in model.classifier.layers if isinstance(m, nn.Dropout)]
+
+
+def test_dropout_multiplier_scales_every_module_but_the_heads_later_dropouts():
+    model = AWDLSTMForSequenceClassification(tiny_config(dropout_multiplier=0.5, classifier_hidden_sizes=[6, 5]))
+    # fastai's drop_mult scales output_p (the head's first dropout) but not ps (its later ones).
+    assert _dropouts(model) == pytest.approx([0.025, 0.2, 0.25, 0.15, 0.15, 0.2, 0.1, 0.1])
+    lm = AWDLSTMForCausalLM(tiny_config(dropout_multiplier=0.5))
+    assert _dropouts(lm) == pytest.approx([0.01, 0.125, 0.1, 0.075, 0.075, 0.05])
+
+
+def test_a_classifier_loaded_from_a_language_model_gets_the_classifiers_dropouts(tmp_path):
+    AWDLSTMForCausalLM(tiny_config()).save_pretrained(tmp_path)
+    classifier = AWDLSTMForSequenceClassification.from_pretrained(tmp_path, num_labels=2)
+    assert _dropouts(classifier) == pytest.approx([0.05, 0.4, 0.5, 0.3, 0.3, 0.4, 0.1])
+    explicit = AWDLSTMForCausalLM(tiny_config(input_dropout=0.1))
+    assert explicit.awd_lstm.input_dropout.p == 0.1
 
 
 # --- shapes, outputs, losses ---------------------------------------------------------------------------------------
@@ -319,6 +331,98 @@ def test_bpt3c_gradients_flow_only_through_the_last_max_len_tokens():
     grad = model.awd_lstm.embeddings.weight.grad
     assert grad[early].abs().sum() == 0
     assert (grad[late].abs().sum(dim=1) > 0).all()
+
+
+def _gradients_of_first_document(model, documents):
+    """Gradients of the first document's logits (eval mode: no dropout, BatchNorm per row) in a right-padded batch."""
+    width = max(len(document) for document in documents)
+    ids = torch.ones(len(documents), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, document in enumerate(documents):
+        ids[row, : len(document)], mask[row, : len(document)] = document, 1
+    model.zero_grad(set_to_none=True)
+    model(ids, attention_mask=mask).logits[0].sum().backward()
+    return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def test_bpt3c_gradient_does_not_depend_on_the_other_documents_in_the_batch():
+    # The issue's case: a 100-token document with max_len 20 got gradient on its tokens 0-79 next to a 15-token
+    # document (the kept window came from the shortest document) and none next to a 100-token one.
+    config = no_dropout(vocab_size=400, bptt_chunk_length=20, max_len=20)
+    model = AWDLSTMForSequenceClassification(config).eval()
+    document = torch.arange(4, 104)
+    alone = _gradients_of_first_document(model, [document])
+    for neighbour in (torch.arange(104, 119), torch.arange(120, 220), torch.arange(220, 257)):
+        together = _gradients_of_first_document(model, [document, neighbour])
+        assert alone.keys() == together.keys()
+        for name, gradient in alone.items():
+            torch.testing.assert_close(together[name], gradient, rtol=1e-5, atol=1e-7, msg=name)
+        embedding_grad = together["awd_lstm.embeddings.weight"]
+        assert embedding_grad[document[:80]].abs().sum() == 0  # tokens before the last max_len: no gradient
+        assert (embedding_grad[document[80:]].abs().sum(dim=1) > 0).all()
+
+
+def test_bpt3c_detaches_the_state_between_chunks_as_fastai():
+    # max_len 10 over chunks of 5: the pooled tokens 10-19 sit in two chunks, and the state between them is
+    # detached, so the first of them gets no gradient through the second.
+    model = AWDLSTMForSequenceClassification(no_dropout(vocab_size=100, bptt_chunk_length=5, max_len=10)).eval()
+    ids = torch.arange(4, 24)[None]
+    hidden = model.read_document(ids)[1]
+    assert hidden.shape == (1, 10, 8)
+    grad = torch.autograd.grad(hidden[0, 5:].sum(), model.awd_lstm.embeddings.weight)[0]
+    assert grad[ids[0, 10:15]].abs().sum() == 0 and (grad[ids[0, 15:]].abs().sum(dim=1) > 0).all()
+
+
+def test_bpt3c_window_is_right_aligned_with_zeros_before_short_documents():
+    model = AWDLSTMForSequenceClassification(no_dropout(bptt_chunk_length=5, max_len=10)).eval()
+    ids = random_ids(2, 12)
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    hidden = model.read_document(ids, mask)[1]
+    assert hidden.shape == (2, 10, 8)
+    torch.testing.assert_close(hidden[0], model.awd_lstm(ids[:1]).last_hidden_state[0, 2:])
+    torch.testing.assert_close(hidden[1, 3:], model.awd_lstm(ids[1:, :7]).last_hidden_state[0])
+    assert torch.equal(hidden[1, :3], torch.zeros(3, 8))
+
+
+def test_weight_dropout_drops_hidden_to_hidden_connections_only():
+    # Taking weight dropout out of the layer (or moving it to the input weights) must fail here.
+    config = tiny_config(
+        dropout_multiplier=1.0,
+        input_dropout=0.0,
+        hidden_dropout=0.0,
+        embedding_dropout=0.0,
+        output_dropout=0.0,
+        weight_dropout=0.5,
+    )
+    model = AWDLSTMModel(config)
+    ids = random_ids(3, 8)
+    reference = model.eval()(ids).last_hidden_state
+    model.train()
+    torch.manual_seed(0)
+    first = model(ids).last_hidden_state
+    torch.manual_seed(1)
+    second = model(ids).last_hidden_state
+    # The first step reads a zero state: the hidden-to-hidden matrix plays no part, so neither does its dropout.
+    torch.testing.assert_close(first[:, 0], reference[:, 0])
+    torch.testing.assert_close(second[:, 0], reference[:, 0])
+    # Later steps read the dropped matrix: a fresh mask per forward pass, and different from no dropout at all.
+    assert not torch.allclose(first[:, 1:], second[:, 1:])
+    assert not torch.allclose(first[:, 1:], reference[:, 1:])
+    # One mask per forward pass, shared by every time step and row: the layer equals nn.LSTM run with the masked
+    # matrix that the same random draw gives.
+    layer = model.layers[0]
+    torch.manual_seed(2)
+    dropped = layer.weight_dropout(layer.weight_hh)
+    lstm = nn.LSTM(layer.input_size, layer.hidden_size, batch_first=True)
+    with torch.no_grad():
+        lstm.weight_ih_l0.copy_(layer.weight_ih), lstm.weight_hh_l0.copy_(dropped)
+        lstm.bias_ih_l0.copy_(layer.bias_ih), lstm.bias_hh_l0.copy_(layer.bias_hh)
+    embedded = model.embeddings(ids)
+    torch.manual_seed(2)
+    ours = layer(embedded)[0]
+    torch.testing.assert_close(ours, lstm(embedded)[0])
+    assert (dropped == 0).float().mean().item() == pytest.approx(0.5, abs=0.1)
 
 
 def test_long_documents_run_in_chunks():

@@ -95,7 +95,8 @@ def test_gradual_unfreezing_keeps_frozen_groups_adapters_still(tmp_path):
     model = ulmfit_lora_model(tiny_awd_lstm_classifier())
     randomize_adapters(model)  # so that both A and B get gradients once their layer trains
     initial = snapshot(model)
-    args = training_args(tmp_path, max_steps=3, unfreeze_every_n_steps=2)  # steps 0-1: head; step 2: + layer 2
+    # steps 0-1: head; step 2: + layer 2 (the lower groups stay frozen on purpose)
+    args = training_args(tmp_path, max_steps=3, unfreeze_every_n_steps=2, unfreezing_schedule="partial")
     ULMFiTTrainer(model=model, args=args, train_dataset=classification_dataset()).train()
     after = snapshot(model)
     changed = {name for name in after if not torch.equal(after[name], initial[name])}

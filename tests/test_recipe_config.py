@@ -21,7 +21,7 @@ from tl_nlp.recipe.config import ClassifierTrainingArguments, HubArguments
 from tl_nlp.recipe.evaluation import load_classifiers
 from tl_nlp.training import ULMFiTTrainingArguments
 
-DECAY = 2.6  # ULMFiT's discriminative factor, ClassifierTrainingArguments' default
+DECAYS = {"bert": 1.25, "awd_lstm": 2.6}  # the family defaults of ULMFiTTrainingArguments.discriminative_lr_decay
 
 
 @pytest.fixture(scope="module")
@@ -87,14 +87,17 @@ def test_cli_learning_rate_reaches_the_optimizer_as_the_python_api_sets_it(
     family, top_rate, request, corpora, tmp_path
 ):
     """The walk of one setting: `tl-nlp train-classifier` without --learning_rate, to the optimizer's param groups
-    (saved with the first checkpoint): the family's rate on the top group, divided by 2.6 per group below; the
+    (saved with the first checkpoint): the family's rate on the top group, divided by the family's decay per group
+    below (2.6 for AWD-LSTM, 1.25 for Transformers); the
     Python API builds the same optimizer."""
     model = request.getfixturevalue(family)
     flags = ("--save_strategy", "steps", "--save_steps", "1")
     assert train_classifier_command(model, corpora, tmp_path / "cli", *flags) == 0
     rates = sorted(set(peak_rates_in_checkpoint(tmp_path / "cli")), reverse=True)
     assert rates[0] == pytest.approx(top_rate)
-    assert [a / b for a, b in zip(rates, rates[1:], strict=False)] == pytest.approx([DECAY] * (len(rates) - 1))
+    assert [a / b for a, b in zip(rates, rates[1:], strict=False)] == pytest.approx(
+        [DECAYS[family]] * (len(rates) - 1)
+    )
 
     prepared = prepare_classifier(str(model), TextData(str(corpora["train"])), tmp_path / "api")
     optimizer = prepared.trainer.create_optimizer()
@@ -192,3 +195,14 @@ def test_awd_lstm_classifier_reads_the_first_max_length_tokens_and_evaluation_to
     assert max(whole["length"]) > 5 and max(cut.trainer.train_dataset["length"]) == 5
     assert cut.trainer.train_dataset["input_ids"][0] == whole["input_ids"][0][:5]
     assert cut.tokenizer.model_max_length == 5  # saved with the classifier: evaluate reads 5 tokens too
+
+
+def test_the_classifier_stage_can_train_at_the_lr_finders_suggestion(bert, corpora, tmp_path, capsys):
+    from tl_nlp.recipe.classifier import take_lr_finder_suggestion
+
+    training = ClassifierTrainingArguments(output_dir=str(tmp_path), learning_rate_from_lr_find=True, max_steps=1)
+    prepared = prepare_classifier(str(bert), TextData(str(corpora["train"])), tmp_path, training_args=training)
+    rate = take_lr_finder_suggestion(prepared.trainer)
+    assert prepared.trainer.args.learning_rate == rate != 5e-5
+    assert "LR finder on head: valley" in capsys.readouterr().out
+    assert all(p.requires_grad for p in prepared.trainer.model.parameters())

@@ -295,6 +295,7 @@ def test_a_bert_classifier_trained_with_ulmfit_trainer_gets_its_own_card(tmp_pat
         num_train_epochs=1,
         per_device_train_batch_size=4,
         unfreeze_at_fractions=[0.5],
+        unfreezing_schedule="partial",
         ulmfit_stage_name="SST-2 fine-tuning",
         dataset_name="stanfordnlp/sst2",
         language="en",

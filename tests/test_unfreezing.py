@@ -164,6 +164,7 @@ def test_batchnorm_in_the_head_keeps_training(tmp_path):
         max_steps=3,
         learning_rate=1e-2,
         unfreeze_every_n_steps=10,
+        unfreezing_schedule="partial",  # on purpose: only the head trains
         report_to=[],
         save_strategy="no",
         use_cpu=True,
@@ -190,6 +191,7 @@ def final_weights_and_trainer(output_dir, resume_from=None):
         learning_rate=1e-2,
         weight_decay=0.01,
         unfreeze_every_n_steps=3,
+        unfreezing_schedule="partial",  # the embeddings stay frozen: the resumed run must keep them so
         save_strategy="steps",
         save_steps=4,
         report_to=[],
@@ -233,7 +235,8 @@ def test_peft_base_weights_stay_out_and_lora_unfreezes_by_layer(tmp_path):
     base = {name for name, parameter in model.named_parameters() if not parameter.requires_grad}
     args = ULMFiTTrainingArguments(
         output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=4, learning_rate=1e-2,
-        unfreeze_every_n_steps=2, report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True,
+        unfreeze_every_n_steps=2, unfreezing_schedule="partial", report_to=[], save_strategy="no", use_cpu=True,
+        disable_tqdm=True,
     )  # fmt: skip
     trainer = ULMFiTTrainer(model=model, args=args, train_dataset=classification_dataset())
     trainer.train()
@@ -254,7 +257,8 @@ def test_awd_lstm_lm_first_stage_trains_the_tied_decoder_as_fastai_does(tmp_path
     initial = snapshot(model)
     args = ULMFiTTrainingArguments(
         output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=3, learning_rate=1e-2,
-        unfreeze_every_n_steps=10, report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True,
+        unfreeze_every_n_steps=10, unfreezing_schedule="partial", report_to=[], save_strategy="no", use_cpu=True,
+        disable_tqdm=True,
     )  # fmt: skip
     trainer = ULMFiTTrainer(model=model, args=args, train_dataset=language_model_dataset())
     trainer.train()
@@ -266,3 +270,66 @@ def test_awd_lstm_lm_first_stage_trains_the_tied_decoder_as_fastai_does(tmp_path
             assert not torch.equal(parameter, initial[name]), name  # the head trains
         else:
             assert torch.equal(parameter, initial[name]), name  # the LSTM layers are frozen
+
+
+def test_plan_spreads_the_stages_when_there_are_fewer_epochs_than_groups():
+    from tl_nlp.training.callbacks import unfreezing_plan
+
+    # all-MiniLM-L6-v2 has 8 groups; 3 epochs of 100 steps: 7 stages over the first half, every group the second.
+    plan = unfreezing_plan(8, max_steps=300, steps_per_epoch=100)
+    assert [stage.start for stage in plan] == [0, 21, 43, 64, 86, 107, 129, 150]
+    assert [stage.num_trainable_groups for stage in plan] == list(range(1, 9))
+    assert plan[-1].end - plan[-1].start == 150
+    # One epoch: the same, never "nothing below the head trains".
+    assert unfreezing_plan(5, max_steps=40, steps_per_epoch=40)[-1].num_trainable_groups == 5
+    # Enough epochs: the paper's one group per epoch, the last stage at least one epoch long.
+    plan = unfreezing_plan(5, max_steps=500, steps_per_epoch=100)
+    assert [(stage.start, stage.num_trainable_groups) for stage in plan] == [
+        (0, 1),
+        (100, 2),
+        (200, 3),
+        (300, 4),
+        (400, 5),
+    ]
+    # Fewer steps than groups: several groups unfreeze at once, every one of them still trains.
+    plan = unfreezing_plan(8, max_steps=4, steps_per_epoch=4)
+    assert plan[-1].num_trainable_groups == 8 and plan[-1].end - plan[-1].start >= 2
+
+
+def test_a_schedule_that_leaves_groups_frozen_is_refused_unless_asked_for_by_name():
+    from tl_nlp.training.callbacks import unfreezing_plan
+
+    with pytest.raises(ValueError, match=r"one group per epoch of 100 steps reaches only 4 of 8 layer groups"):
+        unfreezing_plan(8, max_steps=400, steps_per_epoch=100, schedule="per_epoch")
+    with pytest.raises(ValueError, match=r"every 10 steps reaches only 2 of 5 .*'partial'"):
+        unfreezing_plan(5, max_steps=15, every_n_steps=10)
+    plan = unfreezing_plan(8, max_steps=400, steps_per_epoch=100, schedule="partial")
+    assert plan[-1].num_trainable_groups == 4
+
+
+def test_fastai_imdb_schedule_is_the_tutorials_stages_and_rates():
+    from tl_nlp.training.callbacks import unfreezing_plan
+
+    plan = unfreezing_plan(5, max_steps=50, steps_per_epoch=10, schedule="fastai_imdb")
+    assert [(s.start, s.end, s.num_trainable_groups, s.peak_scale) for s in plan] == [
+        (0, 10, 1, 1.0),
+        (10, 20, 2, 0.5),
+        (20, 30, 3, 0.25),
+        (30, 50, 5, 0.05),
+    ]
+
+
+def test_trainer_prints_the_plan_and_every_group_trains_with_one_epoch(tmp_path, capsys):
+    model = tiny_awd_lstm_classifier()
+    initial = snapshot(model)
+    args = ULMFiTTrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=4, num_train_epochs=1, learning_rate=1e-2,
+        report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True,
+    )  # fmt: skip
+    trainer = ULMFiTTrainer(model=model, args=args, train_dataset=classification_dataset(size=32))
+    trainer.train()
+    printed = capsys.readouterr().out
+    assert "Gradual unfreezing over 8 optimizer steps, 5 layer groups" in printed
+    assert "5 of 5 train" in printed
+    after = snapshot(model)
+    assert all(not torch.equal(after[name], initial[name]) for name in after if "weight" in name)

@@ -38,14 +38,9 @@ logger = logging.getLogger(__name__)
 # fastai pads its vocabulary to a multiple of 8 with this token and never maps text to it.
 FASTAI_FILLER_TOKEN = "xxfake"
 
-# Dropouts are not stored in a checkpoint: a converted model gets fastai's defaults for its kind
-# (`awd_lstm_lm_config` / `awd_lstm_clas_config`), which training scripts may scale with `dropout_multiplier`.
-FASTAI_LM_DROPOUTS = dict(
-    input_dropout=0.25, hidden_dropout=0.15, embedding_dropout=0.02, weight_dropout=0.2, output_dropout=0.1
-)
-FASTAI_CLASSIFIER_DROPOUTS = dict(
-    input_dropout=0.4, hidden_dropout=0.3, embedding_dropout=0.05, weight_dropout=0.5, output_dropout=0.4
-)
+# Dropouts are not stored in a checkpoint: a converted model leaves them unset, so it gets fastai's defaults for the
+# head it is loaded with (`awd_lstm_lm_config` / `awd_lstm_clas_config`, see `AWDLSTMConfig`), as fastai picks them
+# when it builds a learner; training scripts may scale them with `dropout_multiplier`.
 # fastai's `get_text_classifier(seq_len=72, max_len=72 * 20)`.
 FASTAI_BPTT = 72
 FASTAI_MAX_LEN = 72 * 20
@@ -237,23 +232,26 @@ def fastai_to_awd_lstm_state_dict(
         return kind, values, converted
 
     # fastai's head: LinBnDrop blocks `1.layers.{j}` = (0) BatchNorm1d, (1) Dropout, (2) Linear (no bias after a
-    # BatchNorm), (3) ReLU except in the last block. Ours is the same sequence flattened, 4 modules per block.
+    # BatchNorm), (3) ReLU except in the last block; without the Dropout when its p is 0, so the Linear is (1).
+    # Ours is the same sequence flattened, 4 modules per block.
     block_indices = sorted({int(m.group(1)) for key in state_dict if (m := re.match(r"1\.layers\.(\d+)\.", key))})
     if not block_indices or block_indices != list(range(len(block_indices))):
         raise ValueError(f"{source}: classifier head blocks {block_indices}, expected 1.layers.0, 1.layers.1...")
     sizes = [3 * embedding_size]
     for j in block_indices:
-        linear = take(f"1.layers.{j}.2.weight")
+        position = 2 if f"1.layers.{j}.2.weight" in state_dict else 1
+        linear = take(f"1.layers.{j}.{position}.weight")
         if linear.dim() != 2 or linear.shape[1] != sizes[-1]:
             raise ValueError(
-                f"{source}: `1.layers.{j}.2.weight` has shape {tuple(linear.shape)}, expected (?, {sizes[-1]}); "
+                f"{source}: `1.layers.{j}.{position}.weight` has shape {tuple(linear.shape)}, expected "
+                f"(?, {sizes[-1]}); "
                 "only fastai's PoolingLinearClassifier head (BatchNorm, Dropout, Linear blocks) is supported"
             )
         for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
             converted[f"classifier.layers.{4 * j}.{name}"] = take(f"1.layers.{j}.0.{name}")
         converted[f"classifier.layers.{4 * j + 2}.weight"] = linear
         converted[f"classifier.layers.{4 * j + 2}.bias"] = state_dict.get(
-            f"1.layers.{j}.2.bias", torch.zeros(linear.shape[0], dtype=linear.dtype)
+            f"1.layers.{j}.{position}.bias", torch.zeros(linear.shape[0], dtype=linear.dtype)
         )
         sizes.append(linear.shape[0])
     values["classifier_hidden_sizes"] = sizes[1:-1]
@@ -318,7 +316,7 @@ def convert_fastai_checkpoint(
         backwards: the model reads text backwards (fastai's `backwards=True`): the tokenizer reverses the ids.
         bptt: fastai's `seq_len`, the chunk length of the classifier's reading (BPT3C).
         max_len: fastai's `max_len`, how many final tokens of a document the classifier pools over.
-        config_overrides: other [`AWDLSTMConfig`] values (dropouts default to fastai's for the model's kind).
+        config_overrides: other [`AWDLSTMConfig`] values (dropouts default to fastai's for the head).
 
     Returns:
         The converted model, in eval mode.
@@ -331,19 +329,13 @@ def convert_fastai_checkpoint(
             f"the vocabulary {vocab_path} has {len(vocab)} tokens but the embeddings in {weights_path} have "
             f"{values['vocab_size']} rows: are they from the same model?"
         )
-    values.update(FASTAI_LM_DROPOUTS if kind == "lm" else FASTAI_CLASSIFIER_DROPOUTS)
     values.update(
         pad_token_id=vocab.index(PAD_TOKEN),
         bos_token_id=vocab.index(BOS_TOKEN),
         eos_token_id=vocab.index("xxeos") if "xxeos" in vocab else None,
     )
     if kind == "classifier":
-        hidden = values["classifier_hidden_sizes"]
-        values.update(
-            bptt_chunk_length=bptt,
-            max_len=max_len,
-            classifier_dropouts=[values["output_dropout"]] + [0.1] * len(hidden),
-        )
+        values.update(bptt_chunk_length=bptt, max_len=max_len)
         labels = list(labels) if labels is not None else vocab_labels
         if labels is not None:
             if len(labels) != values["num_labels"]:

@@ -308,6 +308,12 @@ class SortishSampler(Sampler[int]):
         batch_size: per-device batch size.
         seed: seed of the shuffles.
         chunk_batches: batches per sorted chunk (fastai: 50).
+
+    When the examples leave a last batch of exactly one (`len(lengths) % batch_size == 1`), one example chosen at
+    random is left out of each epoch: a training batch of one cannot go through a BatchNorm (ULMFiT's classifier head
+    has one), and the short batch would always hold the shortest example of its chunk. A different example sits
+    out each epoch, so none is lost for the whole run; fastai's training loader drops the whole short batch instead
+    (`drop_last=True`), up to `batch_size - 1` examples every epoch.
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 42, chunk_batches: int = 50):
@@ -321,18 +327,32 @@ class SortishSampler(Sampler[int]):
         self.seed = seed
         self.chunk_batches = chunk_batches
         self.epoch = 0
+        self.leaves_one_out = len(self.lengths) % batch_size == 1 and batch_size > 1
+        if self.leaves_one_out:
+            logger.info(
+                "SortishSampler: %d examples with batch size %d would leave a last batch of one; one example chosen "
+                "at random sits out each epoch.",
+                len(self.lengths),
+                batch_size,
+            )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.lengths)
+        return len(self.lengths) - int(self.leaves_one_out)
 
     def __iter__(self) -> Iterator[int]:
         generator = np.random.default_rng([self.seed, self.epoch])
         # Without set_epoch (a plain DataLoader) the next pass still gets a new order.
         self.epoch += 1
-        batches = sortish_batches(self.lengths, self.batch_size, generator, self.chunk_batches)
+        lengths = self.lengths
+        kept = np.arange(len(lengths))
+        if self.leaves_one_out:
+            kept = np.delete(kept, generator.integers(len(lengths)))
+        batches = [
+            kept[batch] for batch in sortish_batches(lengths[kept], self.batch_size, generator, self.chunk_batches)
+        ]
         # A short batch in the middle would shift every later batch boundary: put it last.
         short = [batch for batch in batches if len(batch) < self.batch_size]
         full = [batch for batch in batches if len(batch) == self.batch_size]

@@ -362,7 +362,6 @@ class StageTrainingArguments(ULMFiTTrainingArguments):
       all-MiniLM-L6-v2 / SST-2 a top rate of 1e-3 did better (BENCHMARKS.md): run `tl-nlp lr-find` for your model.
     - `report_to=[]`, `save_strategy="no"`, `logging_steps=20`, `disable_tqdm=False`: a stage saves its own folder
       and reports nowhere unless asked.
-    - `weight_decay=0.01` (fastai's default, where transformers' is 0).
     - `dataloader_pin_memory` only with CUDA (pinning means nothing without an accelerator, and torch warns).
     - The Trainer's own Hub upload is off (`push_to_hub` is not parsed here): see [`HubArguments`].
     """
@@ -382,7 +381,6 @@ class StageTrainingArguments(ULMFiTTrainingArguments):
     report_to: list[str] | None = field(default_factory=list, metadata={"help": "Integrations to report to."})
     save_strategy: str = field(default="no", metadata={"help": "Checkpoint strategy ('no', 'steps', 'epoch')."})
     logging_steps: float = field(default=20, metadata={"help": "Log every this many optimizer steps."})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (fastai's 0.01)."})
     dataloader_num_workers: int = field(default=0, metadata={"help": "Data-loading worker processes."})
     disable_tqdm: bool = field(default=False, metadata={"help": "Hide the progress bar."})
     dataloader_pin_memory: bool = field(
@@ -421,7 +419,8 @@ class StageTrainingArguments(ULMFiTTrainingArguments):
             seed=self.seed,
         )
         check_whole_number("gradient_accumulation_steps", self.gradient_accumulation_steps)
-        check_positive_number("weight_decay", self.weight_decay, allow_zero=True)
+        if self.weight_decay is not None:  # None: the model family's (ULMFiTTrainer fills it in)
+            check_positive_number("weight_decay", self.weight_decay, allow_zero=True)
         if self.max_steps is not None and self.max_steps != -1:
             check_whole_number("max_steps", self.max_steps, minimum=1)
         super().__post_init__()
@@ -492,14 +491,27 @@ class FinetuneTrainingArguments(StageTrainingArguments):
 @dataclass
 class ClassifierTrainingArguments(StageTrainingArguments):
     """ULMFiT stage 3 (the classifier): gradual unfreezing, discriminative rates and STLR (the `ULMFiTTrainingArguments`
-    defaults), 4 epochs of batches of 16 (one unfreezing stage per epoch: every group trains by the last one)."""
+    defaults, with the model family's decay and optimizer settings), 4 epochs of batches of 16. The 'auto'
+    unfreezing schedule gives one group per epoch when there are at least as many epochs as layer groups, and
+    otherwise spreads the stages over the first half of the steps, so every group trains for the second half
+    (`unfreezing_schedule="fastai_imdb"` runs fastai's IMDb tutorial instead, best with 5 epochs).
+
+    `learning_rate_from_lr_find=True` runs the learning-rate range test first, on the model as training starts
+    (the top layer group alone), and trains at its valley suggestion (fastai's default suggestion)."""
 
     stage: ClassVar[str] = "classifier"
     LEARNING_RATES: ClassVar[dict[str, float]] = {"awd_lstm": 1e-2, "transformer": 5e-5}
 
-    num_train_epochs: float = field(default=4.0, metadata={"help": "Epochs (one unfreezing stage each)."})
+    num_train_epochs: float = field(default=4.0, metadata={"help": "Epochs over the labelled texts."})
     per_device_train_batch_size: int = field(default=16, metadata={"help": "Training batch size per device."})
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch size per device."})
+    learning_rate_from_lr_find: bool = field(
+        default=False,
+        metadata={
+            "help": "Run the learning-rate range test on the model as training starts and train at its valley "
+            "suggestion (instead of learning_rate)."
+        },
+    )
 
 
 STAGE_TRAINING_ARGUMENTS: dict[str, type[StageTrainingArguments]] = {

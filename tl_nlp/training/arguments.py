@@ -2,10 +2,32 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
+
+from .callbacks import UNFREEZING_SCHEDULES
+
+# What `ULMFiTTrainer` fills in for the fields left None, by model family (see `model_family`). AWD-LSTM gets fastai's
+# text learners' settings; Transformers keep transformers' optimizer settings with a gentler layer-wise decay.
+MODEL_FAMILY_DEFAULTS = {
+    "awd_lstm": {
+        "discriminative_lr_decay": 2.6,
+        "adam_beta2": 0.99,
+        "adam_epsilon": 1e-5,
+        "weight_decay": 0.01,
+        "momentum_cycle": [0.8, 0.7, 0.8],
+    },
+    "transformer": {
+        "discriminative_lr_decay": 1.25,
+        "adam_beta2": 0.999,
+        "adam_epsilon": 1e-8,
+        "weight_decay": 0.0,
+        "momentum_cycle": [],
+    },
+}
 
 
 @dataclass
@@ -17,14 +39,45 @@ class ULMFiTTrainingArguments(TrainingArguments):
     Defaults changed from `TrainingArguments`:
     - `restore_callback_states_from_checkpoint=True`: a resumed run restores the gradual-unfreezing schedule saved
       with the checkpoint.
+    - Left `None`, these are chosen by `ULMFiTTrainer` for the model's family (`MODEL_FAMILY_DEFAULTS`), when it is
+      built:
+
+      | field | AWD-LSTM (fastai's `TextLearner`) | Transformers | `TrainingArguments` |
+      |---|---|---|---|
+      | `discriminative_lr_decay` | 2.6 (the paper) | 1.25 per group (ELECTRA's 0.8 layer-wise decay) | - |
+      | `adam_beta2` | 0.99 (fastai's `Adam`) | 0.999 | 0.999 |
+      | `adam_epsilon` | 1e-5 (fastai's `Adam`) | 1e-8 | 1e-8 |
+      | `weight_decay` | 0.01 (fastai's `Adam`, decoupled like AdamW) | 0.0 | 0.0 |
+      | `momentum_cycle` | (0.8, 0.7, 0.8) (fastai's text learners) | none (beta1 stays `adam_beta1`) | - |
+
+      fastai trains with beta1 cycled against the rate (`fit_one_cycle`'s `moms`; the paper used a fixed 0.7); we
+      cycle it along STLR's triangle. For Transformers the decay follows the layer-wise decays that fine-tuning
+      work found (0.95 per layer in Sun et al. 2019, "How to Fine-Tune BERT for Text Classification?"; 0.8 in
+      ELECTRA, Clark et al. 2020), chosen by a measurement on all-MiniLM-L6-v2 (BENCHMARKS.md): 2.6 per group is the
+      paper's value for a 3-layer LSTM and leaves a 12-layer model's embeddings at the top rate / 36,000.
+    - Unlike fastai, gradient clipping stays `TrainingArguments`' (`max_grad_norm=1.0`; fastai clips nothing by
+      default) and the no-weight-decay split is transformers' (every bias and norm; fastai decays the LSTM's
+      biases, which are not a module's `bias` attribute).
 
     While `use_stlr=True` (STLR is the schedule, with its own warm-up), `lr_scheduler_type` must stay `"linear"` (its
     default), `lr_scheduler_kwargs` empty and `warmup_steps` 0: any other value is an error, not silently ignored.
 
     Args:
-        discriminative_lr_decay (`float`, defaults to 2.6):
-            Each layer group's learning rate is the rate of the group above it divided by this (ULMFiT's 2.6);
-            1.0 turns discriminative learning rates off.
+        discriminative_lr_decay (`float`, *optional*):
+            Each layer group's learning rate is the rate of the group above it divided by this; 1.0 turns
+            discriminative learning rates off. By model family when unset (2.6 for AWD-LSTM, see above).
+        momentum_cycle (`list[float]`, *optional*):
+            Adam's beta1 (SGD's momentum) at the start, at the peak rate and at the end of each STLR triangle (or
+            one-cycle stage), as fastai's `moms`; `[]` keeps it fixed. By model family when unset.
+        unfreezing_schedule (`str`, defaults to `"auto"`):
+            `"auto"`: one more group per epoch when there are at least as many epochs as layer groups (the paper),
+            else the first stages share the first half of the steps and every group trains in the second half;
+            `"per_epoch"`: one group per epoch, refused when that leaves groups frozen at the end; `"fastai_imdb"`:
+            fastai's IMDb tutorial (stages of 1, 1, 1 and 2 fifths of the run training 1, 2, 3 and all groups at
+            peak rates lr, lr/2, lr/4 and lr/20, each stage with its own `fit_one_cycle`, whatever `use_stlr` says);
+            `"partial"`: one group per epoch (or per `unfreeze_every_n_steps` / `unfreeze_at_fractions`) even when
+            the lowest groups stay frozen at the end. Given `unfreeze_every_n_steps` or `unfreeze_at_fractions`,
+            `"auto"` and `"per_epoch"` refuse a schedule that leaves groups frozen at the end too.
         use_stlr (`bool`, defaults to `True`):
             Use slanted triangular learning rates instead of `lr_scheduler_type`.
         stlr_cut_frac (`float`, defaults to 0.1):
@@ -73,9 +126,35 @@ class ULMFiTTrainingArguments(TrainingArguments):
     ```
     """
 
-    discriminative_lr_decay: float = field(
-        default=2.6,
-        metadata={"help": "Each layer group's rate is the rate of the group above divided by this; 1.0 turns it off."},
+    discriminative_lr_decay: float | None = field(
+        default=None,
+        metadata={
+            "help": "Each layer group's rate is the rate of the group above divided by this; 1.0 turns it off "
+            "(default: 2.6 for AWD-LSTM, 1.25 for Transformers)."
+        },
+    )
+    momentum_cycle: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "beta1 at the start, peak and end of each STLR triangle, e.g. 0.8 0.7 0.8 (default: fastai's "
+            "0.8 0.7 0.8 for AWD-LSTM, fixed for Transformers)."
+        },
+    )
+    unfreezing_schedule: str = field(
+        default="auto",
+        metadata={
+            "help": "Gradual unfreezing: auto, per_epoch, fastai_imdb or partial (see the docstring).",
+            "choices": list(UNFREEZING_SCHEDULES),
+        },
+    )
+    adam_beta2: float | None = field(
+        default=None, metadata={"help": "Adam's beta2 (default: fastai's 0.99 for AWD-LSTM, 0.999 otherwise)."}
+    )
+    adam_epsilon: float | None = field(
+        default=None, metadata={"help": "Adam's epsilon (default: fastai's 1e-5 for AWD-LSTM, 1e-8 otherwise)."}
+    )
+    weight_decay: float | None = field(
+        default=None, metadata={"help": "Decoupled weight decay (default: fastai's 0.01 for AWD-LSTM, 0 otherwise)."}
     )
     use_stlr: bool = field(
         default=True, metadata={"help": "Use slanted triangular learning rates instead of lr_scheduler_type."}
@@ -130,7 +209,7 @@ class ULMFiTTrainingArguments(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        if not self.discriminative_lr_decay > 0:
+        if self.discriminative_lr_decay is not None and not self.discriminative_lr_decay > 0:
             raise ValueError(
                 f"discriminative_lr_decay must be > 0 (ULMFiT uses 2.6; 1.0 turns it off), got "
                 f"{self.discriminative_lr_decay}."
@@ -165,6 +244,32 @@ class ULMFiTTrainingArguments(TrainingArguments):
                     f"unfreeze_at_fractions must be strictly increasing values in (0, 1), e.g. [0.1, 0.2, 0.3]; "
                     f"got {fractions}."
                 )
+        if self.unfreezing_schedule not in UNFREEZING_SCHEDULES:
+            raise ValueError(
+                f"unfreezing_schedule must be one of {sorted(UNFREEZING_SCHEDULES)}, got {self.unfreezing_schedule!r}."
+            )
+        if self.unfreezing_schedule == "fastai_imdb" and not self.gradual_unfreezing:
+            raise ValueError(
+                "unfreezing_schedule='fastai_imdb' is a gradual-unfreezing schedule: it needs gradual_unfreezing=True."
+            )
+        if self.unfreezing_schedule == "fastai_imdb" and (
+            self.unfreeze_every_n_steps is not None or self.unfreeze_at_fractions is not None
+        ):
+            raise ValueError(
+                "unfreezing_schedule='fastai_imdb' fixes its own stages: leave unfreeze_every_n_steps and "
+                "unfreeze_at_fractions unset."
+            )
+        if self.momentum_cycle is not None and (
+            len(self.momentum_cycle) not in (0, 3) or any(not 0 <= m < 1 for m in self.momentum_cycle)
+        ):
+            raise ValueError(
+                f"momentum_cycle must be three values in [0, 1) (start, at the peak rate, end), e.g. [0.8, 0.7, 0.8], "
+                f"or [] to keep beta1 fixed; got {self.momentum_cycle}."
+            )
+        for name, low, high in (("adam_beta2", 0.0, 1.0), ("adam_epsilon", 0.0, 1.0), ("weight_decay", 0.0, None)):
+            value = getattr(self, name)
+            if value is not None and (value < low or (high is not None and value >= high)):
+                raise ValueError(f"{name} must be in [{low}, {high or 'inf'}), got {value}.")
         if self.ar_alpha < 0:
             raise ValueError(f"ar_alpha must be >= 0 (fastai uses 2.0; 0 turns AR off), got {self.ar_alpha}.")
         if self.tar_beta < 0:
@@ -177,3 +282,19 @@ class ULMFiTTrainingArguments(TrainingArguments):
             raise ValueError(
                 f"language must be a lower-case ISO 639 code such as 'en' or 'de', got {self.language!r}."
             )
+
+
+def model_family(model) -> str:
+    """`"awd_lstm"` for AWD-LSTM models (also inside PEFT wrappers), `"transformer"` for every other model."""
+    config = getattr(model, "config", None)
+    return "awd_lstm" if getattr(config, "model_type", None) == "awd_lstm" else "transformer"
+
+
+def with_model_family_defaults(args: ULMFiTTrainingArguments, model) -> ULMFiTTrainingArguments:
+    """A shallow copy of `args` whose `None` fields of `MODEL_FAMILY_DEFAULTS` hold the values for `model`'s family
+    (the caller's arguments are left alone, so that one object can serve models of different families)."""
+    resolved = copy.copy(args)
+    for name, value in MODEL_FAMILY_DEFAULTS[model_family(model)].items():
+        if getattr(resolved, name) is None:
+            setattr(resolved, name, copy.copy(value))
+    return resolved

@@ -37,12 +37,16 @@ class AuxiliaryLMOutput(ModelOutput):
         classification_loss (`torch.FloatTensor` of shape `()`, with `labels`): the classifier's own loss.
         lm_loss (`torch.FloatTensor` of shape `()`, with `labels` and a weight > 0): next-token cross-entropy over
             the real tokens of the batch.
+        raw_last_hidden_state, dropped_last_hidden_state (`torch.FloatTensor`, AWD-LSTM in training mode): the
+            classifier's, passed on so that the trainer adds AR/TAR as it does for the classifier alone.
     """
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     classification_loss: torch.FloatTensor | None = None
     lm_loss: torch.FloatTensor | None = None
+    raw_last_hidden_state: torch.FloatTensor | None = None
+    dropped_last_hidden_state: torch.FloatTensor | None = None
 
 
 class ClassifierWithAuxiliaryLM(nn.Module):
@@ -165,7 +169,14 @@ class ClassifierWithAuxiliaryLM(nn.Module):
         loss = outputs.loss
         if loss is not None and lm_loss is not None:
             loss = loss + self.auxiliary_lm_weight * lm_loss
-        return AuxiliaryLMOutput(loss=loss, logits=outputs.logits, classification_loss=outputs.loss, lm_loss=lm_loss)
+        return AuxiliaryLMOutput(
+            loss=loss,
+            logits=outputs.logits,
+            classification_loss=outputs.loss,
+            lm_loss=lm_loss,
+            raw_last_hidden_state=getattr(outputs, "raw_last_hidden_state", None),
+            dropped_last_hidden_state=getattr(outputs, "dropped_last_hidden_state", None),
+        )
 
 
 class TiedLMHead(nn.Module):

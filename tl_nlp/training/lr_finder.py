@@ -10,6 +10,10 @@ smoothed loss exceeds `divergence_threshold` times its minimum. Two suggestions 
 The model's weights, the trainer's optimizer and scheduler, and the frozen/trainable state of every parameter are
 restored afterwards. With discriminative learning rates (`ULMFiTTrainer`) every parameter group keeps its ratio to
 the top group: the rate that is swept and suggested is the top group's `learning_rate`.
+
+The sweep trains what training will start with: with gradual unfreezing, the top layer group alone (every other
+group frozen), as fastai's `lr_find` sweeps a learner as it is frozen. The recipe takes the *valley* suggestion
+(`LRFinderResult.suggestion`), fastai's default.
 """
 
 from __future__ import annotations
@@ -74,6 +78,12 @@ class LRFinderResult:
     steepest: float | None
     valley: float | None
     stopped_early: bool
+    swept_groups: list[str] | None = None
+
+    @property
+    def suggestion(self) -> float | None:
+        """The rate a recipe should train with: the valley (fastai's default suggestion), else the steepest."""
+        return self.valley if self.valley is not None else self.steepest
 
     def to_dict(self) -> dict:
         return {
@@ -182,6 +192,7 @@ def find_learning_rate(
     saved_optimizer_state = copy.deepcopy(saved_optimizer.state_dict()) if saved_optimizer is not None else None
     was_training = model.training
     try:
+        swept_groups = _freeze_as_training_starts(trainer)
         trainer.optimizer, trainer.lr_scheduler = None, None
         optimizer = trainer.create_optimizer()
         top_rate = max(group["lr"] for group in optimizer.param_groups)
@@ -210,6 +221,7 @@ def find_learning_rate(
         steepest=steepest_learning_rate(curve_rates, curve_losses),
         valley=valley_learning_rate(curve_rates, curve_losses),
         stopped_early=stopped_early,
+        swept_groups=swept_groups,
     )
     if arguments.plot_file:
         figure = result.plot(arguments.plot_file).figure
@@ -218,6 +230,21 @@ def find_learning_rate(
         # Only the file was asked for: the figure is closed, so that repeated runs do not pile figures up.
         plt.close(figure)
     return result
+
+
+def _freeze_as_training_starts(trainer: Trainer) -> list[str] | None:
+    """With gradual unfreezing (a `ULMFiTTrainer` with its callback), freezes every layer group that the first stage
+    leaves frozen (all but the top one) and returns the names of the groups that the sweep trains."""
+    callback = getattr(trainer, "unfreezing_callback", None)
+    if callback is None:
+        return None
+    groups = trainer.get_layer_groups()
+    # Stage 0 of every unfreezing plan trains the top group alone (see `unfreezing_plan`).
+    parameters = dict(trainer.model.named_parameters())
+    for group in groups[:-1]:
+        for name in group.parameter_names:
+            parameters[name].requires_grad_(False)
+    return [groups[-1].name]
 
 
 def _sweep(

@@ -21,13 +21,13 @@ from transformers.loss.loss_utils import LOSS_MAPPING, ForCausalLMLoss, ForMaske
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 from transformers.trainer_utils import unwrap_peft_model
 
-from .arguments import ULMFiTTrainingArguments
+from .arguments import ULMFiTTrainingArguments, with_model_family_defaults
 from .callbacks import GradualUnfreezingCallback
 from .distributed_freezing import check_deepspeed_supports_ulmfit, deepspeed_config_of
 from .layer_groups import LayerGroup, layer_group_summary, layer_groups
 from .model_card import build_model_card, check_hub_folder
 from .param_groups import discriminative_param_groups
-from .schedules import get_stlr_schedule
+from .schedules import get_staged_schedule
 from .training_record import (
     ULMFiTTrainingRecord,
     chain_record,
@@ -133,6 +133,8 @@ class ULMFiTTrainer(Trainer):
                 f"ULMFiTTrainer needs ULMFiTTrainingArguments, got {type(self.args).__name__}: build the arguments "
                 "with tl_nlp.ULMFiTTrainingArguments (same fields as TrainingArguments, plus the ULMFiT ones)."
             )
+        # The fields left None take the model family's defaults (fastai's for AWD-LSTM), in a copy of the arguments.
+        self.args = with_model_family_defaults(self.args, self.accelerator.unwrap_model(self.model))
         check_fsdp_supports_layer_groups(self.accelerator, self.args)
         if self.is_deepspeed_enabled:
             check_deepspeed_supports_ulmfit(deepspeed_config_of(self.accelerator), self.args.gradual_unfreezing)
@@ -149,6 +151,7 @@ class ULMFiTTrainer(Trainer):
                     every_n_steps=self.args.unfreeze_every_n_steps,
                     at_fractions=self.args.unfreeze_at_fractions,
                     groups=custom_layer_groups,
+                    schedule=self.args.unfreezing_schedule,
                 )
             )
 
@@ -186,6 +189,15 @@ class ULMFiTTrainer(Trainer):
         if objective is None:
             return None
         stage = run_stage(self.args, self.state, self.train_dataset, objective, self.starting_point)
+        callback = self.unfreezing_callback
+        if stage.gradual_unfreezing and callback is not None and callback.plan and not stage.unfreeze_every_n_steps:
+            # The stages as they were run (the "auto" schedule chooses them from the run's length).
+            total = callback.plan[-1].end
+            stage = dataclasses.replace(
+                stage,
+                unfreeze_every_n_steps=None,
+                unfreeze_at_fractions=[step.start / total for step in callback.plan[1:]] or None,
+            )
         _, eval_split = dataset_name_and_split(self.eval_dataset)
         return chain_record(self.starting_point, stage, language=self.args.language, eval_split=eval_split)
 
@@ -263,21 +275,26 @@ class ULMFiTTrainer(Trainer):
     def create_scheduler(
         self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
     ) -> torch.optim.lr_scheduler.LRScheduler:
-        if not self.args.use_stlr:
+        fastai_imdb = self.args.unfreezing_schedule == "fastai_imdb" and self.args.gradual_unfreezing
+        if not (self.args.use_stlr or fastai_imdb):
             return super().create_scheduler(num_training_steps, optimizer)
         if self.lr_scheduler is None:
-            stage_starts = None
             callback = self.unfreezing_callback
-            if self.args.stlr_per_stage and callback is not None:
-                stage_starts = callback.stage_starts(
+            plan = None
+            if callback is not None and (self.args.stlr_per_stage or fastai_imdb):
+                plan = callback.unfreezing_plan(
                     len(self.get_layer_groups()), num_training_steps, self.num_update_steps_per_epoch
                 )
-            self.lr_scheduler = get_stlr_schedule(
+            bounds = [0, *[stage.start for stage in plan[1:]], num_training_steps] if plan else [0, num_training_steps]
+            self.lr_scheduler = get_staged_schedule(
                 optimizer if optimizer is not None else self.optimizer,
-                num_training_steps,
+                bounds,
+                # fastai's IMDb tutorial fits each stage with `fit_one_cycle` at its own peak rate.
+                shape="one_cycle" if fastai_imdb else "stlr",
+                peak_scales=[stage.peak_scale for stage in plan] if plan else None,
+                momentums=self.args.momentum_cycle or None,
                 cut_frac=self.args.stlr_cut_frac,
                 ratio=self.args.stlr_ratio,
-                stage_starts=stage_starts,
             )
             # Tells Trainer to build a fresh schedule on the next `train()` call, as it does for its own.
             self._created_lr_scheduler = True

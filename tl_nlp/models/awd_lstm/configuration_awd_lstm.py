@@ -3,13 +3,33 @@
 from huggingface_hub.dataclasses import strict
 from transformers import PretrainedConfig
 
+# fastai's dropouts by head (`awd_lstm_lm_config`, `awd_lstm_clas_config`), used where a config leaves them None.
+# The classifier's `output_p` (0.4) is the first dropout of its head, `classifier_dropouts[0]`.
+FASTAI_DROPOUTS = {
+    "language_model": {
+        "input_dropout": 0.25,
+        "hidden_dropout": 0.15,
+        "embedding_dropout": 0.02,
+        "weight_dropout": 0.2,
+        "output_dropout": 0.1,
+    },
+    "classifier": {
+        "input_dropout": 0.4,
+        "hidden_dropout": 0.3,
+        "embedding_dropout": 0.05,
+        "weight_dropout": 0.5,
+        "output_dropout": 0.4,
+    },
+}
+ENCODER_DROPOUTS = ("input_dropout", "hidden_dropout", "embedding_dropout", "weight_dropout", "output_dropout")
+
 
 @strict
 class AWDLSTMConfig(PretrainedConfig):
     r"""
     Configuration of an AWD-LSTM encoder with its language-model and classifier heads. The defaults are the
-    paper's and fastai's (`awd_lstm_lm_config` / `awd_lstm_clas_config`), except that the classifier reads the
-    document in chunks of 70 tokens.
+    paper's and fastai's (`awd_lstm_lm_config` / `awd_lstm_clas_config`, chosen by head), except that the classifier
+    reads the document in chunks of 70 tokens (fastai: 72).
 
     Args:
         vocab_size (`int`, defaults to 60000):
@@ -22,25 +42,33 @@ class AWDLSTMConfig(PretrainedConfig):
             Number of stacked LSTM layers.
         tie_word_embeddings (`bool`, defaults to `True`):
             Whether the language-model decoder shares its weight with the input embeddings.
-        input_dropout (`float`, defaults to 0.4):
+        input_dropout (`float`, *optional*):
             Locked (variational) dropout on the embedding outputs, before the first LSTM layer.
-        hidden_dropout (`float`, defaults to 0.3):
+        hidden_dropout (`float`, *optional*):
             Locked dropout between LSTM layers.
-        embedding_dropout (`float`, defaults to 0.05):
+        embedding_dropout (`float`, *optional*):
             Probability of dropping a whole word (an embedding row) for a forward pass.
-        weight_dropout (`float`, defaults to 0.5):
+        weight_dropout (`float`, *optional*):
             DropConnect on the hidden-to-hidden matrices of each LSTM layer.
-        output_dropout (`float`, defaults to 0.1):
+        output_dropout (`float`, *optional*):
             Locked dropout on the last LSTM layer's output before the language-model decoder; the classifier uses
             `classifier_dropouts` instead.
+            The five dropouts above default (when `None`) to fastai's for the head the config builds, as fastai's
+            `language_model_learner` and `text_classifier_learner` pick `awd_lstm_lm_config` or
+            `awd_lstm_clas_config`: the language model gets input 0.25, hidden 0.15, embedding 0.02, weight 0.2,
+            output 0.1; the classifier's encoder input 0.4, hidden 0.3, embedding 0.05, weight 0.5. A classifier
+            loaded from a language model's folder thus gets the classifier's dropouts, as in fastai.
         dropout_multiplier (`float`, defaults to 1.0):
-            Scales every dropout above and the classifier's (fastai's `drop_mult`).
+            fastai's `drop_mult`: scales the five dropouts above and the classifier head's first dropout, not its
+            later ones (fastai's `get_text_classifier` scales `output_p`, which becomes the head's first dropout, and
+            leaves `ps` alone).
         initializer_range (`float`, defaults to 0.1):
             Embeddings are initialised uniformly in `[-initializer_range, initializer_range]`.
         classifier_hidden_sizes (`list[int]`, defaults to `[50]`):
             Sizes of the hidden layers of the classifier head that sits on the concat-pooled features.
         classifier_dropouts (`list[float]`, defaults to `[0.4, 0.1]`):
-            Dropout before each linear layer of the classifier head: one more entry than `classifier_hidden_sizes`.
+            Dropout before each linear layer of the classifier head: one more entry than `classifier_hidden_sizes`
+            (fastai: the classifier config's `output_p`, 0.4, then 0.1 before every later linear layer).
         bptt_chunk_length (`int`, defaults to 70):
             BPT3C: the classifier reads a document in consecutive chunks of this many tokens, carrying the state.
         max_len (`int`, defaults to 1440):
@@ -69,11 +97,11 @@ class AWDLSTMConfig(PretrainedConfig):
     hidden_size: int = 1152
     num_hidden_layers: int = 3
     tie_word_embeddings: bool = True
-    input_dropout: float = 0.4
-    hidden_dropout: float = 0.3
-    embedding_dropout: float = 0.05
-    weight_dropout: float = 0.5
-    output_dropout: float = 0.1
+    input_dropout: float | None = None
+    hidden_dropout: float | None = None
+    embedding_dropout: float | None = None
+    weight_dropout: float | None = None
+    output_dropout: float | None = None
     dropout_multiplier: float = 1.0
     initializer_range: float = 0.1
     classifier_hidden_sizes: list[int] | None = None
@@ -89,8 +117,10 @@ class AWDLSTMConfig(PretrainedConfig):
         if self.classifier_hidden_sizes is None:
             self.classifier_hidden_sizes = [50]
         if self.classifier_dropouts is None:
-            # fastai: the encoder's output_p (0.4 for classifiers) before the first linear, 0.1 after.
-            self.classifier_dropouts = [0.4] + [0.1] * len(self.classifier_hidden_sizes)
+            # fastai: the classifier config's output_p (0.4) before the first linear, 0.1 before each later one.
+            self.classifier_dropouts = [FASTAI_DROPOUTS["classifier"]["output_dropout"]] + [0.1] * len(
+                self.classifier_hidden_sizes
+            )
         # Checked here, not only in `validate_architecture`, because `@strict` wraps class-validator errors in its
         # own exception type and users expect a plain ValueError from a bad config value.
         self.check_values()
@@ -115,8 +145,9 @@ class AWDLSTMConfig(PretrainedConfig):
                 raise ValueError(f"AWDLSTMConfig.{name} must be a positive integer, got {value!r}")
         if self.dropout_multiplier < 0:
             raise ValueError(f"AWDLSTMConfig.dropout_multiplier must be >= 0, got {self.dropout_multiplier}")
-        for name in ("input_dropout", "hidden_dropout", "embedding_dropout", "weight_dropout", "output_dropout"):
-            self._check_probability(name, getattr(self, name))
+        for name in ENCODER_DROPOUTS:
+            for head in FASTAI_DROPOUTS:
+                self._check_probability(name, self.scaled_dropout(name, head), head)
         if self.initializer_range < 0:
             raise ValueError(f"AWDLSTMConfig.initializer_range must be >= 0, got {self.initializer_range}")
         for i, size in enumerate(self.classifier_hidden_sizes):
@@ -130,24 +161,34 @@ class AWDLSTMConfig(PretrainedConfig):
                 f"(len(classifier_hidden_sizes) + 1 = {len(self.classifier_hidden_sizes) + 1}), "
                 f"got {len(self.classifier_dropouts)}"
             )
-        for i, p in enumerate(self.classifier_dropouts):
-            self._check_probability(f"classifier_dropouts[{i}]", p)
+        for i in range(len(self.classifier_dropouts)):
+            self._check_probability(f"classifier_dropouts[{i}]", self.classifier_dropout(i), "classifier")
         if self.max_len < self.bptt_chunk_length:
             raise ValueError(
                 f"AWDLSTMConfig.max_len ({self.max_len}) must be at least bptt_chunk_length ({self.bptt_chunk_length})"
             )
 
-    def _check_probability(self, name: str, p: float) -> None:
-        scaled = p * self.dropout_multiplier
+    def _check_probability(self, name: str, scaled: float, head: str) -> None:
         if not 0.0 <= scaled < 1.0:
+            unset = getattr(self, name, 0.0) is None
             raise ValueError(
-                f"AWDLSTMConfig.{name} times dropout_multiplier must lie in [0, 1), got {p} * "
-                f"{self.dropout_multiplier} = {scaled}"
+                f"AWDLSTMConfig.{name} times dropout_multiplier must lie in [0, 1), got {scaled} for the {head} "
+                f"(dropout_multiplier {self.dropout_multiplier}{', on fastai default' if unset else ''})"
             )
 
-    def scaled_dropout(self, name: str) -> float:
-        """The dropout probability `name` (a field of this config) after `dropout_multiplier`."""
-        return getattr(self, name) * self.dropout_multiplier
+    def scaled_dropout(self, name: str, head: str = "language_model") -> float:
+        """The dropout probability `name` (one of the five encoder/LM dropouts) after `dropout_multiplier`, for a
+        model with `head` (`"language_model"` or `"classifier"`): fastai's value for that head when it is `None`."""
+        value = getattr(self, name)
+        if value is None:
+            value = FASTAI_DROPOUTS[head][name]
+        return value * self.dropout_multiplier
+
+    def classifier_dropout(self, index: int) -> float:
+        """The dropout before linear layer `index` of the classifier head: `dropout_multiplier` scales the first
+        only, as fastai's `drop_mult` scales `output_p` and not `ps`."""
+        p = self.classifier_dropouts[index]
+        return p * self.dropout_multiplier if index == 0 else p
 
 
 __all__ = ["AWDLSTMConfig"]

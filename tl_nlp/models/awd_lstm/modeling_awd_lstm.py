@@ -18,11 +18,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
-from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import ModelOutput
 
 from .configuration_awd_lstm import AWDLSTMConfig
@@ -78,6 +76,27 @@ class AWDLSTMCausalLMOutput(ModelOutput):
     logits: torch.FloatTensor | None = None
     state: LSTMState | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    raw_last_hidden_state: torch.FloatTensor | None = None
+    dropped_last_hidden_state: torch.FloatTensor | None = None
+
+
+@dataclass
+class AWDLSTMSequenceClassifierOutput(ModelOutput):
+    """
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, returned when `labels` is given):
+            Classification loss. AR/TAR are not included: trainers add them from the two outputs below.
+        logits (`torch.FloatTensor` of shape `(batch, num_labels)`):
+            Classification scores.
+        raw_last_hidden_state (`torch.FloatTensor` of shape `(batch, window, embedding_size)`, in training mode):
+            The last layer's outputs over each document's last `max_len` tokens, right-aligned with zeros before
+            them (see `AWDLSTMForSequenceClassification.read_document`); TAR reads it.
+        dropped_last_hidden_state (`torch.FloatTensor`, in training mode):
+            The same tensor (the head's dropout acts after pooling); AR reads it, as fastai's classifiers do.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
     raw_last_hidden_state: torch.FloatTensor | None = None
     dropped_last_hidden_state: torch.FloatTensor | None = None
 
@@ -268,19 +287,25 @@ class AWDLSTMModel(AWDLSTMPreTrainedModel):
     ```
     """
 
-    def __init__(self, config: AWDLSTMConfig):
+    def __init__(self, config: AWDLSTMConfig, head: str = "language_model"):
+        r"""
+        Args:
+            config (`AWDLSTMConfig`): the configuration.
+            head (`str`, defaults to `"language_model"`): the head the encoder serves, `"language_model"` or
+                `"classifier"`: dropouts the config leaves unset take fastai's defaults for it.
+        """
         super().__init__(config)
         self.embeddings = nn.Embedding(config.vocab_size, config.embedding_size, padding_idx=config.pad_token_id)
-        self.embedding_dropout = EmbeddingDropout(config.scaled_dropout("embedding_dropout"))
-        self.input_dropout = LockedDropout(config.scaled_dropout("input_dropout"))
+        self.embedding_dropout = EmbeddingDropout(config.scaled_dropout("embedding_dropout", head))
+        self.input_dropout = LockedDropout(config.scaled_dropout("input_dropout", head))
         sizes = (
             [config.embedding_size] + [config.hidden_size] * (config.num_hidden_layers - 1) + [config.embedding_size]
         )
-        weight_p = config.scaled_dropout("weight_dropout")
+        weight_p = config.scaled_dropout("weight_dropout", head)
         self.layers = nn.ModuleList(
             AWDLSTMLayer(n_in, n_out, weight_p) for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True)
         )
-        hidden_p = config.scaled_dropout("hidden_dropout")
+        hidden_p = config.scaled_dropout("hidden_dropout", head)
         self.hidden_dropouts = nn.ModuleList(LockedDropout(hidden_p) for _ in range(config.num_hidden_layers - 1))
         self.post_init()
 
@@ -496,7 +521,7 @@ class AWDLSTMPoolingClassifier(nn.Module):
         sizes = [3 * config.embedding_size] + list(config.classifier_hidden_sizes) + [config.num_labels]
         blocks = []
         for index, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-            p = config.classifier_dropouts[index] * config.dropout_multiplier
+            p = config.classifier_dropout(index)
             blocks += [nn.BatchNorm1d(n_in), nn.Dropout(p), nn.Linear(n_in, n_out)]
             if index < len(sizes) - 2:
                 blocks.append(nn.ReLU())
@@ -536,7 +561,7 @@ class AWDLSTMForSequenceClassification(AWDLSTMPreTrainedModel):
     def __init__(self, config: AWDLSTMConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
-        self.awd_lstm = AWDLSTMModel(config)
+        self.awd_lstm = AWDLSTMModel(config, head="classifier")
         self.classifier = AWDLSTMPoolingClassifier(config)
         self.post_init()
 
@@ -547,7 +572,7 @@ class AWDLSTMForSequenceClassification(AWDLSTMPreTrainedModel):
         labels: torch.Tensor | None = None,
         return_dict: bool | None = None,
         **kwargs,
-    ) -> SequenceClassifierOutput | tuple:
+    ) -> AWDLSTMSequenceClassifierOutput | tuple:
         r"""
         Args:
             attention_mask (`torch.Tensor` of shape `(batch, seq_len)`, *optional*):
@@ -562,17 +587,45 @@ class AWDLSTMForSequenceClassification(AWDLSTMPreTrainedModel):
                 "a training batch of one document cannot go through the head's BatchNorm: use batches of 2 or more "
                 "(drop_last in the dataloader avoids a last batch of one), or call model.eval() for inference"
             )
-        pooled = self.pool_document(input_ids, attention_mask)
+        pooled, kept_hidden = self.read_document(input_ids, attention_mask)
         logits = self.classifier(pooled)
         loss = None
         if labels is not None:
             self._check_labels(labels)
             loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
-        output = SequenceClassifierOutput(loss=loss, logits=logits)
+        output = AWDLSTMSequenceClassifierOutput(
+            loss=loss,
+            logits=logits,
+            # fastai's classifier feeds the encoder's kept outputs to AR and TAR alike: the head's dropout comes
+            # after pooling, so there is no per-token dropped output.
+            raw_last_hidden_state=kept_hidden if self.training else None,
+            dropped_last_hidden_state=kept_hidden if self.training else None,
+        )
         return output if return_dict else output.to_tuple()
 
     def pool_document(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """BPT3C and concat pooling: `(batch, 3 * embedding_size)` features `[last, max, mean]` per document."""
+        # Called on language models too (feature extraction): `read_document` reads only `awd_lstm` and `config`.
+        return AWDLSTMForSequenceClassification.read_document(self, input_ids, attention_mask)[0]
+
+    def read_document(
+        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """BPT3C (ULMFiT section 3.3, as fastai's `SentenceEncoder`): reads each document in chunks of
+        `config.bptt_chunk_length` tokens from its first token, carrying the state from chunk to chunk, and keeps the
+        outputs of its last `config.max_len` tokens.
+
+        The state is detached between chunks, as fastai's AWD-LSTM does, so a chunk's gradient stops at its first
+        token, and a chunk runs with gradient only when it holds some document's kept tokens. Chunk boundaries sit at
+        the same offsets of a document whatever else is in the batch, so a document's outputs and gradients do not
+        depend on the documents that share its batch.
+
+        Returns:
+            The concat-pooled features `(batch, 3 * embedding_size)` (`[last, max, mean]` over the kept tokens) and
+            the kept outputs `(batch, window, embedding_size)`, each document's last `max_len` tokens right-aligned,
+            zeros before them, `window = min(max_len, longest document)`: fastai's layout (documents padded at the
+            front), on which AR/TAR are computed.
+        """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
         mask = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
@@ -585,33 +638,41 @@ class AWDLSTMForSequenceClassification(AWDLSTMPreTrainedModel):
         token_order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)
         lengths, row_order = lengths.sort(descending=True)
         input_ids = input_ids.gather(1, token_order)[row_order]
+        lengths_list = lengths.tolist()
 
         chunk, max_len = self.config.bptt_chunk_length, self.config.max_len
-        longest = int(lengths[0])
-        # Chunks that end before every document's last `max_len` tokens only move the state: no graph is kept.
-        first_pooled = max(0, int(lengths[-1]) - max_len) // chunk * chunk
-        state, pooled_chunks = None, []
-        for start in range(0, longest, chunk):
-            active = int((lengths > start).sum())
+        window = min(max_len, lengths_list[0])
+        rows, columns, kept = [], [], []
+        state = None
+        for start in range(0, lengths_list[0], chunk):
+            active = sum(length > start for length in lengths_list)
             chunk_ids = input_ids[:active, start : start + chunk]
-            chunk_mask = torch.arange(chunk_ids.size(1), device=chunk_ids.device) < (lengths[:active, None] - start)
-            keep = start >= first_pooled
+            chunk_lengths = lengths[:active, None] - start
+            chunk_mask = torch.arange(chunk_ids.size(1), device=chunk_ids.device) < chunk_lengths
+            # Does this chunk hold any of the last `max_len` tokens of a document still being read?
+            keep = any(length - max_len < start + chunk for length in lengths_list[:active])
             if state is not None:
-                state = tuple((h[:active], c[:active]) for h, c in state)
+                state = tuple((h[:active].detach(), c[:active].detach()) for h, c in state)
             with torch.set_grad_enabled(keep and torch.is_grad_enabled()):
                 out = self.awd_lstm(chunk_ids, attention_mask=chunk_mask, state=state, return_dict=True)
             state = out.state
             if keep:
-                pooled_chunks.append(F.pad(out.last_hidden_state, (0, 0, 0, 0, 0, input_ids.size(0) - active)))
-
-        hidden = torch.cat(pooled_chunks, dim=1)
-        positions = torch.arange(first_pooled, first_pooled + hidden.size(1), device=hidden.device)
-        in_window = (positions < lengths[:, None]) & (positions >= lengths[:, None] - max_len)
-        last = hidden[torch.arange(hidden.size(0), device=hidden.device), lengths - 1 - first_pooled]
-        max_pool = hidden.masked_fill(~in_window.unsqueeze(-1), float("-inf")).max(dim=1).values
-        mean_pool = (hidden * in_window.unsqueeze(-1)).sum(dim=1) / in_window.sum(dim=1, keepdim=True)
+                # Position p of row r goes to column p - (length_r - window) of the right-aligned window.
+                offsets = torch.arange(chunk_ids.size(1), device=chunk_ids.device) - chunk_lengths + window
+                in_window = chunk_mask & (offsets >= window - max_len) & (offsets >= 0)
+                row_index, position = in_window.nonzero(as_tuple=True)
+                rows.append(row_index)
+                columns.append(offsets[row_index, position])
+                kept.append(out.last_hidden_state[row_index, position])
+        hidden = kept[0].new_zeros(input_ids.size(0), window, kept[0].size(-1))
+        hidden = hidden.index_put((torch.cat(rows), torch.cat(columns)), torch.cat(kept))
+        window_mask = torch.arange(window, device=hidden.device) >= window - lengths.clamp(max=max_len)[:, None]
+        last = hidden[:, -1]
+        max_pool = hidden.masked_fill(~window_mask.unsqueeze(-1), float("-inf")).max(dim=1).values
+        mean_pool = hidden.sum(dim=1) / window_mask.sum(dim=1, keepdim=True)
         pooled = torch.cat([last, max_pool, mean_pool], dim=1)
-        return pooled[torch.argsort(row_order)]
+        original_order = torch.argsort(row_order)
+        return pooled[original_order], hidden[original_order]
 
     def _check_labels(self, labels: torch.Tensor) -> None:
         if torch.compiler.is_compiling():
