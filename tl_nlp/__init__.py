@@ -75,7 +75,9 @@ _EXPORTS = {
         "ULMFiTLoraArguments",
         "ULMFiTTrainer",
         "ULMFiTTrainingArguments",
+        "UnfreezingStage",
         "discriminative_param_groups",
+        "get_staged_schedule",
         "get_stlr_schedule",
         "layer_group_summary",
         "layer_groups",
@@ -83,6 +85,7 @@ _EXPORTS = {
         "stream_perplexity",
         "ulmfit_lora_config",
         "ulmfit_lora_model",
+        "unfreezing_plan",
     ],
     "training.lr_finder": ["LRFinderArguments", "LRFinderResult", "find_learning_rate"],
     "training.output_folders": ["OutputFolderError", "OutputFolderLock", "prepare_output_folder", "save_atomically"],
@@ -152,7 +155,9 @@ if TYPE_CHECKING:  # what type checkers and IDEs read; at run time `__getattr__`
         ULMFiTLoraArguments,
         ULMFiTTrainer,
         ULMFiTTrainingArguments,
+        UnfreezingStage,
         discriminative_param_groups,
+        get_staged_schedule,
         get_stlr_schedule,
         layer_group_summary,
         layer_groups,
@@ -160,6 +165,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs read; at run time `__getattr__`
         stream_perplexity,
         ulmfit_lora_config,
         ulmfit_lora_model,
+        unfreezing_plan,
     )
     from .training.lr_finder import LRFinderArguments, LRFinderResult, find_learning_rate
     from .training.output_folders import OutputFolderError, OutputFolderLock, prepare_output_folder, save_atomically
