@@ -3,6 +3,7 @@ trained here, two decoder layers, the matrices stored as Q8_0 blocks so that loa
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +30,8 @@ def write_tiny_llama_gguf(path: Path, seed: int = 0) -> dict[str, np.ndarray]:
     tokenizer = train_byte_level_bpe()
     vocab = tokenizer.get_vocab()
     tokens = sorted(vocab, key=vocab.get)
-    merges = [" ".join(pair) for pair in tokenizer.model.get_merges()] if hasattr(tokenizer.model, "get_merges") else []
-    if not merges:
-        import json
-
-        merges = [m if isinstance(m, str) else " ".join(m) for m in json.loads(tokenizer.to_str())["model"]["merges"]]
+    # The merges as the tokenizer serialises them ("a b" or ["a", "b"] depending on the tokenizers version).
+    merges = [m if isinstance(m, str) else " ".join(m) for m in json.loads(tokenizer.to_str())["model"]["merges"]]
     # Q8_0 blocks are 32 values along the last axis, so every width here is a multiple of 32.
     vocab_size = (len(tokens) + 31) // 32 * 32
     tokens += [f"<extra_{index}>" for index in range(vocab_size - len(tokens))]

@@ -56,7 +56,9 @@ def test_gguf_model_is_a_plain_model_with_transformers_weights_that_saves_and_re
     assert (tmp_path / "saved" / "model.safetensors").is_file()
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "saved")
     torch.testing.assert_close(logits(reloaded, ids), logits(model, ids), rtol=0, atol=0)
-    assert AutoTokenizer.from_pretrained(tmp_path / "saved")(CORPUS[1])["input_ids"] == tokenizer(CORPUS[1])["input_ids"]
+    assert (
+        AutoTokenizer.from_pretrained(tmp_path / "saved")(CORPUS[1])["input_ids"] == tokenizer(CORPUS[1])["input_ids"]
+    )
 
 
 def test_gguf_classifier_trains_and_reloads(gguf_folder, tmp_path):
