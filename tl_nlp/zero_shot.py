@@ -13,6 +13,7 @@ from the state after it. Other models (GPT-2, Llama...) read prompt and continua
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
+
+# Defaults, chosen on SST-2 *training* sentences (BENCHMARKS.md, "Zero-shot SST-2"): PLACEHOLDER
+DEFAULT_TEMPLATE = "{text} It was"
+DEFAULT_CHAT_TEMPLATE = "{text}\nIs the sentiment of this review positive or negative?"
 
 
 def _label_words(labels: Sequence[str] | Mapping[str, str | Sequence[str]]) -> dict[str, list[str]]:
@@ -68,11 +73,19 @@ class ZeroShotLMClassifier:
         model: nn.Module,
         tokenizer: PreTrainedTokenizerBase,
         labels: Sequence[str] | Mapping[str, str | Sequence[str]],
-        template: str = "{text} It was",
+        template: str | None = None,
         batch_size: int = 16,
         max_length: int | None = None,
         calibration_text: str | None = None,
+        chat: bool | None = None,
+        add_bos: bool | None = None,
     ):
+        has_chat_template = bool(getattr(tokenizer, "chat_template", None))
+        self.chat = has_chat_template if chat is None else chat
+        if self.chat and not has_chat_template:
+            raise ValueError("chat=True needs a tokenizer with a chat template; this one has none (use chat=False).")
+        if template is None:
+            template = DEFAULT_CHAT_TEMPLATE if self.chat else DEFAULT_TEMPLATE
         if "{text}" not in template:
             raise ValueError(f"template must contain '{{text}}' where the text goes, got {template!r}.")
         if batch_size < 1:
@@ -86,12 +99,20 @@ class ZeroShotLMClassifier:
         self.max_length = max_length
         self.label_words = _label_words(labels)
         self.labels = list(self.label_words)
-        self.carries_state = getattr(getattr(model, "config", None), "model_type", None) == "awd_lstm"
+        model_type = str(getattr(getattr(model, "config", None), "model_type", ""))
+        self.carries_state = model_type == "awd_lstm"
+        # Gemma was trained with <bos> starting every sequence and scores without it are close to noise; a Gemma
+        # tokenizer loaded from some conversions does not add it, so it is made sure of here.
+        self.add_bos = (True if model_type.startswith("gemma") else None) if add_bos is None else add_bos
+        self._prompt_format = self._render(template)
+        # After a prompt that ends in a space or a new line (a chat turn), the label word follows directly.
+        word_prefix = "" if self._prompt_format[-1:].isspace() else " "
+        self._takes_logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
         # Every word of every label, as token ids of its continuation, and which label each belongs to.
         self._words, self._word_label = [], []
         for index, label in enumerate(self.labels):
             for word in self.label_words[label]:
-                ids = tokenizer(" " + word.strip(), add_special_tokens=False)["input_ids"]
+                ids = tokenizer(word_prefix + word.strip(), add_special_tokens=False)["input_ids"]
                 if not ids:
                     raise ValueError(f"label word {word!r} of label {label!r} tokenizes to nothing.")
                 self._words.append(ids)
@@ -104,9 +125,25 @@ class ZeroShotLMClassifier:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def _render(self, template: str) -> str:
+        """The prompt's text with `{text}` left in it: the template itself, or the template as the user's message of
+        a chat turn that the model is about to answer (the tokenizer's chat template, generation prompt added)."""
+        if not self.chat:
+            return template
+        message = [{"role": "user", "content": template}]
+        return self.tokenizer.apply_chat_template(message, tokenize=False, add_generation_prompt=True)
+
     def _prompt_ids(self, texts: Sequence[str]) -> list[list[int]]:
-        prompts = [self.template.format(text=text) for text in texts]
-        ids = self.tokenizer(prompts)["input_ids"]
+        if self.chat:
+            # A chat template writes its own special tokens (Gemma's <bos> included): the tokenizer adds none.
+            prompts = [self._prompt_format.replace("{text}", text) for text in texts]
+            ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        else:
+            ids = self.tokenizer([self._prompt_format.format(text=text) for text in texts])["input_ids"]
+        bos = self.tokenizer.bos_token_id
+        if self.add_bos is not None and bos is not None:
+            ids = [[bos] + row if self.add_bos and row[:1] != [bos] else row for row in ids]
+            ids = [row[1:] if not self.add_bos and row[:1] == [bos] else row for row in ids]
         return [row[-self.max_length :] if self.max_length else row for row in ids]
 
     def _pad(self, rows: list[list[int]], left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,16 +185,38 @@ class ZeroShotLMClassifier:
             scores.append(score)
         return torch.stack(scores, dim=1)
 
+    def _log_probs_at(self, rows: list[list[int]], positions: list[list[int]]) -> torch.Tensor:
+        """`(len(rows), k, vocab)`: the next-token log-probabilities at `positions[i]` (k per row) of each row.
+
+        Rows are padded on the right, so every real token sees exactly what it would see alone. Where the model takes
+        `logits_to_keep` as positions (Llama, Gemma, Qwen... in transformers), only the positions asked for go
+        through the output layer: Gemma's 262k-word vocabulary would otherwise cost a GB of logits per batch.
+        """
+        input_ids, attention_mask = self._pad(rows)
+        wanted = torch.tensor(positions, device=self.device)
+        if self._takes_logits_to_keep:
+            kept = wanted.unique()  # sorted
+            logits = self.model(input_ids, attention_mask=attention_mask, logits_to_keep=kept).logits
+            wanted = torch.searchsorted(kept, wanted)
+        else:
+            logits = self.model(input_ids, attention_mask=attention_mask).logits
+        rows_index = torch.arange(len(rows), device=self.device).unsqueeze(1)
+        return logits[rows_index, wanted].float().log_softmax(-1)
+
     def _scores_from_concatenation(self, prompts: list[list[int]]) -> torch.Tensor:
+        # One pass over the prompts scores the first token of every word (label words are mostly one token); a word
+        # of several tokens needs its earlier tokens in the input: one more pass for each such word.
+        first = self._log_probs_at(prompts, [[len(prompt) - 1] for prompt in prompts])[:, 0]
         scores = []
         for word in self._words:
-            input_ids, attention_mask = self._pad([prompt + word for prompt in prompts])
-            log_probs = self.model(input_ids, attention_mask=attention_mask).logits.float().log_softmax(-1)
-            score = torch.zeros(len(prompts), device=self.device)
-            for offset, token in enumerate(word):
+            score = first[:, word[0]]
+            if len(word) > 1:
+                rows = [prompt + word[:-1] for prompt in prompts]
                 # The logit at position p predicts the token at p + 1.
-                position = torch.tensor([len(prompt) - 1 + offset for prompt in prompts], device=self.device)
-                score = score + log_probs[torch.arange(len(prompts), device=self.device), position, token]
+                positions = [[len(prompt) + offset for offset in range(len(word) - 1)] for prompt in prompts]
+                log_probs = self._log_probs_at(rows, positions)
+                targets = torch.tensor(word[1:], device=self.device).expand(len(prompts), -1).unsqueeze(-1)
+                score = score + log_probs.gather(-1, targets).sum((1, 2))
             scores.append(score)
         return torch.stack(scores, dim=1)
 
@@ -200,11 +259,25 @@ class ZeroShotArguments:
 
     model_name_or_path: str = field(metadata={"help": "Folder (or Hub id) of a causal language model with tokenizer."})
     labels: list[str] = field(metadata={"help": "The labels, e.g. --labels positive negative."})
+    gguf_file: str | None = field(
+        default=None,
+        metadata={"help": "A GGUF file in that folder or repo to read the model and tokenizer from (needs `gguf`)."},
+    )
     label_words: list[str] | None = field(
         default=None,
         metadata={"help": "Word(s) for each label, in order, '|' between several: --label_words 'great|good' bad."},
     )
-    template: str = field(default="{text} It was", metadata={"help": "The prompt; must contain {text}."})
+    template: str | None = field(
+        default=None,
+        metadata={
+            "help": "The prompt, with {text} where the text goes (for chat models the user's message); default: "
+            "a question for chat models, a sentence to complete for the others."
+        },
+    )
+    chat: bool | None = field(
+        default=None,
+        metadata={"help": "Put the prompt in the tokenizer's chat template (default: when it has one)."},
+    )
     calibration_text: str | None = field(
         default=None, metadata={"help": "Content-free text (e.g. 'N/A') whose label scores are subtracted."}
     )
@@ -227,7 +300,7 @@ class ZeroShotArguments:
                 f"label_words has {len(self.label_words)} entries for {len(self.labels)} labels: give one entry "
                 "(words separated by '|') per label, in the order of --labels."
             )
-        if "{text}" not in self.template:
+        if self.template is not None and "{text}" not in self.template:
             raise ValueError(f"template must contain '{{text}}', got {self.template!r}.")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}.")
@@ -237,14 +310,17 @@ class ZeroShotArguments:
 
 def run_zero_shot(arguments: ZeroShotArguments) -> None:
     """`tl-nlp zero-shot`: read texts, classify them, write one JSON line per text."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from .cli import UsageError, read_texts, write_output
+    from .gguf import MissingGGUFPackageError, load_model, load_tokenizer
 
-    path = arguments.model_name_or_path
+    path, gguf_file, trust = arguments.model_name_or_path, arguments.gguf_file, arguments.trust_remote_code
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=arguments.trust_remote_code)
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=arguments.trust_remote_code)
+        model = load_model(AutoModelForCausalLM, path, gguf_file=gguf_file, trust_remote_code=trust)
+        tokenizer = load_tokenizer(path, gguf_file=gguf_file, trust_remote_code=trust)
+    except MissingGGUFPackageError as error:
+        raise UsageError(str(error)) from error
     except (OSError, ValueError) as error:
         raise UsageError(f"cannot load a causal language model from {path!r}: {str(error).splitlines()[0]}") from error
     if arguments.device is not None:
@@ -260,6 +336,7 @@ def run_zero_shot(arguments: ZeroShotArguments) -> None:
         batch_size=arguments.batch_size,
         max_length=arguments.max_length,
         calibration_text=arguments.calibration_text,
+        chat=arguments.chat,
     )
     lines = [
         json.dumps({"text": text, **result}, ensure_ascii=False)
