@@ -83,6 +83,21 @@ LABEL_NAMES = ["negative", "positive"]
 # cache with --language_models_from) and the first 256 tokens of each review; `gpu` is the paper's model size with
 # whole reviews and the full test set.
 PRESETS: dict[str, dict] = {
+    # Seconds: checks that the whole protocol runs (tests/test_gpu_awd_lstm.py), measures nothing.
+    "smoke": dict(
+        vocab_size=300,
+        embedding_size=16,
+        hidden_size=24,
+        num_hidden_layers=3,
+        pretrain_epochs=0.002,
+        finetune_reviews=40,
+        finetune_epochs=1.0,
+        label_counts=[100],
+        classifier_epochs=[1],
+        max_tokens=32,
+        test_reviews=64,
+        batch_size=32,
+    ),
     "tiny": dict(
         vocab_size=4_000,
         embedding_size=64,
@@ -110,6 +125,22 @@ PRESETS: dict[str, dict] = {
         max_tokens=256,
         test_reviews=5_000,
         batch_size=32,
+    ),
+    # What fits one call of benchmarks/gpu_awd_lstm.py (about 6 minutes of an H100 after the throughput runs): the
+    # paper's model sizes, shorter LM stages than `gpu`, first 512 tokens, the protocol's test_5k.
+    "gpu_short": dict(
+        vocab_size=30_000,
+        embedding_size=400,
+        hidden_size=1152,
+        num_hidden_layers=3,
+        pretrain_epochs=4.0,
+        finetune_reviews=8_000,
+        finetune_epochs=3.0,
+        label_counts=[100, 1_000, 10_000],
+        classifier_epochs=[20, 8, 3],
+        max_tokens=512,
+        test_reviews=5_000,
+        batch_size=64,
     ),
     "gpu": dict(
         vocab_size=60_000,
