@@ -183,16 +183,11 @@ RECIPE_CONFIGS = [
 def test_example_configs_parse_into_the_ulmfit_options(name):
     from pathlib import Path
 
-    from tl_nlp import ULMFiTTrainingArguments
-    from tl_nlp.cli import parse_dataclasses
+    from tl_nlp.cli.recipe import parse_recipe_command
     from tl_nlp.config_files import read_mapping_file
-    from tl_nlp.recipe import commands
 
     path = Path(__file__).parent.parent / "examples" / "configs" / name
-    classes = (commands.UlmfitArguments, commands.DataArguments, commands.ModelArguments, ULMFiTTrainingArguments)
-    recipe, data, model, training = parse_dataclasses(
-        classes, ["--config", str(path)], "tl-nlp ulmfit", defaults=commands.COMMAND_DEFAULTS["ulmfit"]
-    )
+    recipe, data, model, _, training, _ = parse_recipe_command("ulmfit", ["--config", str(path)])
     values = read_mapping_file(path, "config")
     assert training.output_dir == values["output_dir"] and training.learning_rate == values["learning_rate"]
     assert data.class_names == ["negative", "positive"] and data.train_file == values["train_file"]
@@ -238,7 +233,18 @@ def recipe_run(tmp_path_factory):
     repo = Path(__file__).parent.parent
     env = {**os.environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "tl_nlp", "ulmfit", "--config", str(config_file), "--pretrain_epochs", "0.5"],
+        [
+            sys.executable,
+            "-m",
+            "tl_nlp",
+            "ulmfit",
+            "--config",
+            str(config_file),
+            "--pretrain_epochs",
+            "0.5",
+            "--dataset_name",
+            "me/reviews",
+        ],  # fmt: skip
         capture_output=True,
         text=True,
         env=env,
@@ -262,6 +268,22 @@ def test_ulmfit_command_runs_the_three_stages_from_a_config(recipe_run):
     assert json.loads((run / "classifier" / "training_args.json").read_text())["learning_rate"] == 1e-2
     assert summary["pretrain"]["eval_perplexity"] < summary["pretrain"]["eval_perplexity_before"]
     assert "eval_perplexity" in result.stdout and "eval_accuracy" in result.stdout  # printed, not only saved
+
+
+def test_ulmfit_records_each_stage_with_its_own_data(recipe_run):
+    """--dataset_name names the classifier's data; stages 1 and 2 are recorded with theirs (the general corpus is not
+    called the reviews)."""
+    root, _, _ = recipe_run
+    record = json.loads((root / "run" / "classifier" / "ulmfit_training_record.json").read_text())
+    assert [stage["dataset"] for stage in record["stages"]] == [
+        "local file data/general.txt",
+        "local file data/train.csv",
+        "me/reviews",
+    ]
+    # The stage defaults, and what the config file set, are told apart in the record.
+    assert record["stages"][0]["settings"]["learning_rate"] == "set by you"  # pretrain_learning_rate in the file
+    assert record["stages"][1]["settings"]["learning_rate"] == "default"
+    assert record["stages"][1]["learning_rate"] == pytest.approx(2e-3)  # the AWD-LSTM fine-tuning rate
 
 
 def test_evaluate_and_lr_find_commands_on_the_recipe_folders(recipe_run, capsys, tmp_path):

@@ -12,9 +12,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from tl_nlp import AWDLSTMForCausalLM, AWDLSTMForSequenceClassification
+from tl_nlp.cli import main as cli_main
 from tl_nlp.convert_fastai import (
     convert_fastai_checkpoint,
-    convert_fastai_main,
     fastai_to_awd_lstm_state_dict,
     load_fastai_state_dict,
     load_fastai_vocab,
@@ -136,7 +136,20 @@ def test_tokenizer_keeps_fastais_vocabulary_order(tmp_path):
 def test_vocabulary_with_class_names_and_cli(fastai_files, tmp_path):
     vocab_path = tmp_path / "vocab_and_classes.pkl"
     vocab_path.write_bytes(pickle.dumps([VOCAB, ["a", "b", "c"]]))
-    assert convert_fastai_main([str(fastai_files / "clas.pth"), str(vocab_path), str(tmp_path / "out")]) == 0
+    assert (
+        cli_main(
+            [
+                "convert-fastai",
+                "--weights",
+                str(fastai_files / "clas.pth"),
+                "--vocab",
+                str(vocab_path),
+                "--output_dir",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["id2label"] == {"0": "a", "1": "b", "2": "c"}
     assert {"tokenizer.json", "tokenizer_config.json", "model.safetensors"} <= {
@@ -154,7 +167,20 @@ class _RunsAShellCommand:
 
 def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     (tmp_path / "vocab.pkl").write_bytes(pickle.dumps(VOCAB))
-    assert convert_fastai_main([str(tmp_path / "nope.pth"), str(tmp_path / "vocab.pkl"), str(tmp_path / "out")]) == 2
+    assert (
+        cli_main(
+            [
+                "convert-fastai",
+                "--weights",
+                str(tmp_path / "nope.pth"),
+                "--vocab",
+                str(tmp_path / "vocab.pkl"),
+                "--output_dir",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 2
+    )
     error = capsys.readouterr().err
     assert error.startswith("tl-nlp convert-fastai: error: fastai weights ") and "nope.pth do not exist" in error
     assert error.count("\n") == 1

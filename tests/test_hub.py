@@ -14,15 +14,14 @@ from huggingface_hub.repocard_data import model_index_to_eval_results
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 from tl_nlp import AWDLSTMConfig, AWDLSTMForCausalLM, AWDLSTMForSequenceClassification
+from tl_nlp.cli.push import PushArguments, run_push
 from tl_nlp.data import train_ulmfit_tokenizer
 from tl_nlp.hub import (
-    PushArguments,
     ULMFiTStage,
     ULMFiTTrainingRecord,
     build_model_card,
     prepare_hub_folder,
     push_ulmfit_to_hub,
-    run_push,
 )
 from tl_nlp.training import ULMFiTTrainingArguments
 

@@ -20,7 +20,7 @@ from tl_nlp.recipe import (
     run_ulmfit,
     train_classifier,
 )
-from tl_nlp.recipe.stages import prepare_classifier
+from tl_nlp.recipe.classifier import prepare_classifier
 
 LM_ARGS = {"max_steps": 8, "per_device_train_batch_size": 4, "logging_steps": 4}
 CLASSIFIER_ARGS = {"num_train_epochs": 4, "per_device_train_batch_size": 8, "learning_rate": 3e-2}

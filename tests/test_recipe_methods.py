@@ -17,9 +17,9 @@ from tl_nlp.data import train_ulmfit_tokenizer
 from tl_nlp.feature_extraction import FeatureExtractionClassifier, FeatureHeadArguments
 from tl_nlp.models.awd_lstm import AWDLSTMConfig, AWDLSTMForCausalLM
 from tl_nlp.recipe import ClassifierMethodArguments, RecipeError, TextData, evaluate_classifier, train_classifier
+from tl_nlp.recipe.classifier import prepare_classifier
 from tl_nlp.recipe.data import as_dataset
 from tl_nlp.recipe.methods import load_feature_head_into_awd_lstm
-from tl_nlp.recipe.stages import prepare_classifier
 from tl_nlp.training import ULMFiTLoraArguments
 
 CLASSIFIER_ARGS = {"num_train_epochs": 2, "per_device_train_batch_size": 8, "learning_rate": 3e-2}
@@ -60,7 +60,8 @@ def _train(setup, name, **options):
         root / name,
         eval_data=TextData(str(data["test"])),
         label_names=LABELS,
-        training_args=CLASSIFIER_ARGS,
+        # Feature extraction trains only the head, with its own settings: it refuses the Trainer's.
+        **({} if options.get("method") == "feature_extraction" else {"training_args": CLASSIFIER_ARGS}),
         **options,
     )
 
@@ -234,7 +235,7 @@ def test_models_that_cannot_use_a_method_get_one_line_errors(setup, tmp_path):
         train_classifier(str(root / "lm"), train, tmp_path / "out", method="lora", feature_head=FeatureHeadArguments())
     with pytest.raises(ValueError, match="save_adapter saves a LoRA adapter, but method is 'full'"):
         train_classifier(str(root / "lm"), train, tmp_path / "out", save_adapter=True)
-    assert ClassifierMethodArguments(method="lora", lora_r=4).classifier_options()["lora"].r == 4
+    assert ClassifierMethodArguments(method="lora", lora_r=4).lora_arguments().r == 4
 
 
 @pytest.mark.parametrize("hidden_size", [0, 5])

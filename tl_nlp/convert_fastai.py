@@ -15,15 +15,13 @@ Example:
 >>> model = convert_fastai_checkpoint("models/lm.pth", "models/vocab.pkl", "wt103-fwd")  # doctest: +SKIP
 ```
 
-Command line (`tl-nlp convert-fastai`): see [`convert_fastai_main`].
+Command line: `tl-nlp convert-fastai --weights lm.pth --vocab vocab.pkl --output_dir converted/` (`tl_nlp.cli.convert`).
 """
 
-import argparse
 import io
 import logging
 import pickle
 import re
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,7 +30,7 @@ from tokenizers import models, processors
 from transformers import PreTrainedModel
 
 from .data.rules import BOS_TOKEN, FIELD_TOKEN, PAD_TOKEN, SPECIAL_TOKENS, UNKNOWN_TOKEN
-from .data.tokenization_ulmfit import ULMFiTTokenizerFast
+from .data.tokenization_ulmfit import ULMFiTTokenizerFast, ulmfit_backend
 from .models.awd_lstm import AWDLSTMConfig, AWDLSTMForCausalLM, AWDLSTMForSequenceClassification
 
 logger = logging.getLogger(__name__)
@@ -279,11 +277,8 @@ def ulmfit_tokenizer_from_fastai_vocab(vocab: Sequence[str], reverse: bool = Fal
     for index, token in enumerate(vocab):
         reachable = token != FASTAI_FILLER_TOKEN and last_position[token] == index
         names[token if reachable else f"{token} {index}"] = index
-    # The word splitter of `train_ulmfit_tokenizer`'s word-level model (imported here: a private helper of the
-    # tokenizer module, which should not be able to break `import tl_nlp`).
-    from .data.tokenization_ulmfit import _ulmfit_backend
-
-    backend = _ulmfit_backend("word")
+    # The word splitter of `train_ulmfit_tokenizer`'s word-level model.
+    backend = ulmfit_backend("word")
     backend.model = models.WordLevel(vocab=names, unk_token=UNKNOWN_TOKEN)
     special = [(BOS_TOKEN, last_position[BOS_TOKEN])]
     pair = f"{BOS_TOKEN} $A {BOS_TOKEN} $B"
@@ -378,46 +373,8 @@ def convert_fastai_checkpoint(
     return model
 
 
-def convert_fastai_main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `tl-nlp convert-fastai WEIGHTS VOCAB OUTPUT_DIR [--labels neg pos] [--backwards] ...`.
-
-    Returns the exit status: 0 on success, 2 when an input file is bad (the reason is one line on stderr).
-    """
-    parser = argparse.ArgumentParser(
-        prog="tl-nlp convert-fastai",
-        description="Convert a fastai AWD-LSTM language model or classifier (weights .pth + vocabulary .pkl) into a "
-        "folder that loads with transformers' Auto classes and pipeline().",
-    )
-    parser.add_argument("weights", help="the .pth from learn.save or torch.save(model.state_dict())")
-    parser.add_argument("vocab", help="the pickled vocabulary, a list of strings")
-    parser.add_argument("output_dir", help="folder to write the converted model and tokenizer to")
-    parser.add_argument("--labels", nargs="+", default=None, help="class names of a classifier, in fastai's order")
-    parser.add_argument("--backwards", action="store_true", help="the model reads text backwards")
-    parser.add_argument("--bptt", type=int, default=FASTAI_BPTT, help="fastai's seq_len for the classifier")
-    parser.add_argument("--max-len", type=int, default=FASTAI_MAX_LEN, help="fastai's max_len for the classifier")
-    args = parser.parse_args(argv)
-    try:
-        model = convert_fastai_checkpoint(
-            args.weights,
-            args.vocab,
-            args.output_dir,
-            labels=args.labels,
-            backwards=args.backwards,
-            bptt=args.bptt,
-            max_len=args.max_len,
-        )
-    except ValueError as error:  # bad input files: one line for the user, not a traceback
-        sys.stderr.write(f"{parser.prog}: error: {error}\n")
-        return 2
-    print(
-        f"wrote {type(model).__name__} ({model.num_parameters():,} parameters) and its tokenizer to {args.output_dir}"
-    )
-    return 0
-
-
 __all__ = [
     "convert_fastai_checkpoint",
-    "convert_fastai_main",
     "fastai_to_awd_lstm_state_dict",
     "load_fastai_state_dict",
     "load_fastai_vocab",

@@ -2,7 +2,7 @@
 
 The folder is what `PeftModel.save_pretrained` writes (`adapter_config.json`, `adapter_model.safetensors`), plus
 the tokenizer and a model card written from a `ULMFiTTrainingRecord` (the same record and stage sentences as
-`tl_nlp.hub` uses for full models), so it loads with `PeftModel.from_pretrained(base_model, repo_id)`.
+`tl_nlp.training.model_card` uses for full models), so it loads with `PeftModel.from_pretrained(base_model, repo_id)`.
 
 Example:
 
@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -25,7 +24,8 @@ from huggingface_hub import HfApi, ModelCard, ModelCardData
 from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
-from .hub import TRAINING_RECORD_FILE, ULMFiTTrainingRecord, _number, _stage_paragraph, evaluation_section
+from .training.model_card import evaluation_section, format_number, stage_paragraph
+from .training.training_record import ULMFiTTrainingRecord, write_training_record
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
@@ -64,7 +64,7 @@ def build_adapter_card(model: PeftModel, record: ULMFiTTrainingRecord, repo_id: 
     trainable, total = model.get_nb_trainable_parameters()
     targets = sorted(config.target_modules or []) + sorted(getattr(config, "target_parameters", None) or [])
     summary = (
-        f"`{model_name}` is a LoRA adapter (rank {config.r}, alpha {_number(config.lora_alpha)}) for a "
+        f"`{model_name}` is a LoRA adapter (rank {config.r}, alpha {format_number(config.lora_alpha)}) for a "
         f"`{base_class}`{f' ([`{base_model}`](https://huggingface.co/{base_model}))' if base_model else ''}. "
         f"It adapts {', '.join(f'`{t}`' for t in targets)}"
         + (
@@ -76,7 +76,7 @@ def build_adapter_card(model: PeftModel, record: ULMFiTTrainingRecord, repo_id: 
     )
     sections = [f"# {model_name}", summary, "## Training"]
     sections += [
-        f"### Stage {i}: {stage.name}\n\n{_stage_paragraph(stage)}" for i, stage in enumerate(record.stages, 1)
+        f"### Stage {i}: {stage.name}\n\n{stage_paragraph(stage)}" for i, stage in enumerate(record.stages, 1)
     ]
     sections += evaluation_section(record)
     auto_class = "AutoModelForSequenceClassification" if is_classifier else "AutoModelForCausalLM"
@@ -122,7 +122,7 @@ def prepare_adapter_folder(
     if tokenizer is not None:
         tokenizer.save_pretrained(output_dir)
     card.save(output_dir / "README.md")
-    (output_dir / TRAINING_RECORD_FILE).write_text(json.dumps(record.to_dict(), indent=2) + "\n")
+    write_training_record(record, output_dir)
     files = sorted(path.name for path in output_dir.iterdir() if path.is_file())
     missing = [name for name in ADAPTER_FILES if name not in files]
     if missing:

@@ -14,9 +14,7 @@ from the state after it. Other models (GPT-2, Llama...) read prompt and continua
 from __future__ import annotations
 
 import inspect
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -104,9 +102,9 @@ class ZeroShotLMClassifier:
         # Gemma was trained with <bos> starting every sequence and scores without it are close to noise; a Gemma
         # tokenizer loaded from some conversions does not add it, so it is made sure of here.
         self.add_bos = (True if model_type.startswith("gemma") else None) if add_bos is None else add_bos
-        self._prompt_format = self._render(template)
+        self.prompt_format = self._render(template)
         # After a prompt that ends in a space or a new line (a chat turn), the label word follows directly.
-        word_prefix = "" if self._prompt_format[-1:].isspace() else " "
+        word_prefix = "" if self.prompt_format[-1:].isspace() else " "
         self._takes_logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
         # Every word of every label, as token ids of its continuation, and which label each belongs to.
         self._words, self._word_label = [], []
@@ -117,9 +115,9 @@ class ZeroShotLMClassifier:
                     raise ValueError(f"label word {word!r} of label {label!r} tokenizes to nothing.")
                 self._words.append(ids)
                 self._word_label.append(index)
-        self._calibration = None
+        self.calibration_scores = None
         if calibration_text is not None:
-            self._calibration = self.label_log_likelihoods([calibration_text])[0]
+            self.calibration_scores = self.label_log_likelihoods([calibration_text])[0]
 
     @property
     def device(self) -> torch.device:
@@ -136,10 +134,10 @@ class ZeroShotLMClassifier:
     def _prompt_ids(self, texts: Sequence[str]) -> list[list[int]]:
         if self.chat:
             # A chat template writes its own special tokens (Gemma's <bos> included): the tokenizer adds none.
-            prompts = [self._prompt_format.replace("{text}", text) for text in texts]
+            prompts = [self.prompt_format.replace("{text}", text) for text in texts]
             ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         else:
-            ids = self.tokenizer([self._prompt_format.format(text=text) for text in texts])["input_ids"]
+            ids = self.tokenizer([self.prompt_format.format(text=text) for text in texts])["input_ids"]
         bos = self.tokenizer.bos_token_id
         if self.add_bos is not None and bos is not None:
             ids = [[bos] + row if self.add_bos and row[:1] != [bos] else row for row in ids]
@@ -241,8 +239,8 @@ class ZeroShotLMClassifier:
         if not texts:
             return []
         scores = self.label_log_likelihoods(texts)
-        if self._calibration is not None:
-            scores = scores - self._calibration
+        if self.calibration_scores is not None:
+            scores = scores - self.calibration_scores
         probabilities = scores.softmax(dim=1)
         results = []
         for row in probabilities.tolist():
@@ -251,95 +249,3 @@ class ZeroShotLMClassifier:
                 {"label": self.labels[best], "score": row[best], "scores": dict(zip(self.labels, row, strict=True))}
             )
         return results
-
-
-@dataclass
-class ZeroShotArguments:
-    """Classify texts without training: the label whose word a causal language model finds most likely."""
-
-    model_name_or_path: str = field(metadata={"help": "Folder (or Hub id) of a causal language model with tokenizer."})
-    labels: list[str] = field(metadata={"help": "The labels, e.g. --labels positive negative."})
-    gguf_file: str | None = field(
-        default=None,
-        metadata={"help": "A GGUF file in that folder or repo to read the model and tokenizer from (needs `gguf`)."},
-    )
-    label_words: list[str] | None = field(
-        default=None,
-        metadata={"help": "Word(s) for each label, in order, '|' between several: --label_words 'great|good' bad."},
-    )
-    template: str | None = field(
-        default=None,
-        metadata={
-            "help": "The prompt, with {text} where the text goes (for chat models the user's message); default: "
-            "a question for chat models, a sentence to complete for the others."
-        },
-    )
-    chat: bool | None = field(
-        default=None,
-        metadata={"help": "Put the prompt in the tokenizer's chat template (default: when it has one)."},
-    )
-    calibration_text: str | None = field(
-        default=None, metadata={"help": "Content-free text (e.g. 'N/A') whose label scores are subtracted."}
-    )
-    input_file: str | None = field(
-        default=None, metadata={"help": "Text file with one text per line; standard input when not given."}
-    )
-    output_file: str | None = field(
-        default=None, metadata={"help": "Where to write the JSON lines; standard output when not given."}
-    )
-    batch_size: int = field(default=16, metadata={"help": "Texts per forward pass (>= 1)."})
-    max_length: int | None = field(default=None, metadata={"help": "Keep the last this many prompt tokens (>= 1)."})
-    device: str | None = field(default=None, metadata={"help": "'cpu', 'cuda'...; the best available when not given."})
-    trust_remote_code: bool = field(default=True, metadata={"help": "Allow the model's own code."})
-
-    def __post_init__(self):
-        if len(self.labels) < 2:
-            raise ValueError(f"labels must name at least 2 labels, got {self.labels}.")
-        if self.label_words is not None and len(self.label_words) != len(self.labels):
-            raise ValueError(
-                f"label_words has {len(self.label_words)} entries for {len(self.labels)} labels: give one entry "
-                "(words separated by '|') per label, in the order of --labels."
-            )
-        if self.template is not None and "{text}" not in self.template:
-            raise ValueError(f"template must contain '{{text}}', got {self.template!r}.")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}.")
-        if self.max_length is not None and self.max_length < 1:
-            raise ValueError(f"max_length must be >= 1 or not given, got {self.max_length}.")
-
-
-def run_zero_shot(arguments: ZeroShotArguments) -> None:
-    """`tl-nlp zero-shot`: read texts, classify them, write one JSON line per text."""
-    from transformers import AutoModelForCausalLM
-
-    from .cli import UsageError, read_texts, write_output
-    from .gguf import MissingGGUFPackageError, load_model, load_tokenizer
-
-    path, gguf_file, trust = arguments.model_name_or_path, arguments.gguf_file, arguments.trust_remote_code
-    try:
-        model = load_model(AutoModelForCausalLM, path, gguf_file=gguf_file, trust_remote_code=trust)
-        tokenizer = load_tokenizer(path, gguf_file=gguf_file, trust_remote_code=trust)
-    except MissingGGUFPackageError as error:
-        raise UsageError(str(error)) from error
-    except (OSError, ValueError) as error:
-        raise UsageError(f"cannot load a causal language model from {path!r}: {str(error).splitlines()[0]}") from error
-    if arguments.device is not None:
-        model = model.to(arguments.device)
-    words = arguments.label_words or arguments.labels
-    labels = {label: entry.split("|") for label, entry in zip(arguments.labels, words, strict=True)}
-    texts = read_texts(arguments.input_file)
-    classifier = ZeroShotLMClassifier(
-        model,
-        tokenizer,
-        labels,
-        template=arguments.template,
-        batch_size=arguments.batch_size,
-        max_length=arguments.max_length,
-        calibration_text=arguments.calibration_text,
-        chat=arguments.chat,
-    )
-    lines = [
-        json.dumps({"text": text, **result}, ensure_ascii=False)
-        for text, result in zip(texts, classifier(texts), strict=True)
-    ]
-    write_output("\n".join(lines) + "\n", arguments.output_file)

@@ -239,7 +239,7 @@ def _apply_rules_to_input(text, argument: str, first_row: int = 0):
     )
 
 
-def _ulmfit_backend(model_type: str) -> Tokenizer:
+def ulmfit_backend(model_type: str) -> Tokenizer:
     """A blank backend tokenizer for `model_type`: word splitting (or Metaspace for subwords) and the model."""
     if model_type == "word":
         backend = Tokenizer(models.WordLevel(unk_token=UNKNOWN_TOKEN))
@@ -305,7 +305,7 @@ def train_ulmfit_tokenizer(
         raise ValueError(f"vocab_size={vocab_size} leaves no room next to the {len(SPECIAL_TOKENS)} special tokens.")
     if min_frequency < 1:
         raise ValueError(f"min_frequency={min_frequency} must be at least 1.")
-    backend = _ulmfit_backend(model_type)
+    backend = ulmfit_backend(model_type)
     if model_type == "word":
         # The word-level trainer leaves a gap in the ids when a special token also occurs in the corpus (xxmaj
         # always does), so the vocabulary is counted without them and rebuilt with the special tokens first.

@@ -80,6 +80,13 @@ class TextData:
             dataset = dataset.shuffle(seed=self.seed).select(range(self.max_examples))
         return dataset
 
+    def description(self) -> str:
+        """The data's name for a training record and model card: the Hub id, or `"local
+        file FOLDER/NAME"` for a file (its last two path parts: no private path goes into a card)."""
+        if Path(self.source).exists():
+            return f"local file {Path(*Path(self.source).absolute().parts[-2:])}"
+        return self.source
+
     def _row_indices(self, num_rows: int) -> list[int]:
         file_name, _, key = self.rows.rpartition(":")
         path = Path(file_name)
@@ -95,6 +102,9 @@ class TextData:
         return indices
 
 
+DataLike = TextData | datasets.Dataset | str
+
+
 def as_dataset(data: TextData | datasets.Dataset | str | None) -> datasets.Dataset | None:
     """A `datasets.Dataset` from a [`TextData`], a file or Hub name, or a dataset (returned as it is)."""
     if data is None or isinstance(data, datasets.Dataset):
@@ -102,6 +112,19 @@ def as_dataset(data: TextData | datasets.Dataset | str | None) -> datasets.Datas
     if isinstance(data, str):
         data = TextData(data)
     return data.load()
+
+
+def data_description(data: TextData | datasets.Dataset | str | None) -> str | None:
+    """The name of `data` for the training record (see [`TextData.description`]); None for an in-memory dataset,
+    whose own name (from `load_dataset`) the Trainer finds."""
+    if isinstance(data, str):
+        data = TextData(data)
+    return data.description() if isinstance(data, TextData) else None
+
+
+def source_name(data: TextData | datasets.Dataset | str | None) -> str:
+    """What error messages call `data`: its file or Hub name as the user gave it (`"dataset"` for one in memory)."""
+    return data.source if isinstance(data, TextData) else data if isinstance(data, str) else "dataset"
 
 
 def columns_of(data: TextData | datasets.Dataset | str | None) -> tuple[str, str]:

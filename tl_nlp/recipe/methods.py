@@ -14,9 +14,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from peft import PeftModel
@@ -24,127 +22,10 @@ from safetensors import safe_open
 from torch import nn
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-from ..feature_extraction import POOLINGS, FeatureHeadArguments, Standardize
+from ..feature_extraction import Standardize
 from ..training.auxiliary_lm import ClassifierWithAuxiliaryLM
 from ..training.lora import ULMFiTLoraArguments, ulmfit_lora_model
 from .data import RecipeError
-
-METHODS = ("full", "lora", "feature_extraction")
-
-
-@dataclass
-class ClassifierMethodArguments:
-    """How the classifier stage transfers the language model: `--method`, the auxiliary LM loss, and the LoRA and
-    feature-extraction settings (prefixed, as the training options already use their plain names)."""
-
-    method: str = field(
-        default="full",
-        metadata={
-            "help": "'full' (every layer trains), 'lora' (adapters + head) or 'feature_extraction' "
-            "(frozen backbone, head on cached features)."
-        },
-    )
-    auxiliary_lm_weight: float = field(
-        default=0.0,
-        metadata={
-            "help": "Weight of GPT's auxiliary LM loss (>= 0; 0: none; GPT uses 0.5); AWD-LSTM and "
-            "GPT-style models, methods 'full' and 'lora'."
-        },
-    )
-    lora_r: int = field(default=8, metadata={"help": "--method lora: adapter rank (>= 1)."})
-    lora_alpha: float = field(
-        default=16.0, metadata={"help": "--method lora: scale, update = alpha / r * B @ A (> 0)."}
-    )
-    lora_dropout: float = field(default=0.0, metadata={"help": "--method lora: adapter input dropout, in [0, 1)."})
-    lora_save_adapter: bool = field(
-        default=False,
-        metadata={
-            "help": "--method lora: also save the adapter (peft folder) in OUTPUT_DIR/adapter; the stage "
-            "folder always holds the merged model."
-        },
-    )
-    feature_pooling: str = field(
-        default="auto", metadata={"help": "--method feature_extraction: 'auto' (AWD-LSTM: concat pooling)."}
-    )
-    feature_head_hidden_size: int = field(
-        default=0, metadata={"help": "--method feature_extraction: 0 for logistic regression, else MLP width (>= 0)."}
-    )
-    feature_head_epochs: int = field(
-        default=100, metadata={"help": "--method feature_extraction: passes over the cached features (>= 1)."}
-    )
-    feature_head_learning_rate: float = field(
-        default=1e-2, metadata={"help": "--method feature_extraction: the head's AdamW learning rate (> 0)."}
-    )
-
-    def __post_init__(self):
-        check_method(self.method, self.auxiliary_lm_weight)
-        if self.feature_pooling not in POOLINGS:
-            raise ValueError(f"feature_pooling must be one of {', '.join(POOLINGS)}, got {self.feature_pooling!r}")
-        # The nested dataclasses validate their own fields; their messages name them without the prefix.
-        try:
-            self.lora_arguments()
-            self.feature_head_arguments()
-        except ValueError as error:
-            raise ValueError(f"{_prefixed(str(error))}") from error
-
-    def lora_arguments(self) -> ULMFiTLoraArguments:
-        """The LoRA settings as `ULMFiTLoraArguments`."""
-        return ULMFiTLoraArguments(r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout)
-
-    def feature_head_arguments(self, seed: int = 0) -> FeatureHeadArguments:
-        """The feature-extraction head's settings as `FeatureHeadArguments` (seeded with the training seed)."""
-        return FeatureHeadArguments(
-            hidden_size=self.feature_head_hidden_size,
-            num_epochs=self.feature_head_epochs,
-            learning_rate=self.feature_head_learning_rate,
-            seed=seed,
-        )
-
-    def classifier_options(self, seed: int = 0) -> dict[str, Any]:
-        """Keyword arguments of `train_classifier` for this method."""
-        options: dict[str, Any] = {"method": self.method, "auxiliary_lm_weight": self.auxiliary_lm_weight}
-        if self.method == "lora":
-            options.update(lora=self.lora_arguments(), save_adapter=self.lora_save_adapter)
-        if self.method == "feature_extraction":
-            options.update(feature_head=self.feature_head_arguments(seed), feature_pooling=self.feature_pooling)
-        return options
-
-
-def _prefixed(message: str) -> str:
-    for plain, prefixed in (
-        ("r must", "lora_r must"),
-        ("lora_alpha", "lora_alpha"),
-        ("hidden_size must", "feature_head_hidden_size must"),
-        ("num_epochs must", "feature_head_epochs must"),
-        ("learning_rate must", "feature_head_learning_rate must"),
-    ):
-        if message.startswith(plain):
-            return prefixed + message[len(plain) :]
-    return message
-
-
-def check_method(
-    method: str,
-    auxiliary_lm_weight: float = 0.0,
-    lora: ULMFiTLoraArguments | None = None,
-    feature_head: FeatureHeadArguments | None = None,
-) -> None:
-    """Raises `ValueError` naming the option for a method that does not exist or options that do not go with it."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(repr(m) for m in METHODS)}, got {method!r}")
-    if not auxiliary_lm_weight >= 0:
-        raise ValueError(f"auxiliary_lm_weight must be >= 0 (0: no auxiliary LM loss), got {auxiliary_lm_weight}")
-    if auxiliary_lm_weight > 0 and method == "feature_extraction":
-        raise ValueError(
-            "auxiliary_lm_weight > 0 needs a backbone that trains (method 'full' or 'lora'); feature_extraction "
-            "keeps it frozen: set auxiliary_lm_weight to 0"
-        )
-    if lora is not None and method != "lora":
-        raise ValueError(f"lora settings were given but method is {method!r}: use method='lora' or drop them")
-    if feature_head is not None and method != "feature_extraction":
-        raise ValueError(
-            f"feature_head settings were given but method is {method!r}: use method='feature_extraction' or drop them"
-        )
 
 
 def check_model_for_method(method: str, auxiliary_lm_weight: float, config, objective: str, model_name: str) -> None:

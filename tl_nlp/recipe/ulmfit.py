@@ -9,18 +9,13 @@ from typing import Any
 
 from ..feature_extraction import FeatureHeadArguments
 from ..training.lora import ULMFiTLoraArguments
-from .data import RecipeError, as_dataset, columns_of
-from .methods import check_method
-from .stages import (
-    DataLike,
-    StageResult,
-    TrainingLike,
-    evaluate_classifier,
-    finetune_language_model,
-    load_tokenizer,
-    pretrain_language_model,
-    train_classifier,
-)
+from .classifier import MethodLike, train_classifier
+from .config import ClassifierMethodArguments, HubArguments, TrainingLike, check_method
+from .data import DataLike, RecipeError, as_dataset, columns_of
+from .evaluation import evaluate_classifier
+from .language_model import finetune_language_model, pretrain_language_model
+from .loading import load_tokenizer
+from .results import StageResult
 
 
 def run_ulmfit(
@@ -37,12 +32,13 @@ def run_ulmfit(
     finetune_args: TrainingLike = None,
     classifier_args: TrainingLike = None,
     backwards: bool = False,
-    method: str = "full",
+    method: MethodLike = "full",
     auxiliary_lm_weight: float = 0.0,
     lora: ULMFiTLoraArguments | None = None,
     save_adapter: bool = False,
     feature_head: FeatureHeadArguments | None = None,
     feature_pooling: str = "auto",
+    hub: HubArguments | None = None,
     **language_model_options: Any,
 ) -> dict[str, StageResult | dict[str, float]]:
     """ULMFiT end to end: (1) a general-domain language model, (2) fine-tuned on target-domain text, (3) a
@@ -59,12 +55,16 @@ def run_ulmfit(
             stage 1.
         pretrain_eval_data, finetune_eval_data: validation texts of stages 1 and 2 (perplexity before and after).
         label_names: the class names, in id order.
-        pretrain_args, finetune_args, classifier_args: each stage's `ULMFiTTrainingArguments` or a dict updating
-            its defaults (see `tl_nlp.recipe.stages.STAGE_DEFAULTS`).
+        pretrain_args, finetune_args, classifier_args: each stage's training arguments
+            (`PretrainTrainingArguments`, `FinetuneTrainingArguments`, `ClassifierTrainingArguments`, or a dict of
+            their fields; see `tl_nlp.recipe.config`). Each stage's training record names its own data unless its
+            arguments set `dataset_name`.
         backwards: also run the recipe on reversed texts (`output_dir/backward/...`, ULMFiT tokenizers only) and
             evaluate the forward + backward ensemble (mean of the probabilities) on `eval_data`.
         method, auxiliary_lm_weight, lora, save_adapter, feature_head, feature_pooling: the classifier stage's
-            transfer method and its settings (see [`train_classifier`]).
+            transfer method and its settings (see [`train_classifier`]; `method` may be a
+            `ClassifierMethodArguments` holding them all).
+        hub: upload the (forward) classifier's folder with its model card, which describes all its stages.
         language_model_options: further [`train_language_model`] arguments for stages 1-2 (`model_config`,
             `vocab_size`, `bptt`, `block_size`, ...).
 
@@ -72,7 +72,15 @@ def run_ulmfit(
         `{"pretrain"?, "finetune"?, "classifier"}` [`StageResult`]s, and with `backwards` the same under
         `"backward_*"` keys plus `"ensemble"` metrics.
     """
-    check_method(method, auxiliary_lm_weight, lora, feature_head)
+    if isinstance(method, ClassifierMethodArguments):
+        method_options: dict[str, Any] = {"method": method}
+    else:
+        check_method(method, auxiliary_lm_weight, lora, feature_head)
+        method_options = {"method": method, "auxiliary_lm_weight": auxiliary_lm_weight}
+        if method == "lora":
+            method_options.update(lora=lora, save_adapter=save_adapter)
+        if method == "feature_extraction":
+            method_options.update(feature_head=feature_head, feature_pooling=feature_pooling)
     if pretrained_model is None and pretrain_data is None:
         raise RecipeError("give pretrain_data (texts for a new language model) or pretrained_model (a checkpoint)")
     results: dict[str, Any] = {}
@@ -115,14 +123,8 @@ def run_ulmfit(
             eval_data=eval_data,
             label_names=label_names,
             training_args=classifier_args,
-            method=method,
-            auxiliary_lm_weight=auxiliary_lm_weight,
-            **({"lora": lora, "save_adapter": save_adapter} if method == "lora" else {}),
-            **(
-                {"feature_head": feature_head, "feature_pooling": feature_pooling}
-                if method == "feature_extraction"
-                else {}
-            ),
+            hub=None if is_backward else hub,
+            **method_options,
         )
     if backwards and eval_data is not None:
         results["ensemble"] = evaluate_classifier(

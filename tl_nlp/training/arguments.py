@@ -18,8 +18,8 @@ class ULMFiTTrainingArguments(TrainingArguments):
     - `restore_callback_states_from_checkpoint=True`: a resumed run restores the gradual-unfreezing schedule saved
       with the checkpoint.
 
-    Ignored while `use_stlr=True` (STLR has its own warm-up): `lr_scheduler_type`, `lr_scheduler_kwargs`;
-    `warmup_steps` must then stay 0.
+    While `use_stlr=True` (STLR is the schedule, with its own warm-up), `lr_scheduler_type` must stay `"linear"` (its
+    default), `lr_scheduler_kwargs` empty and `warmup_steps` 0: any other value is an error, not silently ignored.
 
     Args:
         discriminative_lr_decay (`float`, defaults to 2.6):
@@ -143,6 +143,12 @@ class ULMFiTTrainingArguments(TrainingArguments):
             raise ValueError(
                 f"warmup_steps={self.warmup_steps} conflicts with use_stlr=True: STLR warms up on its own over "
                 "stlr_cut_frac of the steps. Set warmup_steps=0, or use_stlr=False to use lr_scheduler_type."
+            )
+        if self.use_stlr and (self.lr_scheduler_type != "linear" or self.lr_scheduler_kwargs):
+            raise ValueError(
+                f"lr_scheduler_type={str(getattr(self.lr_scheduler_type, 'value', self.lr_scheduler_type))!r} "
+                f"(lr_scheduler_kwargs={self.lr_scheduler_kwargs!r}) cannot apply while use_stlr=True: STLR is the "
+                "schedule. Set use_stlr=False to use lr_scheduler_type, or leave it at 'linear'."
             )
         if self.stlr_per_stage and not (self.use_stlr and self.gradual_unfreezing):
             raise ValueError("stlr_per_stage=True needs use_stlr=True and gradual_unfreezing=True.")

@@ -21,13 +21,21 @@ from transformers.loss.loss_utils import LOSS_MAPPING, ForCausalLMLoss, ForMaske
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 from transformers.trainer_utils import unwrap_peft_model
 
-from ..hub import ULMFiTTrainingRecord, build_model_card, check_hub_folder, write_training_record
 from .arguments import ULMFiTTrainingArguments
 from .callbacks import GradualUnfreezingCallback
 from .layer_groups import LayerGroup, layer_group_summary, layer_groups
+from .model_card import build_model_card, check_hub_folder
 from .param_groups import discriminative_param_groups
 from .schedules import get_stlr_schedule
-from .training_record import chain_record, dataset_name_and_split, find_starting_point, run_stage, training_objective
+from .training_record import (
+    ULMFiTTrainingRecord,
+    chain_record,
+    dataset_name_and_split,
+    find_starting_point,
+    run_stage,
+    training_objective,
+    write_training_record,
+)
 
 
 def model_normalizes_loss_by_num_items(model: nn.Module) -> bool:
@@ -97,7 +105,7 @@ class ULMFiTTrainer(Trainer):
     - The loss is a true mean under DDP and gradient accumulation (see `model_normalizes_loss_by_num_items`).
     - A training record: `save_model(folder)` also writes `ulmfit_training_record.json`, the stages of the record
       in the folder the model was loaded from plus this run's stage (see `training_record`), and `push_to_hub()`
-      uploads the output folder with a model card written from that record (`tl_nlp.hub.build_model_card`).
+      uploads the output folder with a model card written from that record (`tl_nlp.training.model_card.build_model_card`).
 
     Args:
         *args, **kwargs: as for `Trainer`; `args` must be a `ULMFiTTrainingArguments`.
@@ -199,7 +207,7 @@ class ULMFiTTrainer(Trainer):
         dataset: str | list[str] | None = None,
         dataset_args: str | list[str] | None = None,
     ) -> None:
-        """Writes `README.md` in `args.output_dir` from the training record (see `tl_nlp.hub.build_model_card`),
+        """Writes `README.md` in `args.output_dir` from the training record (see `tl_nlp.training.model_card.build_model_card`),
         then checks that the folder has what a Hub user needs (code and `auto_map` for AWD-LSTM). `language`,
         `license`, `finetuned_from` and `tags` override or extend the record's; `tasks`, `dataset_tags`, `dataset`
         and `dataset_args` are transformers' and the record already says what they would. peft models, and models

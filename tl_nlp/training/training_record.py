@@ -1,33 +1,261 @@
-"""What a `ULMFiTTrainer` run did, as a `ULMFiTStage` added to the record of the model it started from.
+"""The training record: what happened in training (`ULMFiTStage`, `ULMFiTTrainingRecord`), read and written as
+`ulmfit_training_record.json`, and built from a `ULMFiTTrainer` run.
 
-`ULMFiTTrainer.save_model` writes the record as `ulmfit_training_record.json` next to the weights. The next stage
-loads its model from that folder, and the trainer reads the file back from there (the model's `name_or_path`), so a
-model trained in three runs (general LM, target LM, classifier) carries all three stages into its model card.
-Every value comes from the run itself: the arguments, the training data, `trainer.state` and its log history.
+`ULMFiTTrainer.save_model` writes the record next to the weights. The next stage loads its model from that folder,
+and the trainer reads the file back from there (the model's `name_or_path`), so a model trained in three runs (general
+LM, target LM, classifier) carries all three stages into its model card (`tl_nlp.training.model_card`). Every value
+comes from the run itself: the arguments, the training data, `trainer.state` and its log history.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult
+from torch import nn
 from transformers import DataCollatorForLanguageModeling
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+)
 from transformers.utils import cached_file
 
+from ..config_files import read_mapping_file
 from ..data.lm_data import LanguageModelStreams
-from ..hub import (
-    OBJECTIVE_TASKS,
-    TRAINING_RECORD_FILE,
-    ULMFiTStage,
-    ULMFiTTrainingRecord,
-    model_objective,
-    read_training_record,
-)
+from ..models.awd_lstm import AWDLSTMForSequenceClassification, AWDLSTMPreTrainedModel
+
+# "language-modeling" is next-token prediction (AWD-LSTM, GPT-style); "masked-language-modeling" is BERT-style.
+OBJECTIVES = ("language-modeling", "masked-language-modeling", "classification")
+TRAINING_RECORD_FILE = "ulmfit_training_record.json"
+# Where a recipe stage's setting came from, in `ULMFiTStage.settings`.
+SETTING_SOURCES = ("default", "set by you")
+# Per objective: the model's pipeline task, its Auto class and what the card calls it.
+OBJECTIVE_TASKS = {
+    "language-modeling": ("text-generation", "AutoModelForCausalLM", "language model"),
+    "masked-language-modeling": ("fill-mask", "AutoModelForMaskedLM", "masked language model"),
+    "classification": ("text-classification", "AutoModelForSequenceClassification", "text classifier"),
+}
+
+
+@dataclass
+class ULMFiTStage:
+    """One ULMFiT training stage as it was run. Field names follow `ULMFiTTrainingArguments`; None means unknown
+    or not applicable, and the card leaves it out."""
+
+    name: str = field(metadata={"help": "What the stage was, e.g. 'target-task language model fine-tuning'."})
+    objective: str = field(metadata={"help": f"One of {OBJECTIVES}."})
+    dataset: str = field(metadata={"help": "Hub id of the data (e.g. 'stanfordnlp/imdb') or a short description."})
+    dataset_split: str | None = field(default=None, metadata={"help": "Split(s) trained on, e.g. 'train+unsup'."})
+    num_examples: int | None = field(default=None, metadata={"help": "Documents trained on."})
+    num_tokens: int | None = field(default=None, metadata={"help": "Tokens trained on (language models)."})
+    num_train_epochs: float | None = field(default=None, metadata={"help": "Epochs over the data."})
+    num_train_steps: int | None = field(default=None, metadata={"help": "Optimizer steps run."})
+    learning_rate: float | None = field(default=None, metadata={"help": "Peak learning rate of the top layer group."})
+    per_device_train_batch_size: int | None = field(default=None, metadata={"help": "Batch size per device."})
+    bptt: int | None = field(default=None, metadata={"help": "Window length of language-model training."})
+    discriminative_lr_decay: float | None = field(
+        default=None, metadata={"help": "Each lower layer group's rate is the one above divided by this (2.6)."}
+    )
+    use_stlr: bool = field(default=False, metadata={"help": "Whether slanted triangular learning rates were used."})
+    stlr_cut_frac: float = field(default=0.1, metadata={"help": "Fraction of the steps during which STLR rose."})
+    stlr_ratio: float = field(default=32.0, metadata={"help": "Peak rate divided by the lowest STLR rate."})
+    gradual_unfreezing: bool = field(
+        default=False, metadata={"help": "Whether layer groups were unfrozen one by one."}
+    )
+    unfreeze_every_n_steps: int | None = field(default=None, metadata={"help": "Steps between unfreezing stages."})
+    unfreeze_at_fractions: list[float] | None = field(
+        default=None, metadata={"help": "Fractions of the steps at which unfreezing stages began."}
+    )
+    dropout_multiplier: float | None = field(default=None, metadata={"help": "Scale of every dropout (drop_mult)."})
+    weight_decay: float | None = field(default=None, metadata={"help": "Weight decay."})
+    metrics: dict[str, float] = field(default_factory=dict, metadata={"help": "Metrics at the end of the stage."})
+    notes: str | None = field(default=None, metadata={"help": "Anything else a reader should know, one sentence."})
+    settings: dict[str, str] = field(
+        default_factory=dict,
+        metadata={
+            "help": "Where each of the stage's main settings came from: 'default' (the recipe's default for the stage "
+            "and model family) or 'set by you'."
+        },
+    )
+
+    def __post_init__(self):
+        for name in ("name", "dataset"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
+                raise ValueError(f"ULMFiTStage.{name} must be a non-empty string, got {getattr(self, name)!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"ULMFiTStage.objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        for name in (
+            "num_examples",
+            "num_tokens",
+            "num_train_steps",
+            "per_device_train_batch_size",
+            "bptt",
+            "unfreeze_every_n_steps",
+        ):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"ULMFiTStage.{name} must be a positive integer or None, got {value!r}")
+        for name in ("num_train_epochs", "learning_rate", "discriminative_lr_decay"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"ULMFiTStage.{name} must be > 0 or None, got {value!r}")
+        if not 0 < self.stlr_cut_frac < 1:
+            raise ValueError(f"ULMFiTStage.stlr_cut_frac must be in (0, 1), got {self.stlr_cut_frac!r}")
+        if not self.stlr_ratio >= 1:
+            raise ValueError(f"ULMFiTStage.stlr_ratio must be >= 1, got {self.stlr_ratio!r}")
+        fractions = self.unfreeze_at_fractions
+        if fractions is not None and not (
+            all(0 < f < 1 for f in fractions) and all(a < b for a, b in zip(fractions, fractions[1:], strict=False))
+        ):
+            raise ValueError(f"ULMFiTStage.unfreeze_at_fractions must increase inside (0, 1), got {fractions!r}")
+        for key, value in self.metrics.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"ULMFiTStage.metrics[{key!r}] must be a number, got {value!r}")
+        for key, value in self.settings.items():
+            if value not in SETTING_SOURCES:
+                raise ValueError(f"ULMFiTStage.settings[{key!r}] must be one of {SETTING_SOURCES}, got {value!r}")
+
+    @classmethod
+    def from_training_arguments(cls, args: Any, **values) -> ULMFiTStage:
+        """The stage of a run made with `args` (a `ULMFiTTrainingArguments` or `TrainingArguments`); `values` give
+        the rest (name, objective, dataset, metrics...) and override what `args` says."""
+        from_args = {}
+        for f in fields(cls):
+            if hasattr(args, f.name):
+                from_args[f.name] = getattr(args, f.name)
+        # A decay of 1.0 means every layer group shared one rate: the card then says so.
+        if from_args.get("discriminative_lr_decay") == 1.0:
+            from_args["discriminative_lr_decay"] = None
+        return cls(**{**from_args, **values})
+
+
+@dataclass
+class ULMFiTTrainingRecord:
+    """What happened in training, from which [`build_model_card`] writes the card."""
+
+    stages: list[ULMFiTStage] = field(metadata={"help": "The stages in the order they ran (pretraining first)."})
+    language: str | list[str] = field(default="en", metadata={"help": "ISO 639-1 code(s) of the text."})
+    license: str = field(default="apache-2.0", metadata={"help": "Hub license id of the weights."})
+    base_model: str | None = field(default=None, metadata={"help": "Hub id of the model this one started from."})
+    eval_results: list[EvalResult] = field(
+        default_factory=list, metadata={"help": "Final evaluation results (go into the card's model-index)."}
+    )
+    limitations: list[str] = field(
+        default_factory=list, metadata={"help": "Known limitations beyond those the card derives itself."}
+    )
+
+    def __post_init__(self):
+        if not self.stages:
+            raise ValueError("ULMFiTTrainingRecord.stages must list at least one stage")
+        for index, stage in enumerate(self.stages):
+            if not isinstance(stage, ULMFiTStage):
+                raise ValueError(
+                    f"ULMFiTTrainingRecord.stages[{index}] is {type(stage).__name__}, expected ULMFiTStage"
+                )
+        for index, result in enumerate(self.eval_results):
+            if not isinstance(result, EvalResult):
+                raise ValueError(
+                    f"ULMFiTTrainingRecord.eval_results[{index}] is {type(result).__name__}, expected EvalResult"
+                )
+        if not isinstance(self.license, str) or not self.license or self.license != self.license.strip().lower():
+            raise ValueError(f"ULMFiTTrainingRecord.license must be a lower-case Hub license id, got {self.license!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ULMFiTTrainingRecord:
+        """Builds a record from plain data (a parsed JSON or YAML file), naming any unknown or bad key."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown training record key(s) {sorted(unknown)}; expected some of {sorted(known)}")
+        values = dict(values)
+        stage_fields = {f.name for f in fields(ULMFiTStage)}
+        stages = []
+        for index, stage in enumerate(values.pop("stages", [])):
+            if not isinstance(stage, dict):
+                raise ValueError(f"training record stages[{index}] is {type(stage).__name__}, expected a mapping")
+            unknown = set(stage) - stage_fields
+            if unknown:
+                raise ValueError(f"training record stages[{index}] has unknown key(s) {sorted(unknown)}")
+            try:
+                stages.append(ULMFiTStage(**stage))
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"training record stages[{index}]: {error}") from error
+        results = []
+        for index, result in enumerate(values.pop("eval_results", [])):
+            try:
+                results.append(EvalResult(**result))
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"training record eval_results[{index}]: {error}") from error
+        return cls(stages=stages, eval_results=results, **values)
+
+    def to_dict(self) -> dict:
+        values = asdict(self)
+        values["eval_results"] = [
+            {k: v for k, v in vars(result).items() if v is not None} for result in self.eval_results
+        ]
+        return values
+
+
+def model_objective(model: nn.Module) -> str | None:
+    """The training objective a model's class is built for, one of `OBJECTIVES`, or None when it is none of them.
+
+    AWD-LSTM classifiers are `"classification"` and the other AWD-LSTM models `"language-modeling"`; other models
+    are looked up by class name in transformers' Auto mappings (sequence classification, then masked LM, then causal
+    LM, the order that settles the few classes listed twice).
+
+    Args:
+        model: the model, possibly wrapped by peft (its base model is looked at).
+    """
+    if hasattr(model, "get_base_model"):  # a peft model
+        model = model.get_base_model()
+    if isinstance(model, AWDLSTMForSequenceClassification):
+        return "classification"
+    if isinstance(model, AWDLSTMPreTrainedModel):
+        return "language-modeling"
+    return class_objective(type(model).__name__)
+
+
+def class_objective(name: str) -> str | None:
+    if name in set(MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES.values()) or name.endswith(
+        "ForSequenceClassification"
+    ):
+        return "classification"
+    if name in set(MODEL_FOR_MASKED_LM_MAPPING_NAMES.values()) or name.endswith("ForMaskedLM"):
+        return "masked-language-modeling"
+    if name in set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()) or name.endswith("ForCausalLM"):
+        return "language-modeling"
+    return None
+
+
+def write_training_record(record: ULMFiTTrainingRecord, folder: str | Path) -> Path:
+    """Writes `record` as `ulmfit_training_record.json` into `folder` (created if needed) and returns the file.
+
+    Args:
+        record: what happened in training.
+        folder: a model folder.
+    """
+    path = Path(folder) / TRAINING_RECORD_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record.to_dict(), indent=2) + "\n")
+    return path
+
+
+def read_training_record(path: str | Path) -> ULMFiTTrainingRecord:
+    """Reads a [`ULMFiTTrainingRecord`] from a JSON or YAML file, naming the file in any error."""
+    path = Path(path)
+    values = read_mapping_file(path, "training record")
+    try:
+        return ULMFiTTrainingRecord.from_dict(values)
+    except ValueError as error:
+        raise ValueError(f"training record {path}: {error}") from error
+
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,169 @@
+"""One stage configuration from the CLI to the Trainer: the stage defaults (model-family aware, the same from the CLI
+and from Python), a learning rate followed to the optimizer's param groups, `--push_to_hub` on a stage command,
+the record's data names and settings, options that cannot apply refused, `evaluate`'s max length."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from recipe_fixtures import save_tiny_bert, write_corpora
+from test_trainer_hub import RecordingHubApi
+
+import tl_nlp.hub
+from tl_nlp.cli import main
+from tl_nlp.data import train_ulmfit_tokenizer
+from tl_nlp.models.awd_lstm import AWDLSTMConfig, AWDLSTMForCausalLM
+from tl_nlp.recipe import RecipeError, TextData, prepare_classifier, train_classifier
+from tl_nlp.recipe.config import ClassifierTrainingArguments, HubArguments
+from tl_nlp.recipe.evaluation import load_classifiers
+from tl_nlp.training import ULMFiTTrainingArguments
+
+DECAY = 2.6  # ULMFiT's discriminative factor, ClassifierTrainingArguments' default
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory):
+    return write_corpora(tmp_path_factory.mktemp("data") / "data")
+
+
+@pytest.fixture(scope="module")
+def bert(corpora, tmp_path_factory):
+    texts = TextData(str(corpora["train"])).load()["text"]
+    return save_tiny_bert(tmp_path_factory.mktemp("bert"), texts)
+
+
+@pytest.fixture(scope="module")
+def awd_lstm(corpora, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("awd_lstm")
+    tokenizer = train_ulmfit_tokenizer(TextData(str(corpora["train"])).load()["text"], min_frequency=1)
+    config = AWDLSTMConfig(
+        vocab_size=len(tokenizer),
+        embedding_size=16,
+        hidden_size=24,
+        num_hidden_layers=2,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    AWDLSTMForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def train_classifier_command(model, corpora, output_dir, *flags):
+    return main(
+        [
+            "train-classifier",
+            "--model_name_or_path",
+            str(model),
+            "--train_file",
+            str(corpora["train"]),
+            "--class_names",
+            "neg",
+            "pos",
+            "--output_dir",
+            str(output_dir),
+            "--max_steps",
+            "1",
+            "--disable_tqdm",
+            "true",
+            *flags,
+        ]
+    )
+
+
+def peak_rates_in_checkpoint(output_dir: Path) -> list[float]:
+    """The peak (`initial_lr`) of every param group of the optimizer the Trainer saved after step 1."""
+    state = torch.load(output_dir / "checkpoint-1" / "optimizer.pt", weights_only=True)
+    return [group["initial_lr"] for group in state["param_groups"]]
+
+
+@pytest.mark.parametrize(("family", "top_rate"), [("bert", 5e-5), ("awd_lstm", 1e-2)])
+def test_cli_learning_rate_reaches_the_optimizer_as_the_python_api_sets_it(
+    family, top_rate, request, corpora, tmp_path
+):
+    """The walk of one setting: `tl-nlp train-classifier` without --learning_rate, to the optimizer's param groups
+    (saved with the first checkpoint): the family's rate on the top group, divided by 2.6 per group below; the
+    Python API builds the same optimizer."""
+    model = request.getfixturevalue(family)
+    flags = ("--save_strategy", "steps", "--save_steps", "1")
+    assert train_classifier_command(model, corpora, tmp_path / "cli", *flags) == 0
+    rates = sorted(set(peak_rates_in_checkpoint(tmp_path / "cli")), reverse=True)
+    assert rates[0] == pytest.approx(top_rate)
+    assert [a / b for a, b in zip(rates, rates[1:], strict=False)] == pytest.approx([DECAY] * (len(rates) - 1))
+
+    prepared = prepare_classifier(str(model), TextData(str(corpora["train"])), tmp_path / "api")
+    optimizer = prepared.trainer.create_optimizer()
+    assert sorted({group["lr"] for group in optimizer.param_groups}, reverse=True) == pytest.approx(rates)
+    # The card says where the rate came from.
+    record = json.loads((tmp_path / "cli" / "ulmfit_training_record.json").read_text())
+    assert record["stages"][-1]["learning_rate"] == pytest.approx(top_rate)
+    assert record["stages"][-1]["settings"]["learning_rate"] == "default"
+
+
+def test_a_rate_you_give_is_recorded_as_set_by_you_and_reaches_the_top_group(bert, corpora, tmp_path):
+    flags = ("--learning_rate", "3e-4", "--save_strategy", "steps", "--save_steps", "1")
+    assert train_classifier_command(bert, corpora, tmp_path, *flags) == 0
+    assert max(peak_rates_in_checkpoint(tmp_path)) == pytest.approx(3e-4)
+    stage = json.loads((tmp_path / "ulmfit_training_record.json").read_text())["stages"][-1]
+    assert stage["settings"]["learning_rate"] == "set by you" and stage["settings"]["num_train_epochs"] == "default"
+
+
+def test_push_to_hub_on_a_stage_command_uploads_the_folder_with_its_card(bert, corpora, tmp_path, monkeypatch):
+    uploaded = tmp_path / "uploaded"
+    api = RecordingHubApi(uploaded)
+    monkeypatch.setattr(tl_nlp.hub, "HfApi", lambda token=None: api)
+    flags = ("--push_to_hub", "--hub_model_id", "me/tiny-classifier")
+    assert train_classifier_command(bert, corpora, tmp_path / "out", *flags) == 0
+    assert api.calls == [("create_repo", "me/tiny-classifier"), ("upload_folder", "me/tiny-classifier")]
+    files = {p.name for p in uploaded.iterdir()}
+    assert {"README.md", "config.json", "model.safetensors", "tokenizer.json", "ulmfit_training_record.json"} <= files
+    card = (uploaded / "README.md").read_text()
+    assert "me/tiny-classifier" in card and "text-classification" in card
+    assert "peak learning rate was 5e-05" in card and "`learning_rate` default" in card
+    assert "local file data/train.csv" in card  # the real data, not "local csv files"
+
+
+def test_hub_arguments_stay_out_of_the_trainer(bert, corpora, tmp_path):
+    """The stage uploads its folder itself: the Trainer never creates a repository named after its checkpoints."""
+    prepared = prepare_classifier(str(bert), TextData(str(corpora["train"])), tmp_path)
+    assert prepared.trainer.args.push_to_hub is False
+    with pytest.raises(TypeError):
+        ClassifierTrainingArguments(output_dir=str(tmp_path), push_to_hub=True)
+    assert HubArguments(hub_model_id=None).repo_id(tmp_path / "clf") == "clf"
+
+
+def test_a_schedule_option_that_cannot_apply_is_an_error(bert, corpora, tmp_path, capsys):
+    with pytest.raises(ValueError, match="lr_scheduler_type='cosine'.*use_stlr"):
+        ULMFiTTrainingArguments(output_dir=str(tmp_path), lr_scheduler_type="cosine")
+    ULMFiTTrainingArguments(output_dir=str(tmp_path), lr_scheduler_type="cosine", use_stlr=False)
+    assert train_classifier_command(bert, corpora, tmp_path, "--lr_scheduler_type", "cosine") == 2
+    assert "cannot apply while use_stlr=True" in capsys.readouterr().err
+
+
+def test_evaluate_reads_the_length_the_classifier_was_trained_with(bert, corpora, tmp_path, capsys):
+    assert train_classifier_command(bert, corpora, tmp_path / "clf", "--max_length", "8") == 0
+    [(_, encode)] = load_classifiers(str(tmp_path / "clf"))
+    assert encode.keywords["max_length"] == 8
+    [(_, encode)] = load_classifiers(str(tmp_path / "clf"), max_length=6)
+    assert encode.keywords["max_length"] == 6
+    capsys.readouterr()
+    argv = ["evaluate", "--model_name_or_path", str(tmp_path / "clf"), "--test_file", str(corpora["test"])]
+    assert main([*argv, "--max_length", "6"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["eval_samples"] == 20
+
+
+def test_feature_extraction_refuses_options_it_cannot_use(awd_lstm, corpora, tmp_path):
+    data = TextData(str(corpora["train"]))
+    for options in ({"max_length": 8}, {"training_args": {"learning_rate": 1e-3}}, {"save_adapter": True}):
+        with pytest.raises((RecipeError, ValueError), match="cannot use|save_adapter"):
+            train_classifier(str(awd_lstm), data, tmp_path, method="feature_extraction", **options)
+
+
+def test_awd_lstm_classifier_refuses_a_max_length(awd_lstm, corpora, tmp_path):
+    with pytest.raises(RecipeError, match="reads whole documents"):
+        prepare_classifier(str(awd_lstm), TextData(str(corpora["train"])), tmp_path, max_length=64)

@@ -1,0 +1,91 @@
+"""What every `tl-nlp` command shares: options parsed from dataclasses (flags and `--config FILE`), texts read from
+a file or standard input, output written to a file or standard output, and the one-line error a user can fix."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from transformers import HfArgumentParser
+
+from ..config_files import read_mapping_file
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for, reported as one line."""
+
+
+def parse_dataclass(arguments_class: type, argv: Sequence[str], prog: str):
+    """Parses `argv` into `arguments_class`, with `--config FILE` (YAML or JSON) supplying defaults."""
+    (arguments,) = parse_dataclasses((arguments_class,), argv, prog)
+    return arguments
+
+
+def parse_dataclasses(
+    arguments_classes: Sequence[type], argv: Sequence[str], prog: str, defaults: dict | None = None
+) -> tuple:
+    """Parses `argv` into one instance of each class (field names are unique across them). Values come from, in
+    increasing priority: the fields' defaults, `defaults` (the command's own), `--config FILE` (YAML or JSON), flags."""
+    argv = list(argv)
+    config_values = {}
+    config_path = None
+    if "--config" in argv:
+        position = argv.index("--config")
+        if position + 1 >= len(argv):
+            raise UsageError("--config needs a file name")
+        config_path = Path(argv[position + 1])
+        del argv[position : position + 2]
+        config_values = read_config_file(config_path)
+    parser = HfArgumentParser(list(arguments_classes), prog=prog, description=arguments_classes[0].__doc__)
+    known = {action.dest for action in parser._actions}
+    unknown = sorted(set(config_values) - known)
+    if unknown:
+        raise UsageError(f"{config_path}: unknown option(s) {', '.join(unknown)} for {prog}")
+    config_values = {**(defaults or {}), **config_values}
+    # File values become the parser's defaults (so required fields can come from the file); flags override them.
+    parser.set_defaults(**{dest: value for dest, value in config_values.items() if dest in known})
+    for action in parser._actions:
+        if action.dest in config_values:
+            action.required = False
+    try:
+        return tuple(parser.parse_args_into_dataclasses(args=argv))
+    except ValueError as error:  # raised by the dataclass' validation
+        raise UsageError(str(error).splitlines()[0] if str(error) else type(error).__name__) from error
+
+
+def read_config_file(path: Path) -> dict:
+    try:
+        return read_mapping_file(path, "config file")
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+
+
+def read_texts(input_file: str | None) -> list[str]:
+    """The non-blank lines of `input_file` (standard input when None), with errors that name the file and line."""
+    if input_file is None:
+        lines = sys.stdin.read().splitlines()
+        source = "standard input"
+    else:
+        path = Path(input_file)
+        if not path.is_file():
+            raise UsageError(f"input file {path} does not exist")
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as error:
+            line = path.read_bytes()[: error.start].count(b"\n") + 1
+            raise UsageError(f"{path}, line {line}: not valid UTF-8 ({error.reason})") from error
+        source = str(path)
+    texts = [line for line in lines if line.strip()]
+    if not texts:
+        raise UsageError(f"no text to process in {source} (one text per line, blank lines are skipped)")
+    return texts
+
+
+def write_output(text: str, output_file: str | None) -> None:
+    """Writes `text` to `output_file` (its folder created), or to standard output when None."""
+    if output_file is None:
+        sys.stdout.write(text)
+    else:
+        Path(output_file).parent.mkdir(parents=True, exist_ok=True)
+        Path(output_file).write_text(text, encoding="utf-8")

@@ -1,0 +1,343 @@
+"""ULMFiT stage 3: a classifier trained from a (fine-tuned) language model, with the transfer method chosen in
+[`ClassifierMethodArguments`] (full fine-tuning with gradual unfreezing, discriminative rates and STLR; LoRA; or a
+head on frozen features), evaluated and saved as a folder that `pipeline()` and [`evaluate_classifier`] load."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, set_seed
+
+from ..data import encode_labels, tokenize_dataset
+from ..feature_extraction import FeatureExtractionClassifier, FeatureHeadArguments
+from ..metrics import classification_metrics
+from ..training import ClassificationTrainer
+from ..training.auxiliary_lm import AuxiliaryLMTrainer
+from ..training.lora import ULMFiTLoraArguments
+from ..training.loss_guard import NonFiniteLossCallback
+from ..training.training_record import ULMFiTStage, chain_record, find_starting_point
+from .config import (
+    ClassifierMethodArguments,
+    HubArguments,
+    TrainingLike,
+    check_method,
+    stage_training_arguments,
+)
+from .data import DataLike, RecipeError, as_dataset, columns_of, data_description, source_name
+from .evaluation import DEFAULT_MAX_LENGTH, classification_tokenizer, classifier_metrics
+from .loading import load_config, load_tokenizer, model_family, objective_or_none
+from .methods import (
+    awd_lstm_decoder_bias,
+    check_model_for_method,
+    load_feature_head_into_awd_lstm,
+    model_to_save,
+    parameter_counts,
+    wrap_classifier,
+)
+from .results import PreparedStage, StageResult, print_metrics, save_stage, save_trained_stage
+
+MethodLike = str | ClassifierMethodArguments
+
+
+def _method_options(
+    method: MethodLike, auxiliary_lm_weight: float, lora: ULMFiTLoraArguments | None, save_adapter: bool
+) -> tuple[str, float, ULMFiTLoraArguments | None, bool]:
+    """`(method, auxiliary_lm_weight, lora, save_adapter)` from a method name and its keywords, or from
+    [`ClassifierMethodArguments`] (which then holds them all)."""
+    if isinstance(method, ClassifierMethodArguments):
+        if auxiliary_lm_weight or lora is not None or save_adapter:
+            raise ValueError("give the method's settings in ClassifierMethodArguments, not also as keywords")
+        is_lora = method.method == "lora"
+        return (
+            method.method,
+            method.auxiliary_lm_weight,
+            method.lora_arguments() if is_lora else None,
+            (is_lora and method.lora_save_adapter),
+        )
+    return method, auxiliary_lm_weight, lora, save_adapter
+
+
+def prepare_classifier(
+    model_name_or_path: str,
+    train_data: DataLike,
+    output_dir: str | Path,
+    eval_data: DataLike | None = None,
+    label_names: Sequence[str] | None = None,
+    training_args: TrainingLike = None,
+    max_length: int | None = None,
+    trust_remote_code: bool = False,
+    method: MethodLike = "full",
+    auxiliary_lm_weight: float = 0.0,
+    lora: ULMFiTLoraArguments | None = None,
+    save_adapter: bool = False,
+) -> PreparedStage:
+    """ULMFiT stage 3 before `train()` (see [`train_classifier`]): the classifier, its data and its trainer.
+
+    Args:
+        model_name_or_path: the language model's folder or Hub id (a new classification head is initialised).
+        train_data: labelled texts ([`TextData`] names the text and label columns; `text`/`label` otherwise).
+        output_dir: the folder the stage saves (loads with `pipeline("text-classification", model=output_dir)`).
+        eval_data: held-out labelled texts: accuracy and macro-F1 after training.
+        label_names: the class names, in id order (integer labels index them; string labels must be among them).
+        training_args: `ClassifierTrainingArguments` (an unset learning rate becomes the stage's rate for the model
+            family: 1e-2 for AWD-LSTM, 5e-5 for transformers), a dict of its fields, or any
+            `ULMFiTTrainingArguments` (used as it is).
+        max_length: longest input of a transformer classifier in tokens (default 512, capped by its context; saved
+            as the tokenizer's `model_max_length`, so evaluation reads the same length). AWD-LSTM reads whole
+            documents and refuses it.
+        trust_remote_code: allow a Hub checkpoint's own code.
+        method: `"full"` or `"lora"`, or [`ClassifierMethodArguments`] holding the method and its settings
+            (`"feature_extraction"` has no Trainer: [`train_classifier`] runs it).
+        auxiliary_lm_weight: weight of GPT's auxiliary LM loss (0: none); AWD-LSTM and GPT-style models.
+        lora: `method="lora"`: rank, scale, dropout (`ULMFiTLoraArguments()` when not given).
+        save_adapter: `method="lora"`: also save the adapter in `output_dir/adapter` (the folder holds the merged
+            model either way).
+
+    Returns:
+        A [`PreparedStage`].
+    """
+    method, auxiliary_lm_weight, lora, save_adapter = _method_options(method, auxiliary_lm_weight, lora, save_adapter)
+    check_method(method, auxiliary_lm_weight, lora)
+    if save_adapter and method != "lora":
+        raise ValueError(f"save_adapter saves a LoRA adapter, but method is {method!r}: use method='lora' or drop it")
+    if method == "feature_extraction":
+        raise RecipeError(
+            "prepare_classifier trains with a Trainer: method 'feature_extraction' runs in train_classifier"
+        )
+    output_dir = Path(output_dir)
+    config = load_config(model_name_or_path, trust_remote_code)
+    tokenizer = load_tokenizer(model_name_or_path, trust_remote_code=trust_remote_code)
+    check_model_for_method(
+        method, auxiliary_lm_weight, config, objective_or_none(config, tokenizer), str(model_name_or_path)
+    )
+    if config.model_type == "awd_lstm" and max_length is not None:
+        raise RecipeError(
+            f"max_length={max_length}: an AWD-LSTM classifier reads whole documents (BPT3C; its config's max_len "
+            "sets what the pooling sees); drop max_length"
+        )
+    args, settings = stage_training_arguments(
+        "classifier", training_args, output_dir, model_family(config), data_description(train_data)
+    )
+    if config.model_type != "awd_lstm":
+        # Saved with the tokenizer, so evaluation and pipeline() read what the classifier was trained on.
+        tokenizer.model_max_length = max_length or DEFAULT_MAX_LENGTH
+    encode = classification_tokenizer(tokenizer, config)
+    text_column, label_column = columns_of(train_data)
+    train, id2label, label2id = tokenize_dataset(
+        as_dataset(train_data), encode, text_column, label_column, label_names, source=source_name(train_data)
+    )
+    evaluation = None
+    if eval_data is not None:
+        eval_text, eval_label = columns_of(eval_data)
+        names = [id2label[index] for index in range(len(id2label))]
+        evaluation, _, _ = tokenize_dataset(
+            as_dataset(eval_data), encode, eval_text, eval_label, names, source=source_name(eval_data)
+        )
+    set_seed(args.seed)  # the new head's weights
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_name_or_path,
+        num_labels=len(id2label),
+        id2label=id2label,
+        label2id=label2id,
+        pad_token_id=tokenizer.pad_token_id,
+        trust_remote_code=trust_remote_code,
+    )
+    lm_bias = awd_lstm_decoder_bias(model_name_or_path) if config.model_type == "awd_lstm" else None
+    model = wrap_classifier(model, method, auxiliary_lm_weight, lora, lm_bias)
+    counts = parameter_counts(model)
+    guard = NonFiniteLossCallback()
+    trainer = (AuxiliaryLMTrainer if auxiliary_lm_weight > 0 else ClassificationTrainer)(
+        model=model,
+        args=args,
+        train_dataset=train,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=classification_metrics(len(id2label)),
+        callbacks=[guard],
+    )
+    return PreparedStage(
+        "classifier",
+        output_dir,
+        trainer,
+        tokenizer,
+        guard,
+        evaluation,
+        method=method,
+        save_adapter=save_adapter,
+        parameter_counts=counts,
+        settings=settings,
+    )
+
+
+def train_classifier(
+    model_name_or_path: str,
+    train_data: DataLike,
+    output_dir: str | Path,
+    hub: HubArguments | None = None,
+    **kwargs: Any,
+) -> StageResult:
+    """ULMFiT stage 3: a classifier on top of a (fine-tuned) language model, trained with gradual unfreezing,
+    discriminative learning rates and STLR (the `ClassifierTrainingArguments` defaults), evaluated and saved.
+
+    `method` picks the transfer method with everything else unchanged: `"full"`, `"lora"` (the folder holds the
+    merged model) or `"feature_extraction"` (AWD-LSTM: frozen encoder, head trained on cached concat-pooled
+    features, written into the classifier's head; it refuses the options it cannot use). Every method saves a
+    folder that [`evaluate_classifier`], [`predict`] and `pipeline()` load.
+
+    Args:
+        model_name_or_path, train_data, output_dir, kwargs: as for [`prepare_classifier`].
+        hub: upload the saved folder with its model card (`HubArguments(push_to_hub=True, ...)`).
+        feature_head: `method="feature_extraction"`: the head and its training (`FeatureHeadArguments()` when not
+            given; its seed is the training seed); in `ClassifierMethodArguments` as its `feature_head_*` fields.
+        feature_pooling: `method="feature_extraction"`: see `extract_features` (`"auto"`).
+
+    Returns:
+        A [`StageResult`] with `train_loss`, `train_runtime`, `trainable_parameters`, `total_parameters`, and with
+        `eval_data` `eval_accuracy`, `eval_macro_f1`.
+
+    Example:
+
+    ```python
+    >>> result = train_classifier("runs/lm_imdb", TextData("imdb/train.parquet", max_examples=400), "runs/clas",
+    ...                           eval_data=TextData("imdb/test.parquet", max_examples=1000),
+    ...                           label_names=["negative", "positive"])  # doctest: +SKIP
+    >>> result.metrics["eval_accuracy"]  # doctest: +SKIP
+    ```
+    """
+    feature_head = kwargs.pop("feature_head", None)
+    feature_pooling = kwargs.pop("feature_pooling", "auto")
+    method = kwargs.get("method", "full")
+    if isinstance(method, ClassifierMethodArguments) and method.method == "feature_extraction":
+        kwargs["method"] = "feature_extraction"
+        seed = getattr(kwargs.get("training_args"), "seed", 42)
+        feature_head, feature_pooling = method.feature_head_arguments(seed), method.feature_pooling
+    if kwargs.get("method", "full") == "feature_extraction" or feature_head is not None:
+        check_method(
+            kwargs.get("method", "full"), kwargs.get("auxiliary_lm_weight", 0.0), kwargs.get("lora"), feature_head
+        )
+        return _train_feature_extraction_classifier(
+            model_name_or_path, train_data, output_dir, feature_head, feature_pooling, hub=hub, **kwargs
+        )
+    prepared = prepare_classifier(model_name_or_path, train_data, output_dir, **kwargs)
+    trainer = prepared.trainer
+    is_main = trainer.is_world_process_zero()
+    if is_main:
+        print(trainer.layer_group_summary())
+    train_output = trainer.train()
+    prepared.guard.raise_if_stopped()
+    metrics: dict[str, dict] = {"train": {**train_output.metrics, **prepared.parameter_counts}}
+    if is_main:
+        print_metrics(f"classifier ({prepared.method}): train", metrics["train"])
+    if prepared.eval_dataset is not None:
+        metrics["eval"] = trainer.evaluate(prepared.eval_dataset)
+        if is_main:
+            print_metrics(f"classifier: {len(prepared.eval_dataset)} held-out texts", metrics["eval"])
+    model = model_to_save(trainer.model, prepared.output_dir, prepared.save_adapter, is_main)
+    return save_trained_stage(prepared, model, metrics, hub)
+
+
+def _train_feature_extraction_classifier(
+    model_name_or_path: str,
+    train_data: DataLike,
+    output_dir: str | Path,
+    feature_head: FeatureHeadArguments | None,
+    feature_pooling: str,
+    eval_data: DataLike | None = None,
+    label_names: Sequence[str] | None = None,
+    training_args: TrainingLike = None,
+    max_length: int | None = None,
+    trust_remote_code: bool = False,
+    method: str = "feature_extraction",
+    auxiliary_lm_weight: float = 0.0,
+    lora: ULMFiTLoraArguments | None = None,
+    save_adapter: bool = False,
+    hub: HubArguments | None = None,
+) -> StageResult:
+    """`train_classifier(method="feature_extraction")`: features of the frozen AWD-LSTM encoder computed once, a
+    head trained on them and written into the classifier's head; evaluated, saved like every stage."""
+    output_dir = Path(output_dir)
+    config = load_config(model_name_or_path, trust_remote_code)
+    tokenizer = load_tokenizer(model_name_or_path, trust_remote_code=trust_remote_code)
+    check_model_for_method(
+        method, auxiliary_lm_weight, config, objective_or_none(config, tokenizer), str(model_name_or_path)
+    )
+    args, settings = stage_training_arguments(
+        "classifier", training_args, output_dir, model_family(config), data_description(train_data)
+    )
+    # The backbone stays frozen and the head trains with feature_head's settings: anything else would be ignored.
+    refused = [name for name, source in settings.items() if source == "set by you"]
+    refused += [
+        name for name, value in (("lora", lora), ("save_adapter", save_adapter), ("max_length", max_length)) if value
+    ]
+    if refused:
+        raise RecipeError(
+            f"method 'feature_extraction' cannot use {', '.join(refused)}: the backbone stays frozen and the head "
+            "trains with the feature_head settings (feature_head_epochs, feature_head_learning_rate...); drop them"
+        )
+    head_arguments = feature_head if feature_head is not None else FeatureHeadArguments(seed=args.seed)
+    text_column, label_column = columns_of(train_data)
+    train, id2label, label2id = encode_labels(
+        as_dataset(train_data), label_column, label_names, source_name(train_data)
+    )
+    head_hidden = [head_arguments.hidden_size] if head_arguments.hidden_size else []
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_name_or_path,
+        num_labels=len(id2label),
+        id2label=id2label,
+        label2id=label2id,
+        pad_token_id=tokenizer.pad_token_id,
+        classifier_hidden_sizes=head_hidden,
+        classifier_dropouts=[head_arguments.dropout] * (len(head_hidden) + 1),
+        trust_remote_code=trust_remote_code,
+    ).eval()
+    names = [id2label[index] for index in range(len(id2label))]
+    extractor = FeatureExtractionClassifier(
+        model, tokenizer, names, feature_pooling, head_arguments, batch_size=args.per_device_eval_batch_size
+    )
+    start = time.perf_counter()
+    features = extractor.features(train[text_column])
+    extraction_seconds = time.perf_counter() - start
+    history = extractor.fit_features(features, train["labels"])
+    load_feature_head_into_awd_lstm(model, extractor.head)
+    head_parameters = sum(parameter.numel() for parameter in extractor.head.parameters())
+    metrics: dict[str, dict] = {
+        "train": {
+            "train_loss": history[-1],
+            "train_runtime": time.perf_counter() - start,
+            "feature_extraction_runtime": extraction_seconds,
+            "train_samples": len(train),
+            "trainable_parameters": head_parameters,
+            "total_parameters": sum(parameter.numel() for parameter in model.parameters()),
+        }
+    }
+    if args.process_index != 0:
+        return StageResult(output_dir, {})
+    print_metrics("classifier (feature_extraction): train", metrics["train"])
+    if eval_data is not None:
+        classifiers = [(model, classification_tokenizer(tokenizer, config))]
+        metrics["eval"] = classifier_metrics(classifiers, eval_data, batch_size=args.per_device_eval_batch_size)
+        print_metrics(f"classifier: {metrics['eval']['eval_samples']} held-out texts", metrics["eval"])
+    stage = ULMFiTStage(
+        name="classifier head on frozen features",
+        objective="classification",
+        dataset=args.dataset_name or "unnamed data",
+        num_examples=len(train),
+        num_train_epochs=head_arguments.num_epochs,
+        learning_rate=head_arguments.learning_rate,
+        metrics={name.removeprefix("eval_"): value for name, value in metrics.get("eval", {}).items()},
+        notes=f"The language model stayed frozen: only the head trained, on {extractor.pooling} features "
+        "computed once (feature extraction).",
+    )
+    record = chain_record(find_starting_point(model), stage, language=args.language)
+    save_stage(output_dir, model, tokenizer, metrics, record=record, hub=hub)
+    settings_file = {
+        "method": "feature_extraction",
+        "pooling": extractor.pooling,
+        **dataclasses.asdict(head_arguments),
+    }
+    (output_dir / "feature_extraction.json").write_text(json.dumps(settings_file, indent=2) + "\n", encoding="utf-8")
+    return StageResult(output_dir, {name: value for values in metrics.values() for name, value in values.items()})

@@ -1,0 +1,153 @@
+"""Using a trained classifier: accuracy and macro-F1 on labelled texts, labels and probabilities for new texts, from
+one classifier folder or the mean-probability ensemble of several (ULMFiT's forward + backward models)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from ..data import encode_labels, ensemble_predict
+from ..metrics import Accuracy, MacroF1
+from .data import DataLike, RecipeError, as_dataset, columns_of, source_name
+from .loading import load_config, load_tokenizer
+
+# A transformer classifier's longest input when neither the user nor the saved tokenizer says otherwise.
+DEFAULT_MAX_LENGTH = 512
+
+
+def classification_tokenizer(tokenizer, config, max_length: int | None = None):
+    """How a classifier reads a text: AWD-LSTM reads documents of any length (BPT3C); a transformer is cut at
+    `max_length` tokens (default: the tokenizer's `model_max_length`, which the classifier stage saves as the length
+    it trained with, else 512), and never past its context length."""
+    if config.model_type == "awd_lstm":
+        return tokenizer
+    if max_length is None:
+        saved = getattr(tokenizer, "model_max_length", None)
+        # transformers marks "no limit" with a huge model_max_length.
+        max_length = saved if saved is not None and saved < 1_000_000 else DEFAULT_MAX_LENGTH
+    context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or max_length
+    return functools.partial(tokenizer, truncation=True, max_length=min(max_length, context))
+
+
+def load_classifiers(
+    model_name_or_path: str | Path | Sequence[str | Path],
+    trust_remote_code: bool = False,
+    device: str | None = None,
+    max_length: int | None = None,
+) -> list[tuple[Any, Any]]:
+    """`(model, encode)` pairs, in evaluation mode on `device`, for one classifier folder (or Hub id) or several."""
+    paths = [model_name_or_path] if isinstance(model_name_or_path, str | Path) else list(model_name_or_path)
+    if not paths:
+        raise RecipeError("no classifier given")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    classifiers = []
+    for path in paths:
+        config = load_config(str(path), trust_remote_code)
+        tokenizer = load_tokenizer(str(path), trust_remote_code=trust_remote_code)
+        model = AutoModelForSequenceClassification.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        classifiers.append((model.to(device).eval(), classification_tokenizer(tokenizer, config, max_length)))
+    return classifiers
+
+
+def predict_probabilities(
+    model_name_or_path: str | Sequence[str],
+    texts: Sequence[str],
+    batch_size: int = 32,
+    device: str | None = None,
+    trust_remote_code: bool = False,
+    max_length: int | None = None,
+) -> tuple[np.ndarray, dict[int, str]]:
+    """Class probabilities of `texts` (`(len(texts), num_labels)`) and the labels, from one classifier folder or
+    the mean over several (a forward + backward ensemble: each reads the texts with its own tokenizer)."""
+    classifiers = load_classifiers(model_name_or_path, trust_remote_code, device, max_length)
+    probabilities = ensemble_predict(classifiers, list(texts), batch_size=batch_size)
+    id2label = {int(index): name for index, name in classifiers[0][0].config.id2label.items()}
+    return probabilities, id2label
+
+
+def predict(
+    model_name_or_path: str | Sequence[str],
+    texts: Sequence[str],
+    batch_size: int = 32,
+    device: str | None = None,
+    trust_remote_code: bool = False,
+    max_length: int | None = None,
+) -> list[dict[str, Any]]:
+    """Labels and probabilities for `texts`, from a classifier folder or an ensemble of them.
+
+    Returns:
+        One `{"text", "label", "score", "scores": {label: probability}}` per text, in input order.
+
+    Example:
+
+    ```python
+    >>> predict(["runs/demo/classifier", "runs/demo/backward/classifier"], ["A wonderful film."])  # doctest: +SKIP
+    [{'text': 'A wonderful film.', 'label': 'positive', 'score': 0.93, 'scores': {...}}]
+    ```
+    """
+    probabilities, id2label = predict_probabilities(
+        model_name_or_path, texts, batch_size, device, trust_remote_code, max_length
+    )
+    results = []
+    for text, row in zip(texts, probabilities, strict=True):
+        best = int(row.argmax())
+        scores = {id2label[index]: float(value) for index, value in enumerate(row)}
+        results.append({"text": text, "label": id2label[best], "score": float(row[best]), "scores": scores})
+    return results
+
+
+def classifier_metrics(classifiers: list[tuple[Any, Any]], data: DataLike, batch_size: int = 32) -> dict[str, float]:
+    """`{"eval_accuracy", "eval_macro_f1", "eval_samples"}` of loaded classifiers (see [`load_classifiers`]) on
+    labelled texts; labels are ids or names of the first classifier's `id2label`."""
+    text_column, label_column = columns_of(data)
+    dataset = as_dataset(data)
+    name = source_name(data)
+    if text_column not in dataset.column_names:
+        raise RecipeError(f"{name}: no text column {text_column!r}; the columns are {dataset.column_names}")
+    id2label = {int(index): label for index, label in classifiers[0][0].config.id2label.items()}
+    names = [id2label[index] for index in range(len(id2label))]
+    dataset, _, _ = encode_labels(dataset, label_column, names, source=name)
+    predicted = ensemble_predict(classifiers, dataset[text_column], batch_size=batch_size).argmax(-1)
+    references = np.asarray(dataset["labels"])
+    return {
+        "eval_accuracy": Accuracy().compute(predictions=predicted, references=references)["accuracy"],
+        "eval_macro_f1": MacroF1().compute(predictions=predicted, references=references, labels=range(len(names)))[
+            "macro_f1"
+        ],
+        "eval_samples": len(references),
+    }
+
+
+def evaluate_classifier(
+    model_name_or_path: str | Sequence[str],
+    data: DataLike,
+    batch_size: int = 32,
+    output_file: str | Path | None = None,
+    device: str | None = None,
+    trust_remote_code: bool = False,
+    max_length: int | None = None,
+) -> dict[str, float]:
+    """Accuracy and macro-F1 of a classifier (or the mean-probability ensemble of several) on labelled texts.
+
+    Args:
+        model_name_or_path: a classifier folder or Hub id, or several (forward + backward).
+        data: labelled texts; labels are ids or names of the classifier's `id2label`.
+        output_file: also write the metrics there as JSON (e.g. `eval_results.json`).
+        max_length: longest transformer input in tokens (default: the length the classifier was trained with).
+
+    Returns:
+        `{"eval_accuracy", "eval_macro_f1", "eval_samples"}`.
+    """
+    classifiers = load_classifiers(model_name_or_path, trust_remote_code, device, max_length)
+    metrics = classifier_metrics(classifiers, data, batch_size)
+    if output_file is not None:
+        Path(output_file).parent.mkdir(parents=True, exist_ok=True)
+        Path(output_file).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    return metrics
