@@ -99,3 +99,56 @@ def test_missing_gguf_package_is_one_line_naming_the_extra(gguf_folder, monkeypa
             load()
         message = str(error.value)
         assert "\n" not in message and "tl_nlp[gguf]" in message and NAME in message
+
+
+def test_recipe_and_cli_train_a_classifier_from_a_gguf_file(gguf_folder, tmp_path):
+    """`folder/file.gguf` in the recipe API and `--gguf_file` on a command: the stage trains and saves a plain folder
+    that `pipeline()` serves with the logits the model gives."""
+    from recipe_fixtures import write_corpora
+    from transformers import pipeline
+
+    from tl_nlp.cli import main
+    from tl_nlp.recipe import TextData, train_classifier
+
+    corpora = write_corpora(tmp_path / "data")
+    options = dict(max_steps=2, per_device_train_batch_size=4, disable_tqdm=True)
+    result = train_classifier(
+        str(gguf_folder / NAME), TextData(str(corpora["train"])), tmp_path / "api", label_names=["neg", "pos"],
+        training_args=options, max_length=32,
+    )  # fmt: skip
+    config = json.loads((result.output_dir / "config.json").read_text())
+    assert "quantization_config" not in config and config["architectures"] == ["LlamaForSequenceClassification"]
+    model = AutoModelForSequenceClassification.from_pretrained(result.output_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(result.output_dir)
+    served = pipeline("text-classification", model=str(result.output_dir), device="cpu", top_k=None)([CORPUS[0]])[0]
+    expected = logits(model, torch.tensor([tokenizer(CORPUS[0])["input_ids"]])).softmax(-1)[0]
+    assert {s["label"]: s["score"] for s in served} == pytest.approx(
+        {"neg": float(expected[0]), "pos": float(expected[1])}
+    )
+
+    argv = ["train-classifier", "--model_name_or_path", str(gguf_folder), "--gguf_file", NAME, "--train_file",
+            str(corpora["train"]), "--class_names", "neg", "pos", "--output_dir", str(tmp_path / "cli"),
+            "--max_steps", "1", "--max_length", "32", "--disable_tqdm", "true"]  # fmt: skip
+    assert main(argv) == 0
+    record = json.loads((tmp_path / "cli" / "ulmfit_training_record.json").read_text())
+    assert [stage["name"] for stage in record["stages"]] == ["classifier fine-tuning"]
+    assert AutoModelForSequenceClassification.from_pretrained(tmp_path / "cli").config.num_labels == 2
+
+
+def test_missing_gguf_package_is_one_line_from_the_cli(gguf_folder, tmp_path, monkeypatch, capsys):
+    from recipe_fixtures import write_corpora
+
+    from tl_nlp.cli import main
+
+    corpora = write_corpora(tmp_path / "data")
+    capsys.readouterr()
+    monkeypatch.setitem(sys.modules, "gguf", None)
+    argv = ["train-classifier", "--model_name_or_path", str(gguf_folder / NAME), "--train_file",
+            str(corpora["train"]), "--class_names", "neg", "pos", "--output_dir", str(tmp_path / "out")]  # fmt: skip
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert "Traceback" not in error and len([line for line in error.splitlines() if "tl_nlp[gguf]" in line]) == 1
+    assert (
+        main(["zero-shot", "--model_name_or_path", str(gguf_folder), "--gguf_file", NAME, "--labels", "a", "b"]) == 2
+    )
+    assert "tl_nlp[gguf]" in capsys.readouterr().err

@@ -7,9 +7,10 @@ GGUF checkpoint into a fresh model of the same class, built from the same config
 loads the float weights into it: from then on it is an ordinary checkpoint (its folder has `model.safetensors` and a
 `config.json` that any `from_pretrained` reads, with or without tl_nlp or `gguf`).
 
-Every place in tl_nlp that names a model takes `gguf_file` next to `model_name_or_path` and loads through
-[`load_model`] / [`load_tokenizer`], so one code path handles both; [`convert_gguf`] writes the plain folder once for
-tools that only take a folder.
+Every place in tl_nlp that names a model loads through [`load_model`] / [`load_tokenizer`] / [`load_config`], so a
+`model_name_or_path` that ends in `.gguf` (a local file, or `user/repo/file.gguf` on the Hub), or a `gguf_file` given
+next to the folder or repo, works wherever a checkpoint does: the recipe API, every `tl-nlp` command and the configs.
+[`convert_gguf`] writes the plain folder once for tools that only take a folder.
 
 ```python
 >>> from transformers import AutoModelForCausalLM
@@ -25,11 +26,12 @@ from __future__ import annotations
 import copy
 import importlib.util
 import inspect
+import os
 from pathlib import Path
 from typing import Any
 
 import transformers
-from transformers import AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoTokenizer, PreTrainedModel
 
 # What the error says to install; the extra is declared in pyproject.toml's optional-dependencies.
 GGUF_EXTRA_HINT = "pip install 'tl_nlp[gguf]' (or: pip install gguf)"
@@ -45,6 +47,17 @@ def require_gguf(gguf_file: str) -> None:
         raise MissingGGUFPackageError(
             f"gguf_file={gguf_file!r} needs the `gguf` package, tl_nlp's optional `gguf` extra: {GGUF_EXTRA_HINT}."
         )
+
+
+def split_gguf_path(model_name_or_path: str | Path, gguf_file: str | None = None) -> tuple[str, str | None]:
+    """`(folder or Hub repo, GGUF file name or None)`: a path ending in `.gguf` (`"models/x.gguf"`,
+    `"user/repo/x.gguf"`) names the file and the folder or repo holding it, so that every option that takes a
+    `model_name_or_path` takes a GGUF file too; an explicit `gguf_file` is kept as it is."""
+    path = str(model_name_or_path)
+    if gguf_file is None and path.lower().endswith(".gguf"):
+        folder, _, name = path.replace(os.sep, "/").rpartition("/")
+        return folder or ".", name
+    return path, gguf_file
 
 
 def _dequantizing_config(gguf_file: str) -> dict[str, Any]:
@@ -72,9 +85,12 @@ def load_model(
         gguf_file: the GGUF file's name in `model_name_or_path` (or a path to it); `None` for an ordinary checkpoint.
         kwargs: passed to `from_pretrained` (`num_labels`, `dtype`, `trust_remote_code`...).
 
+    A `model_name_or_path` ending in `.gguf` names the file itself (see [`split_gguf_path`]).
+
     Raises:
         MissingGGUFPackageError: `gguf_file` is given and the `gguf` package is missing (one line naming the extra).
     """
+    model_name_or_path, gguf_file = split_gguf_path(model_name_or_path, gguf_file)
     if gguf_file is None:
         return model_class.from_pretrained(model_name_or_path, **kwargs)
     require_gguf(gguf_file)
@@ -98,10 +114,24 @@ def load_model(
 def load_tokenizer(model_name_or_path: str, gguf_file: str | None = None, **kwargs: Any):
     """`AutoTokenizer.from_pretrained(model_name_or_path, **kwargs)`, or the tokenizer stored in the GGUF file
     (its vocabulary, merges, special tokens and chat template), which saves as an ordinary `tokenizer.json`."""
+    model_name_or_path, gguf_file = split_gguf_path(model_name_or_path, gguf_file)
     if gguf_file is None:
         return AutoTokenizer.from_pretrained(model_name_or_path, **kwargs)
     require_gguf(gguf_file)
     return AutoTokenizer.from_pretrained(model_name_or_path, gguf_file=gguf_file, **kwargs)
+
+
+def load_config(model_name_or_path: str, gguf_file: str | None = None, **kwargs: Any):
+    """`AutoConfig.from_pretrained(model_name_or_path, **kwargs)`, or the config stated in the GGUF file's metadata
+    (without `quantization_config`: the model [`load_model`] returns has none)."""
+    model_name_or_path, gguf_file = split_gguf_path(model_name_or_path, gguf_file)
+    if gguf_file is None:
+        return AutoConfig.from_pretrained(model_name_or_path, **kwargs)
+    require_gguf(gguf_file)
+    config = AutoConfig.from_pretrained(model_name_or_path, gguf_file=gguf_file, **kwargs)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    return config
 
 
 def convert_gguf(model_name_or_path: str, gguf_file: str, output_dir: str | Path, model_class: Any = None) -> Path:

@@ -2,17 +2,19 @@
 tokenizer, its language-model objective and its model family (which decides the default learning rates).
 
 A new way to load a model (a GGUF file, a model from another library) belongs here: `check_model_path` says what a
-path must hold, `load_config` and `load_tokenizer` turn it into what transformers loads, and the stages call
-nothing else.
+path must hold, `load_config`, `load_tokenizer` and `load_model` turn it into what transformers loads, and the stages
+call nothing else. A GGUF file (`folder/x.gguf`, `user/repo/x.gguf`) works wherever a checkpoint does
+(`tl_nlp.gguf`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from transformers import AutoConfig, AutoTokenizer
+from transformers import PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
+from .. import gguf
 from ..data import backward_tokenizer
 from .data import RecipeError
 
@@ -22,13 +24,17 @@ LOCAL_PREFIXES = (".", "/", "~")
 
 def check_model_path(model_name_or_path: str | Path) -> None:
     """Raises `RecipeError` when `model_name_or_path` is meant as a local folder but is not a saved model folder
-    (it does not exist, or has no `config.json`). A Hub id (`"user/name"`) passes: loading it says what is wrong.
+    (it does not exist, or has no `config.json`), or names a GGUF file that is not there. A Hub id (`"user/name"`,
+    `"user/name/file.gguf"`) passes: loading it says what is wrong.
 
     Args:
-        model_name_or_path: a folder written by `save_pretrained`, or a Hub id.
+        model_name_or_path: a folder written by `save_pretrained`, a GGUF file (`*.gguf`), or a Hub id.
     """
     local = Path(model_name_or_path).expanduser()
-    if local.exists():
+    if gguf.split_gguf_path(model_name_or_path)[1] is not None:
+        if not local.is_file() and (local.parent.exists() or str(model_name_or_path).startswith(LOCAL_PREFIXES)):
+            raise RecipeError(f"{model_name_or_path} is not a GGUF file: it does not exist")
+    elif local.exists():
         if not (local / "config.json").is_file():
             raise RecipeError(f"{model_name_or_path} is not a saved model folder (no config.json in it)")
     elif str(model_name_or_path).startswith(LOCAL_PREFIXES):
@@ -39,15 +45,28 @@ def load_config(model_name_or_path: str, trust_remote_code: bool = False):
     """The checkpoint's config, with errors that say what is wrong with the path or the name."""
     check_model_path(model_name_or_path)
     try:
-        return AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
+        return gguf.load_config(model_name_or_path, trust_remote_code=trust_remote_code)
+    except gguf.MissingGGUFPackageError as error:
+        raise RecipeError(str(error)) from error
     except (OSError, ValueError, KeyError) as error:
         raise RecipeError(f"cannot load model {model_name_or_path!r}: {str(error).splitlines()[0]}") from error
+
+
+def load_model(model_class, model_name_or_path: str, **kwargs) -> PreTrainedModel:
+    """`model_class.from_pretrained(model_name_or_path, **kwargs)`; a GGUF file is dequantised into a plain model
+    that trains, saves and pushes like any other (`tl_nlp.gguf.load_model`)."""
+    try:
+        return gguf.load_model(model_class, model_name_or_path, **kwargs)
+    except gguf.MissingGGUFPackageError as error:
+        raise RecipeError(str(error)) from error
 
 
 def load_tokenizer(model_name_or_path: str, backwards: bool = False, trust_remote_code: bool = False):
     """The checkpoint's tokenizer (turned into a backward one with `backwards=True`), with a pad token."""
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
+        tokenizer = gguf.load_tokenizer(model_name_or_path, trust_remote_code=trust_remote_code)
+    except gguf.MissingGGUFPackageError as error:
+        raise RecipeError(str(error)) from error
     except (OSError, ValueError) as error:
         raise RecipeError(
             f"cannot load the tokenizer of {model_name_or_path!r}: {str(error).splitlines()[0]}"
