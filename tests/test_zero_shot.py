@@ -135,10 +135,10 @@ def test_chat_models_are_asked_in_their_chat_template_and_answer_without_a_space
     _, model, tokenizer = gguf_llama
     tokenizer.chat_template = CHAT_TEMPLATE
     try:
-        classifier = ZeroShotLMClassifier(model, tokenizer, {"negative": "bad", "positive": "great"}, batch_size=2)
+        classifier = ZeroShotLMClassifier(model, tokenizer, {"negative": "bad", "positive": "great"}, chat=True)
+        assert not ZeroShotLMClassifier(model, tokenizer, ["bad", "great"]).chat  # asked for, never by default
     finally:
         tokenizer.chat_template = None
-    assert classifier.chat  # the tokenizer has a chat template
     question = DEFAULT_CHAT_TEMPLATE.replace("{text}", TEXTS[0])
     # The template writes <s> itself: one BOS, not two; the answer starts the assistant's line, with no space.
     expected = tokenizer(f"<s>user: {question}\nassistant:\n", add_special_tokens=False)["input_ids"]

@@ -20,8 +20,11 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-# Defaults, chosen on SST-2 *training* sentences (BENCHMARKS.md, "Zero-shot SST-2"): PLACEHOLDER
-DEFAULT_TEMPLATE = "{text} It was"
+# The defaults were chosen on 200 SST-2 *training* sentences with SmolLM2-135M-Instruct (BENCHMARKS.md, "Zero-shot
+# SST-2"), label words = the label names: this template scored 0.860 as it is (0.800 with "N/A" calibration), GPT's
+# "{text} very" 0.775 (0.790 calibrated), the chat template with the question below 0.575 (0.725 calibrated).
+DEFAULT_TEMPLATE = "Review: {text}\nSentiment:"
+# What a chat model is asked (as the user's message) with chat=True.
 DEFAULT_CHAT_TEMPLATE = "{text}\nIs the sentiment of this review positive or negative?"
 
 
@@ -50,12 +53,20 @@ class ZeroShotLMClassifier:
         tokenizer (`PreTrainedTokenizerBase`): its tokenizer.
         labels (`Sequence[str]` or `Mapping[str, str | Sequence[str]]`): the label words (each label is its own
             word), or label -> word(s), e.g. `{"positive": ["great", "good"], "negative": ["terrible", "bad"]}`.
-        template (`str`, defaults to `"{text} It was"`): the prompt; must contain `{text}`. Each word is scored as
-            the continuation `" " + word`.
+        template (`str`, *optional*): the prompt; must contain `{text}`. Defaults to `"Review: {text}\nSentiment:"`
+            (`DEFAULT_TEMPLATE`), or with `chat=True` to the question `DEFAULT_CHAT_TEMPLATE`. Each word is scored as
+            the continuation `" " + word` (just `word` after a prompt that ends in white space, as a chat turn does).
         batch_size (`int`, defaults to 16): texts per forward pass.
         max_length (`int`, *optional*): keep only the last `max_length` tokens of each prompt (the words next to
             the label matter most).
-        calibration_text (`str`, *optional*): a content-free text (e.g. `"N/A"`) whose label scores are subtracted.
+        calibration_text (`str`, *optional*): a content-free text (e.g. `"N/A"`) whose label scores are subtracted
+            (Zhao et al. 2021). Off by default: it helped GPT's template by 1.5 points on SST-2 training sentences
+            and cost the default template 6.
+        chat (`bool`, defaults to `False`): put the template, as the user's message, in the tokenizer's chat template
+            (generation prompt added) and score the answer's first word. Off by default, also for chat-tuned models:
+            SmolLM2-135M-Instruct scored 0.575 that way against 0.860 with the plain default template.
+        add_bos (`bool`, *optional*): make every prompt start with the BOS token (`True`) or not (`False`). By default
+            the tokenizer decides, except for Gemma, which was trained with `<bos>` first and gets it always.
 
     Example:
 
@@ -75,12 +86,11 @@ class ZeroShotLMClassifier:
         batch_size: int = 16,
         max_length: int | None = None,
         calibration_text: str | None = None,
-        chat: bool | None = None,
+        chat: bool = False,
         add_bos: bool | None = None,
     ):
-        has_chat_template = bool(getattr(tokenizer, "chat_template", None))
-        self.chat = has_chat_template if chat is None else chat
-        if self.chat and not has_chat_template:
+        self.chat = chat
+        if chat and not getattr(tokenizer, "chat_template", None):
             raise ValueError("chat=True needs a tokenizer with a chat template; this one has none (use chat=False).")
         if template is None:
             template = DEFAULT_CHAT_TEMPLATE if self.chat else DEFAULT_TEMPLATE
