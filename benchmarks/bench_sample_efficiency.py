@@ -32,8 +32,8 @@ every run, and the plot of accuracy against labels to `<output_dir>/sample_effic
 
     .venv/bin/python benchmarks/bench_sample_efficiency.py --preset tiny    # smoke check, a few minutes
     .venv/bin/python benchmarks/bench_sample_efficiency.py --preset cpu --fastai_python .fastai-venv/bin/python \
-        --language_models_from runs/demo   # reuse `make demo`'s LM stages (same sizes); omit to train them here
-    .venv/bin/python benchmarks/bench_sample_efficiency.py --preset cpu --stage1_from runs/demo/lm_wikitext2 \
+        --language_models_from runs/demo_awd_lstm   # reuse `make demo-awd-lstm`'s LM stages (same sizes); omit to train them here
+    .venv/bin/python benchmarks/bench_sample_efficiency.py --preset cpu --stage1_from runs/demo_awd_lstm/lm_wikitext2 \
         --finetune_reviews 6000 --finetune_learning_rate 5e-3 --output_dir runs/se_cpu_lm6k   # a stronger stage 2
     python benchmarks/bench_sample_efficiency.py --preset gpu --fastai_python PATH   # full sizes, on a GPU
 """
@@ -248,7 +248,7 @@ class SampleEfficiencyArguments:
     stage1_from: str = field(
         default="",
         metadata={
-            "help": "Folder of a stage-1 LM with this preset's sizes (e.g. `make demo`'s runs/demo/lm_wikitext2): "
+            "help": "Folder of a stage-1 LM with this preset's sizes (e.g. `make demo-awd-lstm`'s runs/demo_awd_lstm/lm_wikitext2): "
             "copied in (its tokenizer too) and fine-tuned here as stage 2; --language_models_from copies both."
         },
     )
@@ -298,7 +298,7 @@ class SampleEfficiencyArguments:
         ):
             raise ValueError(
                 f"--language_models_from {self.language_models_from} must hold lm_wikitext2/ and lm_imdb/ model "
-                "folders (e.g. runs/demo after `make demo`)"
+                "folders (e.g. runs/demo_awd_lstm after `make demo-awd-lstm`)"
             )
         for name in ("bptt", "lm_batch_size", "threads"):
             if getattr(self, name) < 1:
@@ -311,7 +311,7 @@ class SampleEfficiencyArguments:
                 f"{self.finetune_learning_rate}"
             )
         if self.stage1_from and not (Path(self.stage1_from) / "model.safetensors").is_file():
-            raise ValueError(f"--stage1_from {self.stage1_from} must be a model folder (e.g. runs/demo/lm_wikitext2)")
+            raise ValueError(f"--stage1_from {self.stage1_from} must be a model folder (e.g. runs/demo_awd_lstm/lm_wikitext2)")
         if self.language_models_from and self.stage_two_options:
             raise ValueError(
                 f"{', '.join('--' + name for name in self.stage_two_options)} set how the stages are made here and "

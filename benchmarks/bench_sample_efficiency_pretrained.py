@@ -98,6 +98,7 @@ class PretrainedSampleEfficiencyArguments:
     decay: float = field(default=1.3, metadata={"help": "Discriminative decay per layer group, ulmfit arm."})
     unfreeze_over: float = field(default=0.35, metadata={"help": "Fraction of steps over which groups unfreeze."})
     batch_size: int = field(default=16, metadata={"help": "Training batch size."})
+    max_steps: int = field(default=0, metadata={"help": "Stop each run after this many steps (smoke checks; 0: off)."})
     bf16: bool = field(default=False, metadata={"help": "bf16 autocast (where the hardware computes in bf16)."})
     scratch_results: str | None = field(
         default=None, metadata={"help": "bench_sample_efficiency.py results.json for the AWD-LSTM from scratch."}

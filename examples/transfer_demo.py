@@ -38,8 +38,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from example_utils import SENTIMENT_LABELS, check_positive, imdb_subsets, say
-from transformers import HfArgumentParser, pipeline
+from example_utils import PROBE_TEXTS, SENTIMENT_LABELS, check_positive, imdb_subsets, say
+from transformers import AutoConfig, HfArgumentParser, pipeline
 
 from tl_nlp.recipe import train_classifier
 
@@ -166,6 +166,9 @@ def main() -> None:
     )
     say(f"  {len(data['train'])} labelled reviews to train on, {len(data['test'])} held-out test reviews")
 
+    # BERT-style layer groups: embeddings, one per layer, head; one more unfrozen at each of these fractions.
+    stages = AutoConfig.from_pretrained(checkpoint).num_hidden_layers + 1
+    fractions = [args.unfreeze_over * stage / stages for stage in range(1, stages + 1)]
     say(f"== fine-tuning with a new {len(SENTIMENT_LABELS)}-way head, the ULMFiT way ({'bf16' if bf16 else 'fp32'})")
     result = train_classifier(
         checkpoint,
@@ -180,7 +183,7 @@ def main() -> None:
             num_train_epochs=args.num_train_epochs,
             learning_rate=args.learning_rate,
             discriminative_lr_decay=args.discriminative_lr_decay,
-            unfreeze_at_fractions=[args.unfreeze_over * k / 7 for k in range(1, 8)],
+            unfreeze_at_fractions=fractions,
             bf16=bf16,
             use_cpu=not torch.cuda.is_available(),
             per_device_train_batch_size=16,
@@ -194,11 +197,10 @@ def main() -> None:
     if main_process:
         say(f"== pipeline('text-classification') on the saved folder {result.output_dir}")
         classify = pipeline("text-classification", model=str(result.output_dir), device="cpu")
-        for text in (
-            "One of the best films I have seen in years, moving and funny.",
-            "A dull, badly acted mess; I wanted my two hours back.",
-        ):
+        served = []
+        for text in PROBE_TEXTS:
             prediction = classify(text)[0]
+            served.append({"text": text, **prediction})
             say(f"  {prediction['label']:>8s} {prediction['score']:.2f}  {text}")
         seconds = {"wall": time.perf_counter() - start, "cpu": cpu_seconds()}
         load = {"at_start": load_at_start[0], "at_end": os.getloadavg()[0], "cores": os.cpu_count()}
@@ -211,6 +213,7 @@ def main() -> None:
                 {
                     "checkpoint": {"name": args.model_name_or_path, "read_from": checkpoint, "source": source},
                     "metrics": result.metrics,
+                    "pipeline": served,
                     "seconds": seconds,
                     "load_average": load,
                     "arguments": asdict(args),
