@@ -126,7 +126,15 @@ def main() -> None:
         labels = options.pop("labels", SENTIMENT)
         classifier = ZeroShotLMClassifier(model, tokenizer, labels, batch_size=args.batch_size, **options)
         start, cpu_start = time.perf_counter(), time.process_time()
-        predicted = [int(answer["label"] == "positive") for answer in classifier(texts)]
+        predicted = []
+        for chunk in range(0, len(texts), 96):  # the JSON is rewritten after every chunk: a stopped run keeps them
+            predicted += [int(answer["label"] == "positive") for answer in classifier(texts[chunk : chunk + 96])]
+            done = len(predicted)
+            report["runs"][variant] = {
+                "sentences_done": done,
+                "accuracy_so_far": sum(p == g for p, g in zip(predicted, gold[:done], strict=True)) / done,
+            }
+            output.write_text(json.dumps(report, indent=2))
         run = {
             "accuracy": sum(p == g for p, g in zip(predicted, gold, strict=True)) / len(gold),
             "predicted_positive": sum(predicted) / len(predicted),
