@@ -13,7 +13,7 @@ accuracy, the share it predicts positive and its time; everything goes to `--out
     .venv/bin/python benchmarks/bench_zero_shot_sst2.py --model smollm2 --split dev
     .venv/bin/python benchmarks/bench_zero_shot_sst2.py --model gemma3 --split dev
     .venv/bin/python benchmarks/bench_zero_shot_sst2.py --model smollm2 --split train --sentences 200 \
-        --variants default gpt_very review_sentiment no_calibration
+        --variants default calibrated gpt_very
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ SENTIMENT = {"negative": "negative", "positive": "positive"}
 # name -> ZeroShotLMClassifier keywords on top of the labels above; "default" is the classifier's own defaults.
 VARIANTS: dict[str, dict] = {
     "default": {},
-    "no_calibration": {"calibration_text": None},
+    "calibrated": {"calibration_text": "N/A"},
     "gpt_very": {"template": "{text} very", "chat": False},  # GPT's: append "very", compare positive / negative
     "review_sentiment": {"template": "Review: {text}\nSentiment:", "chat": False},
     "it_was_great": {
