@@ -1,5 +1,10 @@
 """ULMFiT's sample efficiency on IMDb: classifiers from a fine-tuned LM against the same classifier from scratch.
 
+A protocol around the recipe: stages 1 and 2 are `tl_nlp.recipe.train_language_model` with the recipe's stage
+arguments (`PretrainTrainingArguments`, `FinetuneTrainingArguments`, their default rates), and every classifier is
+`tl_nlp.recipe.prepare_classifier` with `ClassifierTrainingArguments`; this script adds only the data protocol, the
+grids, the fastai comparison and the report.
+
 The paper's headline (Howard & Ruder 2018, figure 3): with ULMFiT, 100 labelled examples match training from scratch
 on 10 to 100 times more. The protocol here, on the fixed rows of `../shared/data/imdb/small_protocol.json`:
 
@@ -55,26 +60,31 @@ import datasets
 import numpy as np
 import torch
 from safetensors.torch import load_file
-from transformers import DataCollatorWithPadding, HfArgumentParser, set_seed
+from transformers import HfArgumentParser, set_seed
 
 from tl_nlp import (
     AWDLSTMConfig,
     AWDLSTMForCausalLM,
-    AWDLSTMForSequenceClassification,
     ClassificationTrainer,
     LanguageModelStreams,
-    LanguageModelTrainer,
     ULMFiTTokenizerFast,
-    ULMFiTTrainingArguments,
     load_text_dataset,
     stream_perplexity,
     tokenize_dataset,
     tokenize_for_language_model,
     train_ulmfit_tokenizer,
 )
+from tl_nlp.recipe import (
+    ClassifierTrainingArguments,
+    FinetuneTrainingArguments,
+    PretrainTrainingArguments,
+    prepare_classifier,
+    train_language_model,
+)
+from tl_nlp.recipe.evaluation import classification_tokenizer
+from tl_nlp.training.training_record import TRAINING_RECORD_FILE
 
 FASTAI_WORKER = Path(__file__).with_name("sample_efficiency_fastai.py")
-FINETUNE_LEARNING_RATE = 2e-3  # stage 2's peak rate unless --finetune_learning_rate (examples/ulmfit_demo.py's)
 ABLATIONS = ("gradual_unfreezing", "discriminative_lr")  # what --ulmfit_without can take out
 LABEL_NAMES = ["negative", "positive"]
 
@@ -243,7 +253,11 @@ class SampleEfficiencyArguments:
         default=0, metadata={"help": "Stage 2 on the first N `lm_train` reviews instead of the preset's (0: preset)."}
     )
     finetune_learning_rate: float | None = field(
-        default=None, metadata={"help": f"Peak rate of stage 2 (LM fine-tuning); default {FINETUNE_LEARNING_RATE}."}
+        default=None,
+        metadata={
+            "help": "Peak rate of stage 2 (LM fine-tuning); default: the recipe's "
+            f"({FinetuneTrainingArguments.LEARNING_RATES['awd_lstm']})."
+        },
     )
     stage1_from: str = field(
         default="",
@@ -375,58 +389,43 @@ def labelled_subset(label_count: int) -> str:
     return {100: "train_100", 1_000: "train_1k", 10_000: "train_10k"}[label_count]
 
 
-def training_arguments(args: SampleEfficiencyArguments, stage: str, **overrides) -> ULMFiTTrainingArguments:
-    values = dict(
-        output_dir=str(Path(args.output_dir) / "checkpoints" / stage),
+def general_options(args: SampleEfficiencyArguments, name: str) -> dict:
+    """What every stage of the protocol sets beyond the recipe's stage defaults: its checkpoint folder, the seed and
+    quieter logging."""
+    return dict(
+        output_dir=str(Path(args.output_dir) / "checkpoints" / name),
         seed=args.seed,
         logging_steps=50,
-        save_strategy="no",
-        report_to=[],
-        dataloader_num_workers=0,
-        dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=True,
-        weight_decay=0.01,
     )
-    values.update(overrides)
-    return ULMFiTTrainingArguments(**values)
 
 
-def language_model_stage(model, tokenizer, train_texts, valid_texts, args, folder: Path, epochs: float, **training):
-    """Trains `model` on `train_texts` as carried-state streams, saves it with the tokenizer in `folder` and returns
-    a record: validation perplexity before and after, training tokens, seconds and tokens/s."""
+def language_model_stage(
+    stage: str, train_texts, valid_texts, args: SampleEfficiencyArguments, folder: Path, epochs: float, **options
+) -> dict:
+    """ULMFiT stage 1 or 2 through the recipe (`train_language_model`: carried-state streams, the stage's default
+    rates unless `--finetune_learning_rate`), saved in `folder`; returns a record: validation perplexity before and
+    after, training tokens, seconds and tokens/s."""
     start = time.perf_counter()
-
-    def streams(texts, shuffle: bool) -> LanguageModelStreams:
-        tokenized = tokenize_for_language_model(texts, tokenizer, skip_empty=True)
-        return LanguageModelStreams.from_dataset(
-            tokenized,
-            batch_size=args.lm_batch_size,
-            bptt=args.bptt,
-            shuffle=shuffle,
-            seed=args.seed,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-
-    train, valid = streams(train_texts, True), streams(valid_texts, False)
-    before = stream_perplexity(model, valid)
-    trainer = LanguageModelTrainer(
-        model=model,
-        args=training_arguments(args, folder.name, num_train_epochs=epochs, gradual_unfreezing=False, **training),
-        train_dataset=train,
+    arguments_class = PretrainTrainingArguments if stage == "pretrain" else FinetuneTrainingArguments
+    training = arguments_class(
+        **general_options(args, folder.name),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=args.lm_batch_size,
+        learning_rate=args.finetune_learning_rate if stage == "finetune" else None,
+        dataset_name="WikiText-2 train" if stage == "pretrain" else "IMDb unsup, lm_train rows of small_protocol.json",
     )
-    train_start = time.perf_counter()
-    trainer.train()
-    train_seconds = time.perf_counter() - train_start
-    after = stream_perplexity(model, valid)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    tokens = trainer.state.global_step * args.lm_batch_size * args.bptt
+    result = train_language_model(
+        train_texts, folder, eval_data=valid_texts, training_args=training, stage=stage, bptt=args.bptt, **options
+    )
+    steps = json.loads((folder / TRAINING_RECORD_FILE).read_text())["stages"][-1]["num_train_steps"]
+    tokens = steps * args.lm_batch_size * args.bptt
     record = {
-        "valid_perplexity_before": before,
-        "valid_perplexity_after": after,
+        "valid_perplexity_before": result["eval_perplexity_before"],
+        "valid_perplexity_after": result["eval_perplexity"],
         "train_tokens": tokens,
-        "train_seconds": train_seconds,
-        "train_tokens_per_s": tokens / train_seconds,
+        "train_seconds": result["train_runtime"],
+        "train_tokens_per_s": tokens / result["train_runtime"],
         "seconds": time.perf_counter() - start,
     }
     (folder / "stage_record.json").write_text(json.dumps(record, indent=2))
@@ -500,45 +499,15 @@ def seed_language_models(args: SampleEfficiencyArguments, output: Path, corpora:
     return stages
 
 
-def truncate(dataset: datasets.Dataset, max_tokens: int) -> datasets.Dataset:
-    """Keeps the first `max_tokens` tokens of each review (0: whole reviews)."""
-    if max_tokens <= 0:
-        return dataset
-
-    def cut(batch):
-        ids = [row[:max_tokens] for row in batch["input_ids"]]
-        return {"input_ids": ids, "attention_mask": [[1] * len(row) for row in ids], "length": [len(r) for r in ids]}
-
-    return dataset.map(cut, batched=True, desc="Truncating")
-
-
-def accuracy(prediction) -> dict[str, float]:
-    return {"accuracy": float((prediction.predictions.argmax(-1) == prediction.label_ids).mean())}
-
-
-def train_classifier(
-    kind: str,
-    label_count: int,
-    epochs: int,
-    data: dict,
-    tokenizer,
-    lm_folder: Path,
-    args: SampleEfficiencyArguments,
-    learning_rate: float,
-    dropout_multiplier: float = 1.0,
-    evaluate_test: bool = True,
-) -> tuple[dict, ClassificationTrainer]:
-    """One tl_nlp classifier (`ulmfit` or `scratch`) on `data["train"]`, evaluated on clas_valid and (unless
-    `evaluate_test` is false, for the runs of a grid that are not chosen) on test. `--ulmfit_without` takes
-    techniques out of the `ulmfit` classifier and renames it (`lm_init` without both: it trains like `scratch`)."""
-    set_seed(args.seed)
-    id2label = dict(enumerate(LABEL_NAMES))
-    label2id = {name: index for index, name in id2label.items()}
-    labels = dict(num_labels=2, id2label=id2label, label2id=label2id, dropout_multiplier=dropout_multiplier)
+def classifier_arguments(
+    args: SampleEfficiencyArguments, kind: str, name: str, epochs: int, learning_rate: float
+) -> tuple[str, ClassifierTrainingArguments]:
+    """The recipe's classifier arguments for `kind` (`ulmfit` or `scratch`), and the name of the run:
+    `--ulmfit_without` takes techniques out of the `ulmfit` classifier and renames it (`lm_init` without both: it
+    trains like `scratch`)."""
     if kind == "ulmfit":
-        model = AWDLSTMForSequenceClassification.from_pretrained(lm_folder, **labels)
         without = set(args.ulmfit_without)
-        technique = dict(gradual_unfreezing="gradual_unfreezing" not in without)
+        technique: dict = dict(gradual_unfreezing="gradual_unfreezing" not in without)
         if "discriminative_lr" in without:
             technique["discriminative_lr_decay"] = 1.0
         if technique["gradual_unfreezing"]:
@@ -548,32 +517,59 @@ def train_classifier(
         elif without:
             kind = "ulmfit_without_" + "_and_".join(sorted(without))
     else:
-        # Same architecture, random initialisation, nothing pretrained to protect: every layer trains from the first
-        # step, at one rate.
-        model = AWDLSTMForSequenceClassification(AWDLSTMConfig.from_pretrained(lm_folder, **labels))
+        # Nothing pretrained to protect: every layer trains from the first step, at one rate.
         technique = dict(gradual_unfreezing=False, discriminative_lr_decay=1.0)
-    trainer = ClassificationTrainer(
-        model=model,
-        args=training_arguments(
-            args,
-            f"{kind}_{label_count}",
-            num_train_epochs=epochs,
-            learning_rate=learning_rate,
-            max_grad_norm=args.max_grad_norm,
-            per_device_train_batch_size=args.sizes["batch_size"],
-            per_device_eval_batch_size=128,
-            eval_strategy="no",
-            **technique,
-        ),
-        train_dataset=data["train"],
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=accuracy,
+    training = ClassifierTrainingArguments(
+        **general_options(args, f"{kind}_{name}"),
+        num_train_epochs=epochs,
+        learning_rate=learning_rate,
+        max_grad_norm=args.max_grad_norm,
+        per_device_train_batch_size=args.sizes["batch_size"],
+        per_device_eval_batch_size=128,
+        **technique,
     )
+    return kind, training
+
+
+def save_random_language_model(stage2: Path, folder: Path, seed: int) -> Path:
+    """A randomly initialised AWD-LSTM of stage 2's sizes with its tokenizer: where the `scratch` classifier starts."""
+    if not (folder / "model.safetensors").is_file():
+        set_seed(seed)
+        AWDLSTMForCausalLM(AWDLSTMConfig.from_pretrained(stage2)).save_pretrained(folder)
+        ULMFiTTokenizerFast.from_pretrained(stage2).save_pretrained(folder)
+    return folder
+
+
+def train_classifier(
+    kind: str,
+    label_count: int,
+    epochs: int,
+    data: dict,
+    lm_folder: Path,
+    args: SampleEfficiencyArguments,
+    learning_rate: float,
+    dropout_multiplier: float = 1.0,
+    evaluate_test: bool = True,
+) -> tuple[dict, ClassificationTrainer]:
+    """One tl_nlp classifier, prepared by the recipe (`prepare_classifier`) from `lm_folder` (stage 2 for `ulmfit`,
+    a random model for `scratch`) on the raw texts `data["train"]`, trained, evaluated on the tokenized
+    `data["valid"]` and (unless `evaluate_test` is false, for the runs of a grid that are not chosen) `data["test"]`."""
+    kind, training = classifier_arguments(args, kind, str(label_count), epochs, learning_rate)
+    prepared = prepare_classifier(
+        str(lm_folder),
+        data["train"],
+        Path(args.output_dir) / "classifiers" / f"{kind}_{label_count}",
+        label_names=LABEL_NAMES,
+        training_args=training,
+        max_length=args.sizes["max_tokens"] or None,
+        config_overrides={"dropout_multiplier": dropout_multiplier},
+    )
+    trainer = prepared.trainer
     start = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - start
     valid = trainer.evaluate(data["valid"], metric_key_prefix="valid")
-    train_tokens = epochs * sum(data["train"]["length"])
+    train_tokens = epochs * sum(trainer.train_dataset["length"])
     result = {
         "implementation": "tl_nlp",
         "classifier": kind,
@@ -699,11 +695,9 @@ def main() -> None:
         corpora["lm_valid"] = lm_valid
         report["stages"] = seed_language_models(args, output, corpora)
         (output / "lm_stages.json").write_text(json.dumps(report["stages"], indent=2))
-        tokenizer = ULMFiTTokenizerFast.from_pretrained(stage2)
         print(f"   {report['stages']}", flush=True)
     elif (stage2 / "model.safetensors").is_file():
         print(f"== stages 1 and 2: reusing {stage1} and {stage2}")
-        tokenizer = ULMFiTTokenizerFast.from_pretrained(stage2)
         report["stages"] = json.loads((output / "lm_stages.json").read_text())
         if report["stages"].get("options", {}) != args.stage_two_options:
             raise SystemExit(
@@ -717,9 +711,7 @@ def main() -> None:
             print(f"== stage 1: copying {args.stage1_from}")
             check_preset_sizes(Path(args.stage1_from), args, "--stage1_from")
             copy_folder_once(Path(args.stage1_from), stage1)
-            tokenizer = ULMFiTTokenizerFast.from_pretrained(stage1)
-            model = AWDLSTMForCausalLM.from_pretrained(stage1)
-            report["stages"]["parameters"] = sum(p.numel() for p in model.parameters())
+            report["stages"]["parameters"] = AWDLSTMForCausalLM.from_pretrained(stage1).num_parameters()
             report["stages"]["pretrain"] = {"copied_from": args.stage1_from}
         else:
             start = time.perf_counter()
@@ -728,40 +720,29 @@ def main() -> None:
                 vocab_size=sizes["vocab_size"],
             )
             report["stages"]["tokenizer"] = {"seconds": time.perf_counter() - start, "vocab_size": len(tokenizer)}
-            config = AWDLSTMConfig(
-                vocab_size=len(tokenizer),
-                embedding_size=sizes["embedding_size"],
-                hidden_size=sizes["hidden_size"],
-                num_hidden_layers=sizes["num_hidden_layers"],
-                pad_token_id=tokenizer.pad_token_id,
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-            model = AWDLSTMForCausalLM(config)
-            report["stages"]["parameters"] = sum(p.numel() for p in model.parameters())
-            print(f"== stage 1: LM on WikiText-2, {report['stages']['parameters']:,} parameters")
+            sizes_config = {key: sizes[key] for key in ("embedding_size", "hidden_size", "num_hidden_layers")}
+            print(f"== stage 1: LM on WikiText-2, {sizes_config}")
             report["stages"]["pretrain"] = language_model_stage(
-                model,
-                tokenizer,
+                "pretrain",
                 wiki["train"],
                 wiki["valid"],
                 args,
                 stage1,
                 sizes["pretrain_epochs"],
-                learning_rate=3e-3,
-                discriminative_lr_decay=1.0,
+                tokenizer=tokenizer,
+                model_config=sizes_config,
             )
+            report["stages"]["parameters"] = AWDLSTMForCausalLM.from_pretrained(stage1).num_parameters()
             print(f"   {report['stages']['pretrain']}")
         print(f"== stage 2: LM fine-tuned on {len(lm_reviews):,} IMDb reviews")
         report["stages"]["finetune"] = language_model_stage(
-            model,
-            tokenizer,
+            "finetune",
             lm_reviews,
             lm_valid,
             args,
             stage2,
             sizes["finetune_epochs"],
-            learning_rate=args.finetune_learning_rate or FINETUNE_LEARNING_RATE,
+            model_name_or_path=str(stage1),
         )
         print(f"   {report['stages']['finetune']}")
         (output / "lm_stages.json").write_text(json.dumps(report["stages"], indent=2))
@@ -793,29 +774,33 @@ def main() -> None:
         weights = load_file(str(stage2 / "model.safetensors"))
         np.savez(encoder_path, **{k: v.numpy() for k, v in weights.items() if k.startswith("awd_lstm.")})
 
-    def tokenized(split: str, key: str, count: int | None = None) -> datasets.Dataset:
-        indices = rows[key] if count is None else rows[key][:count]
-        dataset, _, _ = tokenize_dataset(imdb[split].select(indices), tokenizer, label_names=LABEL_NAMES)
-        return truncate(dataset, sizes["max_tokens"])
+    # Held-out sets read as the recipe's classifier reads its training texts (the same tokenizer and cut), once.
+    tokenizer = ULMFiTTokenizerFast.from_pretrained(stage2)
+    encode = classification_tokenizer(tokenizer, config, sizes["max_tokens"] or None)
+
+    def tokenized(texts: datasets.Dataset) -> datasets.Dataset:
+        return tokenize_dataset(texts, encode, label_names=LABEL_NAMES)[0]
 
     if sizes["test_reviews"] > len(rows["test_5k"]):  # the gpu preset: the whole test set
-        test_set, _, _ = tokenize_dataset(imdb["test"], tokenizer, label_names=LABEL_NAMES)
-        test_set = truncate(test_set, sizes["max_tokens"])
+        test_set = tokenized(imdb["test"])
     else:
-        test_set = tokenized("test", "test_5k")
+        test_set = tokenized(imdb["test"].select(rows["test_5k"]))
         if sizes["test_reviews"] < len(test_set):  # the tiny preset: a balanced head of test_5k
             labels = np.asarray(test_set["labels"])
             keep = [int(i) for c in (0, 1) for i in np.flatnonzero(labels == c)[: sizes["test_reviews"] // 2]]
             test_set = test_set.select(keep)
-    valid_set = tokenized("train", "clas_valid")
+    valid_set = tokenized(imdb["train"].select(rows["clas_valid"]))
     fastai_counts = args.fastai_label_counts or sizes["label_counts"]
     epochs_for = dict(zip(sizes["label_counts"], sizes["classifier_epochs"], strict=True))
     data_for, data_paths = {}, {}
     for label_count in sizes["label_counts"]:
-        train_set = tokenized("train", labelled_subset(label_count))
-        data_for[label_count] = {"train": train_set, "test": test_set, "valid": valid_set}
+        train_texts = imdb["train"].select(rows[labelled_subset(label_count)])
+        data_for[label_count] = {"train": train_texts, "test": test_set, "valid": valid_set}
         if args.fastai_python and label_count in fastai_counts:
-            data_paths[label_count] = write_fastai_inputs(data_for[label_count], label_count, fastai_folder)
+            fastai_data = {"train": tokenized(train_texts), "test": test_set, "valid": valid_set}
+            data_paths[label_count] = write_fastai_inputs(fastai_data, label_count, fastai_folder)
+    scratch_folder = save_random_language_model(stage2, output / "random_init", args.seed)
+    start_for = {"ulmfit": stage2, "scratch": scratch_folder}
     # All tl_nlp classifiers first, then fastai's on the same data: a run cut short still has the whole tl_nlp curve.
     # Each classifier's rate x dropout grid (if it has more than one setting) runs first, at --grid_labels labels on
     # clas_valid; its other label counts, and fastai's runs, use the chosen setting.
@@ -848,7 +833,7 @@ def main() -> None:
                 f"== tl_nlp {kind} classifier, {count:,} labels, rate {rate:g}, dropout x{drop:g} (grid)", flush=True
             )
             result, trainer = train_classifier(
-                kind, count, epochs_for[count], data_for[count], tokenizer, stage2, args, rate, drop, False
+                kind, count, epochs_for[count], data_for[count], start_for[kind], args, rate, drop, False
             )
             report["grids"][kind].append(result)
             save()
@@ -871,7 +856,7 @@ def main() -> None:
         )
         if implementation == "tl_nlp":
             result, _ = train_classifier(
-                kind, label_count, epochs, data_for[label_count], tokenizer, stage2, args, rate, drop
+                kind, label_count, epochs, data_for[label_count], start_for[kind], args, rate, drop
             )
         else:
             config_for = {**fastai_config, "dropout_multiplier": drop}

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from tl_nlp import AWDLSTMConfig, load_text_dataset
 
@@ -148,3 +149,41 @@ def test_copied_language_models_must_have_the_preset_sizes(tmp_path):
         SystemExit, match=r"bad/config.json: hidden_size is \d+, the preset 'tiny' has .*--stage1_from"
     ):
         bench.check_preset_sizes(tmp_path / "bad", args, "--stage1_from")
+
+
+def test_classifiers_are_the_recipes_with_the_protocols_techniques(tmp_path):
+    bench = load_benchmark()
+    """The protocol trains the recipe's classifier stage: `ClassifierTrainingArguments` (its defaults: decay 2.6,
+    weight decay 0.01, the learning rate given), with the techniques each classifier of the protocol takes."""
+    from tl_nlp.recipe import ClassifierTrainingArguments
+
+    args = bench.SampleEfficiencyArguments(preset="tiny", output_dir=str(tmp_path))
+    kind, ulmfit = bench.classifier_arguments(args, "ulmfit", "100", 4, 1e-2)
+    assert kind == "ulmfit" and isinstance(ulmfit, ClassifierTrainingArguments)
+    assert ulmfit.gradual_unfreezing and ulmfit.unfreeze_at_fractions == [0.1, 0.2, 0.3, 0.4] and ulmfit.stlr_per_stage
+    assert ulmfit.discriminative_lr_decay == 2.6 and ulmfit.learning_rate == 1e-2 and ulmfit.weight_decay == 0.01
+    assert ulmfit.max_grad_norm == 0.0 and ulmfit.per_device_train_batch_size == bench.PRESETS["tiny"]["batch_size"]
+    kind, scratch = bench.classifier_arguments(args, "scratch", "100", 4, 3e-3)
+    assert kind == "scratch" and not scratch.gradual_unfreezing and scratch.discriminative_lr_decay == 1.0
+    ablated = bench.SampleEfficiencyArguments(preset="tiny", ulmfit_without=["discriminative_lr"])
+    kind, without = bench.classifier_arguments(ablated, "ulmfit", "100", 4, 1e-2)
+    assert kind == "ulmfit_without_discriminative_lr" and without.gradual_unfreezing
+    assert without.discriminative_lr_decay == 1.0
+    both = bench.SampleEfficiencyArguments(preset="tiny", ulmfit_without=list(bench.ABLATIONS))
+    assert bench.classifier_arguments(both, "ulmfit", "100", 4, 1e-2)[0] == "lm_init"
+
+
+def test_the_scratch_classifier_starts_from_a_random_model_of_stage_twos_sizes(tmp_path):
+    bench = load_benchmark()
+    from tl_nlp import AWDLSTMForCausalLM, train_ulmfit_tokenizer
+
+    tokenizer = train_ulmfit_tokenizer(["a tiny corpus of words", "and more words"], min_frequency=1)
+    stage2 = tmp_path / "lm_imdb"
+    config = AWDLSTMConfig(vocab_size=len(tokenizer), embedding_size=8, hidden_size=12, num_hidden_layers=2)
+    trained = AWDLSTMForCausalLM(config)
+    trained.save_pretrained(stage2)
+    tokenizer.save_pretrained(stage2)
+    folder = bench.save_random_language_model(stage2, tmp_path / "random_init", seed=0)
+    random_model = AWDLSTMForCausalLM.from_pretrained(folder)
+    assert random_model.config.hidden_size == 12 and (folder / "tokenizer.json").is_file()
+    assert not torch.equal(random_model.get_input_embeddings().weight, trained.get_input_embeddings().weight)

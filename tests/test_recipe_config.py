@@ -128,6 +128,23 @@ def test_push_to_hub_on_a_stage_command_uploads_the_folder_with_its_card(bert, c
     assert "local file data/train.csv" in card  # the real data, not "local csv files"
 
 
+def test_push_to_hub_on_a_language_model_stage(awd_lstm, corpora, tmp_path, monkeypatch):
+    uploaded = tmp_path / "uploaded"
+    api = RecordingHubApi(uploaded)
+    monkeypatch.setattr(tl_nlp.hub, "HfApi", lambda token=None: api)
+    argv = ["finetune-lm", "--model_name_or_path", str(awd_lstm), "--train_file", str(corpora["general"])]
+    argv += ["--output_dir", str(tmp_path / "lm"), "--max_steps", "1", "--per_device_train_batch_size", "4"]
+    assert (
+        main([*argv, "--bptt", "10", "--push_to_hub", "--hub_model_id", "me/tiny-lm", "--disable_tqdm", "true"]) == 0
+    )
+    assert api.calls == [("create_repo", "me/tiny-lm"), ("upload_folder", "me/tiny-lm")]
+    card = (uploaded / "README.md").read_text()
+    assert "AWD-LSTM language model" in card and "local file data/general.txt" in card
+    assert {"model.safetensors", "modeling_awd_lstm.py", "ulmfit_training_record.json"} <= {
+        p.name for p in uploaded.iterdir()
+    }
+
+
 def test_hub_arguments_stay_out_of_the_trainer(bert, corpora, tmp_path):
     """The stage uploads its folder itself: the Trainer never creates a repository named after its checkpoints."""
     prepared = prepare_classifier(str(bert), TextData(str(corpora["train"])), tmp_path)
@@ -135,6 +152,10 @@ def test_hub_arguments_stay_out_of_the_trainer(bert, corpora, tmp_path):
     with pytest.raises(TypeError):
         ClassifierTrainingArguments(output_dir=str(tmp_path), push_to_hub=True)
     assert HubArguments(hub_model_id=None).repo_id(tmp_path / "clf") == "clf"
+    data = TextData(str(corpora["train"]))
+    for training_args in ({"push_to_hub": True}, ULMFiTTrainingArguments(output_dir=str(tmp_path), push_to_hub=True)):
+        with pytest.raises(ValueError, match="pass hub=HubArguments"):
+            prepare_classifier(str(bert), data, tmp_path, training_args=training_args)
 
 
 def test_a_schedule_option_that_cannot_apply_is_an_error(bert, corpora, tmp_path, capsys):
@@ -164,6 +185,10 @@ def test_feature_extraction_refuses_options_it_cannot_use(awd_lstm, corpora, tmp
             train_classifier(str(awd_lstm), data, tmp_path, method="feature_extraction", **options)
 
 
-def test_awd_lstm_classifier_refuses_a_max_length(awd_lstm, corpora, tmp_path):
-    with pytest.raises(RecipeError, match="reads whole documents"):
-        prepare_classifier(str(awd_lstm), TextData(str(corpora["train"])), tmp_path, max_length=64)
+def test_awd_lstm_classifier_reads_the_first_max_length_tokens_and_evaluation_too(awd_lstm, corpora, tmp_path):
+    data = TextData(str(corpora["train"]))
+    whole = prepare_classifier(str(awd_lstm), data, tmp_path / "whole").trainer.train_dataset
+    cut = prepare_classifier(str(awd_lstm), data, tmp_path / "cut", max_length=5)
+    assert max(whole["length"]) > 5 and max(cut.trainer.train_dataset["length"]) == 5
+    assert cut.trainer.train_dataset["input_ids"][0] == whole["input_ids"][0][:5]
+    assert cut.tokenizer.model_max_length == 5  # saved with the classifier: evaluate reads 5 tokens too

@@ -75,6 +75,7 @@ def prepare_classifier(
     auxiliary_lm_weight: float = 0.0,
     lora: ULMFiTLoraArguments | None = None,
     save_adapter: bool = False,
+    config_overrides: dict[str, Any] | None = None,
 ) -> PreparedStage:
     """ULMFiT stage 3 before `train()` (see [`train_classifier`]): the classifier, its data and its trainer.
 
@@ -87,9 +88,9 @@ def prepare_classifier(
         training_args: `ClassifierTrainingArguments` (an unset learning rate becomes the stage's rate for the model
             family: 1e-2 for AWD-LSTM, 5e-5 for transformers), a dict of its fields, or any
             `ULMFiTTrainingArguments` (used as it is).
-        max_length: longest input of a transformer classifier in tokens (default 512, capped by its context; saved
-            as the tokenizer's `model_max_length`, so evaluation reads the same length). AWD-LSTM reads whole
-            documents and refuses it.
+        max_length: longest input in tokens, saved as the tokenizer's `model_max_length` so that evaluation reads
+            the same length. Transformers: default 512, capped by the context length. AWD-LSTM reads whole
+            documents (BPT3C) by default; with `max_length` it reads their first `max_length` tokens (faster).
         trust_remote_code: allow a Hub checkpoint's own code.
         method: `"full"` or `"lora"`, or [`ClassifierMethodArguments`] holding the method and its settings
             (`"feature_extraction"` has no Trainer: [`train_classifier`] runs it).
@@ -97,6 +98,8 @@ def prepare_classifier(
         lora: `method="lora"`: rank, scale, dropout (`ULMFiTLoraArguments()` when not given).
         save_adapter: `method="lora"`: also save the adapter in `output_dir/adapter` (the folder holds the merged
             model either way).
+        config_overrides: config fields of the classifier that differ from the checkpoint's, e.g.
+            `{"dropout_multiplier": 0.5}` (fastai's `drop_mult`) or `{"classifier_hidden_sizes": [50]}`.
 
     Returns:
         A [`PreparedStage`].
@@ -115,15 +118,10 @@ def prepare_classifier(
     check_model_for_method(
         method, auxiliary_lm_weight, config, objective_or_none(config, tokenizer), str(model_name_or_path)
     )
-    if config.model_type == "awd_lstm" and max_length is not None:
-        raise RecipeError(
-            f"max_length={max_length}: an AWD-LSTM classifier reads whole documents (BPT3C; its config's max_len "
-            "sets what the pooling sees); drop max_length"
-        )
     args, settings = stage_training_arguments(
         "classifier", training_args, output_dir, model_family(config), data_description(train_data)
     )
-    if config.model_type != "awd_lstm":
+    if config.model_type != "awd_lstm" or max_length is not None:
         # Saved with the tokenizer, so evaluation and pipeline() read what the classifier was trained on.
         tokenizer.model_max_length = max_length or DEFAULT_MAX_LENGTH
     encode = classification_tokenizer(tokenizer, config)
@@ -147,6 +145,7 @@ def prepare_classifier(
         label2id=label2id,
         pad_token_id=tokenizer.pad_token_id,
         trust_remote_code=trust_remote_code,
+        **(config_overrides or {}),
     )
     lm_bias = awd_lstm_decoder_bias(model_name_or_path) if config.model_type == "awd_lstm" else None
     model = wrap_classifier(model, method, auxiliary_lm_weight, lora, lm_bias)
@@ -171,6 +170,8 @@ def prepare_classifier(
         save_adapter=save_adapter,
         parameter_counts=counts,
         settings=settings,
+        encode=encode,
+        label_names=[id2label[index] for index in range(len(id2label))],
     )
 
 

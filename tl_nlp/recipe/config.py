@@ -131,8 +131,8 @@ class ModelArguments:
     max_length: int | None = field(
         default=None,
         metadata={
-            "help": "Longest transformer classifier input in tokens (>= 1; default: 512, capped by the model's "
-            "context). AWD-LSTM classifiers read whole documents and refuse it."
+            "help": "Longest classifier input in tokens (>= 1; transformers: default 512, capped by the model's "
+            "context; AWD-LSTM: whole documents by default, else their first max_length tokens)."
         },
     )
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow a Hub checkpoint's own code."})
@@ -314,6 +314,7 @@ STAGE_FIELDS = (
     "ulmfit_stage_name",
     "previous_training_record",
 )
+HUB_OPTIONS = {"push_to_hub", "hub_model_id", "hub_token", "hub_private_repo"}
 _NOT_PARSED = "set with HubArguments (--push_to_hub, --hub_model_id...): the stage uploads its folder itself"
 
 
@@ -325,6 +326,9 @@ class StageTrainingArguments(ULMFiTTrainingArguments):
     - `learning_rate=None`: the stage's rate for the model family, `LEARNING_RATES[family]` (ULMFiT's for AWD-LSTM,
       the usual fine-tuning rates for transformers), so a BERT-style checkpoint never trains at an AWD-LSTM rate.
       A rate you give is the peak of the top layer group (lower groups get it divided by `discriminative_lr_decay`).
+      The transformer rates are transformers' fine-tuning defaults; with discriminative rates the lowest groups of a
+      deep model then learn very slowly (8 groups at decay 2.6: the embeddings get 1/800 of the top rate), and on
+      all-MiniLM-L6-v2 / SST-2 a top rate of 1e-3 did better (BENCHMARKS.md): run `tl-nlp lr-find` for your model.
     - `report_to=[]`, `save_strategy="no"`, `logging_steps=20`, `disable_tqdm=False`: a stage saves its own folder
       and reports nowhere unless asked.
     - `weight_decay=0.01` (fastai's default, where transformers' is 0).
@@ -469,6 +473,13 @@ def stage_training_arguments(
         The arguments, and `{setting: "default" | "set by you"}` for `StageTrainingArguments` (empty otherwise).
     """
     arguments_class = STAGE_TRAINING_ARGUMENTS[stage]
+    hub_options = sorted(HUB_OPTIONS & set(training_args if isinstance(training_args, dict) else ()))
+    if hub_options or getattr(training_args, "push_to_hub", False):
+        # The Trainer would create a repository named after the checkpoint folder and upload nothing at the end.
+        raise ValueError(
+            f"{', '.join(hub_options) or 'push_to_hub'} in the training arguments: a recipe stage uploads its own "
+            "folder with its model card; pass hub=HubArguments(push_to_hub=True, hub_model_id=...) instead"
+        )
     if not isinstance(training_args, ULMFiTTrainingArguments):
         training_args = arguments_class(
             **{"output_dir": str(Path(output_dir) / "checkpoints"), **(training_args or {})}
@@ -554,8 +565,8 @@ class EvaluateArguments:
     max_length: int | None = field(
         default=None,
         metadata={
-            "help": "Longest transformer input in tokens (>= 1; default: the length the classifier was trained "
-            "with, saved as its tokenizer's model_max_length). AWD-LSTM reads whole documents."
+            "help": "Longest input in tokens (>= 1; default: the length the classifier was trained with, saved as "
+            "its tokenizer's model_max_length)."
         },
     )
     batch_size: int = field(default=32, metadata={"help": "Texts per forward pass (>= 1)."})

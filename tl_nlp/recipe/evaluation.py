@@ -23,15 +23,18 @@ DEFAULT_MAX_LENGTH = 512
 
 
 def classification_tokenizer(tokenizer, config, max_length: int | None = None):
-    """How a classifier reads a text: AWD-LSTM reads documents of any length (BPT3C); a transformer is cut at
-    `max_length` tokens (default: the tokenizer's `model_max_length`, which the classifier stage saves as the length
-    it trained with, else 512), and never past its context length."""
-    if config.model_type == "awd_lstm":
-        return tokenizer
+    """How a classifier reads a text: cut at `max_length` tokens (default: the tokenizer's `model_max_length`, which
+    the classifier stage saves as the length it trained with). Without either, AWD-LSTM reads documents of any length
+    (BPT3C) and a transformer its first 512 tokens; a transformer never reads past its context length."""
     if max_length is None:
         saved = getattr(tokenizer, "model_max_length", None)
         # transformers marks "no limit" with a huge model_max_length.
-        max_length = saved if saved is not None and saved < 1_000_000 else DEFAULT_MAX_LENGTH
+        max_length = saved if saved is not None and saved < 1_000_000 else None
+    if config.model_type == "awd_lstm":
+        return (
+            tokenizer if max_length is None else functools.partial(tokenizer, truncation=True, max_length=max_length)
+        )
+    max_length = max_length or DEFAULT_MAX_LENGTH
     context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or max_length
     return functools.partial(tokenizer, truncation=True, max_length=min(max_length, context))
 

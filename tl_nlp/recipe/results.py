@@ -12,10 +12,12 @@ from typing import Any
 
 from transformers import PreTrainedModel
 
+from ..data import tokenize_dataset
 from ..hub import push_model_folder
 from ..training.loss_guard import NonFiniteLossCallback
 from ..training.training_record import ULMFiTTrainingRecord, write_training_record
 from .config import HubArguments
+from .data import as_dataset, columns_of, source_name
 
 
 @dataclass
@@ -45,6 +47,17 @@ class PreparedStage:
     save_adapter: bool = False
     parameter_counts: dict[str, int] = field(default_factory=dict)
     settings: dict[str, str] = field(default_factory=dict)
+    encode: Any = None
+    label_names: list[str] | None = None
+
+    def tokenize(self, data: Any) -> Any:
+        """Labelled texts (`TextData`, a file or Hub name, or a dataset) read as this classifier stage reads its own
+        training data, e.g. a second held-out set for `trainer.evaluate`."""
+        text_column, label_column = columns_of(data)
+        dataset, _, _ = tokenize_dataset(
+            as_dataset(data), self.encode, text_column, label_column, self.label_names, source=source_name(data)
+        )
+        return dataset
 
 
 def flatten_metrics(metrics: dict[str, dict]) -> dict[str, float]:

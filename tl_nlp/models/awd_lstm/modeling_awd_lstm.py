@@ -12,6 +12,7 @@ Design notes:
   padded on the right or on the left.
 """
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -139,6 +140,20 @@ class WeightDropout(nn.Module):
         return f"p={self.p}"
 
 
+@functools.cache
+def _cpu_lstm_autocasts() -> bool:
+    """Whether `torch.lstm` runs under CPU autocast here: oneDNN builds its bf16 LSTM only on CPUs with bf16
+    instructions (AVX512-BF16 or AMX), and elsewhere fails with "could not create a primitive descriptor"."""
+    lstm_inputs = torch.zeros(1, 1, 1)
+    weights = [torch.zeros(4, 1), torch.zeros(4, 1), torch.zeros(4), torch.zeros(4)]
+    try:
+        with torch.no_grad(), torch.autocast("cpu"):
+            torch.lstm(lstm_inputs, (lstm_inputs, lstm_inputs), weights, True, 1, 0.0, False, False, True)
+    except RuntimeError:
+        return False
+    return True
+
+
 class AWDLSTMLayer(nn.Module):
     """One unidirectional LSTM layer whose hidden-to-hidden matrix gets weight dropout.
 
@@ -172,6 +187,12 @@ class AWDLSTMLayer(nn.Module):
             The outputs `(batch, seq_len, hidden_size)` (zero at padded steps) and the state after each row's last
             real step.
         """
+        if inputs.device.type == "cpu" and torch.is_autocast_enabled("cpu") and not _cpu_lstm_autocasts():
+            # This CPU's oneDNN has no reduced-precision LSTM: the recurrence runs in float32, the rest stays autocast.
+            with torch.autocast("cpu", enabled=False):
+                return self.forward(
+                    inputs.float(), None if state is None else tuple(s.float() for s in state), lengths
+                )
         batch_size, seq_len, _ = inputs.shape
         if state is None:
             zeros = inputs.new_zeros(1, batch_size, self.hidden_size)
