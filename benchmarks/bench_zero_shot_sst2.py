@@ -44,6 +44,7 @@ VARIANTS: dict[str, dict] = {
     "default": {},
     "calibrated": {"calibration_text": "N/A"},
     "gpt_very": {"template": "{text} very", "chat": False},  # GPT's: append "very", compare positive / negative
+    "gpt_very_calibrated": {"template": "{text} very", "chat": False, "calibration_text": "N/A"},
     "review_sentiment": {"template": "Review: {text}\nSentiment:", "chat": False},
     "it_was_great": {
         "template": "{text} It was",

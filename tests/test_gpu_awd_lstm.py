@@ -32,7 +32,7 @@ def test_gpu_script_writes_throughput_and_sample_efficiency_to_one_json(tmp_path
     part2 = report["sample_efficiency"]
     assert part2["status"] == "finished", part2["status"]
     classifiers = part2["results"]["classifiers"]
-    kinds = {(run["kind"], run["labels"]) for run in classifiers}
+    kinds = {(run["classifier"], run["labels"]) for run in classifiers}
     assert {("ulmfit", 100), ("scratch", 100)} <= kinds
     for run in classifiers:
         assert 0 <= run["test_accuracy"] <= 1
