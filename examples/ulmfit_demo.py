@@ -125,8 +125,14 @@ def load_corpora(args: DemoArguments) -> dict[str, datasets.Dataset]:
 
 
 def training_arguments(args: DemoArguments, stage: str, **values) -> dict:
-    """The stage's training options (the recipe's stage defaults fill in the rest: no checkpoints, tqdm bars)."""
-    return dict(output_dir=str(Path(args.output_dir) / "checkpoints" / stage), seed=args.seed, **values)
+    """The stage's training options (the recipe's stage defaults fill in the rest: no checkpoints, tqdm bars). A
+    demo run replaces the folders of the previous one (`overwrite_output_dir`)."""
+    return dict(
+        output_dir=str(Path(args.output_dir) / "checkpoints" / stage),
+        seed=args.seed,
+        overwrite_output_dir=True,
+        **values,
+    )
 
 
 def parameter_count(folder: Path) -> int:

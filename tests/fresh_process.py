@@ -2,9 +2,10 @@
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
+
+from process_groups import run_in_process_group
 
 # Any `import tl_nlp` in the script fails: only the code saved in the folders may run.
 PRELUDE = 'import sys\nsys.modules["tl_nlp"] = None\n'
@@ -14,13 +15,6 @@ def run_without_tl_nlp(script: str, args: list[str], workdir: Path, timeout: int
     """Runs `script` with `args` in `workdir` (offline, its own Hugging Face cache, no PYTHONPATH) and returns the
     JSON value printed on its last line of output."""
     env = {**os.environ, "HF_HOME": str(workdir / "hf_home"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
-    result = subprocess.run(
-        [sys.executable, "-c", PRELUDE + script, *args],
-        capture_output=True,
-        text=True,
-        cwd=workdir,
-        env=env,
-        timeout=timeout,
-    )
+    result = run_in_process_group([sys.executable, "-c", PRELUDE + script, *args], timeout, cwd=workdir, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])

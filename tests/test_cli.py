@@ -341,7 +341,7 @@ def test_recipe_errors_are_one_line_with_exit_status_2(recipe_run, capsys, tmp_p
     base = ["train-classifier", "--train_file", str(data["train"]), "--output_dir", str(tmp_path / "out")]
     cases = {
         "does not exist": ["--model_name_or_path", str(tmp_path / "nowhere")],
-        "cannot load model": ["--model_name_or_path", str(unknown)],
+        "unknown model type": ["--model_name_or_path", str(unknown)],
         "no text column 'review'": ["--model_name_or_path", lm, "--text_column", "review"],
         "label 'pos' is not one of ['neg', 'neutral']": [
             "--model_name_or_path",

@@ -32,7 +32,7 @@ def tokenizer():
 )
 def test_bad_texts_name_row_and_column(tokenizer, text, problem):
     rows = ["fine"] * 1500 + [text]  # past the first map batch, so the row number must be the absolute one
-    dataset = datasets.Dataset.from_dict({"review": rows, "label": [0] * len(rows)})
+    dataset = datasets.Dataset.from_dict({"review": rows, "label": [row % 2 for row in range(len(rows))]})
     with pytest.raises(TextDataError, match=rf"train: row 1500, column 'review' {problem}"):
         tokenize_dataset(dataset, tokenizer, text_column="review", source="train")
     with pytest.raises(TextDataError, match=rf"lm: row 1500, column 'review' {problem}"):
@@ -103,3 +103,44 @@ def test_dataset_smaller_than_one_batch():
         SortishSampler(np.array([5, 6, 7]), batch_size=8)
     with pytest.raises(ValueError, match="document 1 has no tokens"):
         LanguageModelStreams([[2, 5, 6], []], batch_size=1)
+
+
+BAD_FILES = {
+    "empty.csv": ("", "the file is empty; it needs a header line"),
+    "blank.jsonl": ("\n\n", "the file is empty"),
+    "header_only.csv": ("text,label\n", "a header but no rows"),
+    "tabs.csv": ("text\tlabel\ngood film\t1\nbad film\t0\n", "looks tab-separated; name it .tsv"),
+    "commas.tsv": ("text,label\ngood film,1\nbad film,0\n", "looks comma-separated; name it .csv"),
+    "ragged.csv": ("text,label\ngood,1\nbad, really,0\nok,1\n", "line 3 has 3 fields, the header 2"),
+    "quote.csv": ('text,label\n"never closed,1\nfoo,0\n', "line 3: unexpected end of data"),
+    "broken.jsonl": ('{"text": "a", "label": 1}\n{"text": "b", label: 0}\n', "line 2 is not valid JSON"),
+    "list_row.jsonl": ('{"text": "a", "label": 1}\n[1, 2]\n', "line 2 is not valid JSON .*not an object"),
+    "cut.json": ('{"text": "a", "label": 1}\n{"text": "b", "la', "line 2 is not valid JSON"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_unreadable_files_get_one_line_with_the_file_and_line(tmp_path, name):
+    content, expected = BAD_FILES[name]
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(TextDataError, match=expected) as error:
+        load_text_dataset(str(path))
+    assert str(error.value).startswith(str(path)) and "\n" not in str(error.value)
+
+
+def test_class_names_as_one_string_or_a_single_class_are_refused():
+    dataset = datasets.Dataset.from_dict({"text": ["a", "b"], "label": ["negative", "negative"]})
+    # list("negative") would be the eight classes n, e, g, a, t, i, v, e.
+    with pytest.raises(TextDataError, match="single string 'negative'"):
+        encode_labels(dataset, label_names="negative")
+    # One class present and no class names: transformers would build a regression model (num_labels=1).
+    with pytest.raises(TextDataError, match="holds a single class"):
+        encode_labels(dataset)
+    with pytest.raises(TextDataError, match="holds a single class"):
+        encode_labels(datasets.Dataset.from_dict({"text": ["a"], "label": [0]}))
+    with pytest.raises(TextDataError, match="repeat a name"):
+        encode_labels(dataset, label_names=["negative", "negative"])
+    # With both class names declared, one class present is fine (a small or skewed split).
+    _, id2label, _ = encode_labels(dataset, label_names=["negative", "positive"])
+    assert id2label == {0: "negative", 1: "positive"}

@@ -3,7 +3,6 @@ their saved metrics are consistent, and their saved folders reload and give the 
 
 import json
 import os
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from process_groups import run_in_process_group
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
@@ -32,7 +32,7 @@ def run_example(script: str, output_dir: Path, *flags: str) -> None:
     environment = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     command = [sys.executable, str(ROOT / "examples" / script), "--data_dir", str(DATA_DIR)]
     command += ["--output_dir", str(output_dir), *flags]
-    completed = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    completed = run_in_process_group(command, timeout=300, env=environment, cwd=ROOT)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
 
 

@@ -5,11 +5,10 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
-TIMEOUT_SECONDS = 300
+from process_groups import TIMEOUT_SECONDS, run_in_process_group
 
 
 def free_port() -> int:
@@ -36,10 +35,9 @@ def torchrun_command(worker: str) -> list[str]:
 
 def run_two_processes(command: list[str], out_dir: Path, *args: str) -> list[dict]:
     """Runs `command` (from the builders above) with `out_dir` and `args` appended, one torch thread per process,
-    and returns the JSON each rank wrote to `out_dir/rank{N}.json`."""
+    and returns the JSON each rank wrote to `out_dir/rank{N}.json`. At the timeout the launcher and both workers are
+    killed (their process group), not the launcher alone."""
     environment = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    completed = subprocess.run(
-        [*command, str(out_dir), *args], env=environment, capture_output=True, text=True, timeout=TIMEOUT_SECONDS
-    )
+    completed = run_in_process_group([*command, str(out_dir), *args], timeout=TIMEOUT_SECONDS, env=environment)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     return [json.loads((Path(out_dir) / f"rank{rank}.json").read_text()) for rank in range(2)]

@@ -10,6 +10,11 @@ from ..recipe.data import RecipeError
 from ..recipe.loading import check_model_path
 from .io import UsageError, read_texts, write_output
 
+TRUST_REMOTE_CODE_HELP = (
+    "Run code shipped in the model folder (off, as in transformers: AWD-LSTM folders need none with tl_nlp "
+    "installed; turn it on only for a folder whose code you have read)."
+)
+
 
 @dataclass
 class PredictArguments:
@@ -26,9 +31,7 @@ class PredictArguments:
     device: str | None = field(
         default=None, metadata={"help": "'cpu', 'cuda', 'cuda:1'...; the best available when not given."}
     )
-    trust_remote_code: bool = field(
-        default=True, metadata={"help": "Allow the model's own code (AWD-LSTM folders ship theirs)."}
-    )
+    trust_remote_code: bool = field(default=False, metadata={"help": TRUST_REMOTE_CODE_HELP})
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -53,12 +56,12 @@ class GenerateArguments:
     num_return_sequences: int = field(default=1, metadata={"help": "How many continuations (>= 1)."})
     seed: int | None = field(default=None, metadata={"help": "Random seed, for repeatable samples."})
     device: str | None = field(default=None, metadata={"help": "'cpu', 'cuda'...; the best available when not given."})
-    trust_remote_code: bool = field(default=True, metadata={"help": "Allow the model's own code."})
+    trust_remote_code: bool = field(default=False, metadata={"help": TRUST_REMOTE_CODE_HELP})
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature <= 0:
+        if not self.temperature > 0:  # NaN included
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
@@ -68,16 +71,31 @@ class GenerateArguments:
             raise ValueError(f"num_return_sequences must be >= 1, got {self.num_return_sequences}")
 
 
-def load_pipeline(task: str, model_name_or_path: str, device: str | None, trust_remote_code: bool):
-    from transformers import pipeline
+KINDS = {"text-classification": "classifier", "text-generation": "language model"}
 
+
+def load_pipeline(task: str, model_name_or_path: str, device: str | None, trust_remote_code: bool):
+    """transformers' `pipeline(task)` for a model folder or Hub id, after the folder checks (`check_model_path`):
+    the wrong kind of folder, damaged weights, code the user did not allow and a tokenizer larger than the
+    embeddings are one-line errors, not a randomly initialised head or a traceback."""
+    import torch
+    from transformers import AutoTokenizer, pipeline
+
+    kind = KINDS[task]
     try:
-        check_model_path(model_name_or_path)
+        check_model_path(model_name_or_path, kind, trust_remote_code)
+        if device is not None:
+            torch.device(device)
+        tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
+        check_model_path(model_name_or_path, kind, trust_remote_code, tokenizer=tokenizer)
+        return pipeline(
+            task, model=model_name_or_path, tokenizer=tokenizer, device=device, trust_remote_code=trust_remote_code
+        )
     except RecipeError as error:
         raise UsageError(str(error)) from error
-    try:
-        return pipeline(task, model=model_name_or_path, device=device, trust_remote_code=trust_remote_code)
-    except OSError as error:
+    except RuntimeError as error:  # torch: a device string it does not know
+        raise UsageError(f"--device {device!r}: {str(error).splitlines()[0]}") from error
+    except (OSError, ValueError) as error:
         raise UsageError(f"cannot load {model_name_or_path!r}: {str(error).splitlines()[0]}") from error
 
 
@@ -116,8 +134,8 @@ def run_generate(arguments: GenerateArguments) -> None:
     generator = load_pipeline(
         "text-generation", arguments.model_name_or_path, arguments.device, arguments.trust_remote_code
     )
-    prompt = arguments.prompt or sys.stdin.read().strip()
-    if not prompt:
+    prompt = arguments.prompt if arguments.prompt.strip() else sys.stdin.read().strip()
+    if not prompt.strip():
         raise UsageError("no prompt: pass --prompt or write it to standard input")
     if arguments.seed is not None:
         set_seed(arguments.seed)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..data import TextDataError
+from ..model_folders import ModelFolderError
 from ..recipe import classifier, language_model
 from ..recipe.config import (
     ClassifierMethodArguments,
@@ -29,8 +30,10 @@ from ..recipe.config import (
 from ..recipe.data import RecipeError, TextData
 from ..recipe.evaluation import evaluate_classifier
 from ..recipe.ulmfit import run_ulmfit
+from ..setting_checks import SettingError
 from ..training.loss_guard import NonFiniteLossError
 from ..training.lr_finder import LRFinderArguments, find_learning_rate
+from ..training.output_folders import OutputFolderError
 from .io import UsageError, parse_dataclasses
 
 
@@ -275,7 +278,7 @@ def recipe_command(name: str) -> Callable[[Sequence[str], str], int]:
         arguments = parse_recipe_command(name, argv, prog)
         try:
             RECIPE_COMMANDS[name][1](*arguments)
-        except (RecipeError, TextDataError) as error:
+        except (RecipeError, TextDataError, OutputFolderError, ModelFolderError, SettingError) as error:
             raise UsageError(str(error)) from error
         except NonFiniteLossError as error:
             sys.stderr.write(f"{prog}: stopped: {error}\n")

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from transformers import AutoModelForCausalLM
 
 from ..gguf import MissingGGUFPackageError, load_model, load_tokenizer
+from ..recipe.data import RecipeError
+from ..recipe.loading import check_model_path
 from ..zero_shot import ZeroShotLMClassifier
 from .io import UsageError, read_texts, write_output
 
@@ -49,7 +51,13 @@ class ZeroShotArguments:
     batch_size: int = field(default=16, metadata={"help": "Texts per forward pass (>= 1)."})
     max_length: int | None = field(default=None, metadata={"help": "Keep the last this many prompt tokens (>= 1)."})
     device: str | None = field(default=None, metadata={"help": "'cpu', 'cuda'...; the best available when not given."})
-    trust_remote_code: bool = field(default=True, metadata={"help": "Allow the model's own code."})
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={
+            "help": "Run code shipped in the model folder (off, as in transformers: AWD-LSTM folders need none with "
+            "tl_nlp installed; turn it on only for a folder whose code you have read)."
+        },
+    )
 
     def __post_init__(self):
         if len(self.labels) < 2:
@@ -69,12 +77,18 @@ class ZeroShotArguments:
 
 def run_zero_shot(arguments: ZeroShotArguments) -> None:
     """`tl-nlp zero-shot`: read texts, classify them, write one JSON line per text."""
-    path, gguf_file, trust = arguments.model_name_or_path, arguments.gguf_file, arguments.trust_remote_code
+    path, trust = arguments.model_name_or_path, arguments.trust_remote_code
+    if arguments.gguf_file is not None:
+        path = f"{path.rstrip('/')}/{arguments.gguf_file}"  # one reference: tl_nlp.gguf reads folder/file.gguf
     try:
-        model = load_model(AutoModelForCausalLM, path, gguf_file=gguf_file, trust_remote_code=trust)
-        tokenizer = load_tokenizer(path, gguf_file=gguf_file, trust_remote_code=trust)
+        check_model_path(path, "language model", trust)
+        tokenizer = load_tokenizer(path, trust_remote_code=trust)
+        check_model_path(path, "language model", trust, tokenizer=tokenizer)
+        model = load_model(AutoModelForCausalLM, path, trust_remote_code=trust)
     except MissingGGUFPackageError as error:
         raise UsageError(str(error)) from error
+    except RecipeError as error:
+        raise UsageError(f"cannot load a causal language model from {path!r}: {error}") from error
     except (OSError, ValueError) as error:
         raise UsageError(f"cannot load a causal language model from {path!r}: {str(error).splitlines()[0]}") from error
     if arguments.device is not None:

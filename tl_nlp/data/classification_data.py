@@ -18,6 +18,8 @@ import datasets
 import numpy as np
 from torch.utils.data import Sampler
 
+from .local_files import load_local_file
+
 logger = logging.getLogger(__name__)
 
 _FILE_BUILDERS = {
@@ -61,7 +63,7 @@ def load_text_dataset(path_or_name: str, split: str = "train", **kwargs) -> data
         builder, builder_kwargs = _FILE_BUILDERS[extension]
         if builder in ("csv", "text", "json"):
             check_utf8_file(path_or_name)
-        return datasets.load_dataset(builder, data_files=path_or_name, split="train", **builder_kwargs, **kwargs)
+        return load_local_file(path_or_name, builder, builder_kwargs, TextDataError, **kwargs)
     if os.path.exists(path_or_name) or path_or_name.endswith(tuple(_FILE_BUILDERS)):
         raise TextDataError(f"{path_or_name}: no such file (or it is a folder); pass a file or a Hub dataset name.")
     return datasets.load_dataset(path_or_name, split=split, **kwargs)
@@ -142,6 +144,13 @@ def encode_labels(
     that they are saved with the model.
     """
     _require_column(dataset, label_column, "label", source)
+    if isinstance(label_names, str):
+        # list("negative") would silently give the classes n, e, g, a, t, i, v, e.
+        raise TextDataError(
+            f"class names must be a list such as [negative, positive], got the single string {label_names!r}."
+        )
+    if label_names is not None and len(set(label_names)) != len(label_names):
+        raise TextDataError(f"class names {list(label_names)} repeat a name; each class needs its own.")
     labels = dataset[label_column]
     labels = labels.to_pylist() if hasattr(labels, "to_pylist") else list(labels)
     for row, label in enumerate(labels):
@@ -175,6 +184,12 @@ def encode_labels(
                 )
         ids = [int(label) for label in labels]
         label2id = {name: index for index, name in enumerate(names)}
+    if len(names) < 2:
+        # One class would make transformers build a regression model (num_labels=1) whose predictions are scores.
+        raise TextDataError(
+            f"{source}: column {label_column!r} holds a single class ({names}); a classifier needs at least two: add "
+            "rows of the other classes, or declare all the class names (class_names: [negative, positive])."
+        )
     id2label = {index: name for name, index in label2id.items()}
     dataset = dataset.remove_columns(label_column).add_column("labels", ids)
     return dataset, id2label, label2id

@@ -39,7 +39,7 @@ from .methods import (
     parameter_counts,
     wrap_classifier,
 )
-from .results import PreparedStage, StageResult, print_metrics, save_stage, save_trained_stage
+from .results import PreparedStage, StageResult, print_metrics, save_stage, save_trained_stage, stage_folder
 
 MethodLike = str | ClassifierMethodArguments
 
@@ -224,22 +224,25 @@ def train_classifier(
         return _train_feature_extraction_classifier(
             model_name_or_path, train_data, output_dir, feature_head, feature_pooling, hub=hub, **kwargs
         )
-    prepared = prepare_classifier(model_name_or_path, train_data, output_dir, **kwargs)
-    trainer = prepared.trainer
-    is_main = trainer.is_world_process_zero()
-    if is_main:
-        print(trainer.layer_group_summary())
-    train_output = trainer.train()
-    prepared.guard.raise_if_stopped()
-    metrics: dict[str, dict] = {"train": {**train_output.metrics, **prepared.parameter_counts}}
-    if is_main:
-        print_metrics(f"classifier ({prepared.method}): train", metrics["train"])
-    if prepared.eval_dataset is not None:
-        metrics["eval"] = trainer.evaluate(prepared.eval_dataset)
+    with stage_folder(output_dir, kwargs.get("training_args")) as checkpoint:
+        if isinstance(checkpoint, StageResult):
+            return checkpoint
+        prepared = prepare_classifier(model_name_or_path, train_data, output_dir, **kwargs)
+        trainer = prepared.trainer
+        is_main = trainer.is_world_process_zero()
         if is_main:
-            print_metrics(f"classifier: {len(prepared.eval_dataset)} held-out texts", metrics["eval"])
-    model = model_to_save(trainer.model, prepared.output_dir, prepared.save_adapter, is_main)
-    return save_trained_stage(prepared, model, metrics, hub)
+            print(trainer.layer_group_summary())
+        train_output = trainer.train(resume_from_checkpoint=checkpoint)
+        prepared.guard.raise_if_stopped()
+        metrics: dict[str, dict] = {"train": {**train_output.metrics, **prepared.parameter_counts}}
+        if is_main:
+            print_metrics(f"classifier ({prepared.method}): train", metrics["train"])
+        if prepared.eval_dataset is not None:
+            metrics["eval"] = trainer.evaluate(prepared.eval_dataset)
+            if is_main:
+                print_metrics(f"classifier: {len(prepared.eval_dataset)} held-out texts", metrics["eval"])
+        model = model_to_save(trainer.model, prepared.output_dir, prepared.save_adapter, is_main)
+        return save_trained_stage(prepared, model, metrics, hub)
 
 
 def _train_feature_extraction_classifier(
@@ -262,85 +265,92 @@ def _train_feature_extraction_classifier(
     """`train_classifier(method="feature_extraction")`: features of the frozen AWD-LSTM encoder computed once, a
     head trained on them and written into the classifier's head; evaluated, saved like every stage."""
     output_dir = Path(output_dir)
-    config = load_config(model_name_or_path, trust_remote_code)
-    tokenizer = load_tokenizer(model_name_or_path, trust_remote_code=trust_remote_code)
-    check_model_for_method(
-        method, auxiliary_lm_weight, config, objective_or_none(config, tokenizer), str(model_name_or_path)
-    )
-    args, settings = stage_training_arguments(
-        "classifier", training_args, output_dir, model_family(config), data_description(train_data)
-    )
-    # The backbone stays frozen and the head trains with feature_head's settings: anything else would be ignored.
-    refused = [name for name, source in settings.items() if source == "set by you"]
-    refused += [
-        name for name, value in (("lora", lora), ("save_adapter", save_adapter), ("max_length", max_length)) if value
-    ]
-    if refused:
-        raise RecipeError(
-            f"method 'feature_extraction' cannot use {', '.join(refused)}: the backbone stays frozen and the head "
-            "trains with the feature_head settings (feature_head_epochs, feature_head_learning_rate...); drop them"
+    with stage_folder(output_dir, training_args) as checkpoint:
+        if isinstance(checkpoint, StageResult):
+            return checkpoint
+        config = load_config(model_name_or_path, trust_remote_code)
+        tokenizer = load_tokenizer(model_name_or_path, trust_remote_code=trust_remote_code)
+        check_model_for_method(
+            method, auxiliary_lm_weight, config, objective_or_none(config, tokenizer), str(model_name_or_path)
         )
-    head_arguments = feature_head if feature_head is not None else FeatureHeadArguments(seed=args.seed)
-    text_column, label_column = columns_of(train_data)
-    train, id2label, label2id = encode_labels(
-        as_dataset(train_data), label_column, label_names, source_name(train_data)
-    )
-    head_hidden = [head_arguments.hidden_size] if head_arguments.hidden_size else []
-    model = load_model(
-        AutoModelForSequenceClassification,
-        model_name_or_path,
-        num_labels=len(id2label),
-        id2label=id2label,
-        label2id=label2id,
-        pad_token_id=tokenizer.pad_token_id,
-        classifier_hidden_sizes=head_hidden,
-        classifier_dropouts=[head_arguments.dropout] * (len(head_hidden) + 1),
-        trust_remote_code=trust_remote_code,
-    ).eval()
-    names = [id2label[index] for index in range(len(id2label))]
-    extractor = FeatureExtractionClassifier(
-        model, tokenizer, names, feature_pooling, head_arguments, batch_size=args.per_device_eval_batch_size
-    )
-    start = time.perf_counter()
-    features = extractor.features(train[text_column])
-    extraction_seconds = time.perf_counter() - start
-    history = extractor.fit_features(features, train["labels"])
-    load_feature_head_into_awd_lstm(model, extractor.head)
-    head_parameters = sum(parameter.numel() for parameter in extractor.head.parameters())
-    metrics: dict[str, dict] = {
-        "train": {
-            "train_loss": history[-1],
-            "train_runtime": time.perf_counter() - start,
-            "feature_extraction_runtime": extraction_seconds,
-            "train_samples": len(train),
-            "trainable_parameters": head_parameters,
-            "total_parameters": sum(parameter.numel() for parameter in model.parameters()),
+        args, settings = stage_training_arguments(
+            "classifier", training_args, output_dir, model_family(config), data_description(train_data)
+        )
+        # The backbone stays frozen and the head trains with feature_head's settings: anything else would be ignored.
+        refused = [name for name, source in settings.items() if source == "set by you"]
+        refused += [
+            name
+            for name, value in (("lora", lora), ("save_adapter", save_adapter), ("max_length", max_length))
+            if value
+        ]
+        if refused:
+            raise RecipeError(
+                f"method 'feature_extraction' cannot use {', '.join(refused)}: the backbone stays frozen and the head "
+                "trains with the feature_head settings (feature_head_epochs, feature_head_learning_rate...); drop them"
+            )
+        head_arguments = feature_head if feature_head is not None else FeatureHeadArguments(seed=args.seed)
+        text_column, label_column = columns_of(train_data)
+        train, id2label, label2id = encode_labels(
+            as_dataset(train_data), label_column, label_names, source_name(train_data)
+        )
+        head_hidden = [head_arguments.hidden_size] if head_arguments.hidden_size else []
+        model = load_model(
+            AutoModelForSequenceClassification,
+            model_name_or_path,
+            num_labels=len(id2label),
+            id2label=id2label,
+            label2id=label2id,
+            pad_token_id=tokenizer.pad_token_id,
+            classifier_hidden_sizes=head_hidden,
+            classifier_dropouts=[head_arguments.dropout] * (len(head_hidden) + 1),
+            trust_remote_code=trust_remote_code,
+        ).eval()
+        names = [id2label[index] for index in range(len(id2label))]
+        extractor = FeatureExtractionClassifier(
+            model, tokenizer, names, feature_pooling, head_arguments, batch_size=args.per_device_eval_batch_size
+        )
+        start = time.perf_counter()
+        features = extractor.features(train[text_column])
+        extraction_seconds = time.perf_counter() - start
+        history = extractor.fit_features(features, train["labels"])
+        load_feature_head_into_awd_lstm(model, extractor.head)
+        head_parameters = sum(parameter.numel() for parameter in extractor.head.parameters())
+        metrics: dict[str, dict] = {
+            "train": {
+                "train_loss": history[-1],
+                "train_runtime": time.perf_counter() - start,
+                "feature_extraction_runtime": extraction_seconds,
+                "train_samples": len(train),
+                "trainable_parameters": head_parameters,
+                "total_parameters": sum(parameter.numel() for parameter in model.parameters()),
+            }
         }
-    }
-    if args.process_index != 0:
-        return StageResult(output_dir, {})
-    print_metrics("classifier (feature_extraction): train", metrics["train"])
-    if eval_data is not None:
-        classifiers = [(model, classification_tokenizer(tokenizer, config))]
-        metrics["eval"] = classifier_metrics(classifiers, eval_data, batch_size=args.per_device_eval_batch_size)
-        print_metrics(f"classifier: {metrics['eval']['eval_samples']} held-out texts", metrics["eval"])
-    stage = ULMFiTStage(
-        name="classifier head on frozen features",
-        objective="classification",
-        dataset=args.dataset_name or "unnamed data",
-        num_examples=len(train),
-        num_train_epochs=head_arguments.num_epochs,
-        learning_rate=head_arguments.learning_rate,
-        metrics={name.removeprefix("eval_"): value for name, value in metrics.get("eval", {}).items()},
-        notes=f"The language model stayed frozen: only the head trained, on {extractor.pooling} features "
-        "computed once (feature extraction).",
-    )
-    record = chain_record(find_starting_point(model), stage, language=args.language)
-    save_stage(output_dir, model, tokenizer, metrics, record=record, hub=hub)
-    settings_file = {
-        "method": "feature_extraction",
-        "pooling": extractor.pooling,
-        **dataclasses.asdict(head_arguments),
-    }
-    (output_dir / "feature_extraction.json").write_text(json.dumps(settings_file, indent=2) + "\n", encoding="utf-8")
-    return StageResult(output_dir, {name: value for values in metrics.values() for name, value in values.items()})
+        if args.process_index != 0:
+            return StageResult(output_dir, {})
+        print_metrics("classifier (feature_extraction): train", metrics["train"])
+        if eval_data is not None:
+            classifiers = [(model, classification_tokenizer(tokenizer, config))]
+            metrics["eval"] = classifier_metrics(classifiers, eval_data, batch_size=args.per_device_eval_batch_size)
+            print_metrics(f"classifier: {metrics['eval']['eval_samples']} held-out texts", metrics["eval"])
+        stage = ULMFiTStage(
+            name="classifier head on frozen features",
+            objective="classification",
+            dataset=args.dataset_name or "unnamed data",
+            num_examples=len(train),
+            num_train_epochs=head_arguments.num_epochs,
+            learning_rate=head_arguments.learning_rate,
+            metrics={name.removeprefix("eval_"): value for name, value in metrics.get("eval", {}).items()},
+            notes=f"The language model stayed frozen: only the head trained, on {extractor.pooling} features "
+            "computed once (feature extraction).",
+        )
+        record = chain_record(find_starting_point(model), stage, language=args.language)
+        save_stage(output_dir, model, tokenizer, metrics, record=record, hub=hub)
+        settings_file = {
+            "method": "feature_extraction",
+            "pooling": extractor.pooling,
+            **dataclasses.asdict(head_arguments),
+        }
+        (output_dir / "feature_extraction.json").write_text(
+            json.dumps(settings_file, indent=2) + "\n", encoding="utf-8"
+        )
+        return StageResult(output_dir, {name: value for values in metrics.values() for name, value in values.items()})

@@ -19,6 +19,7 @@ commands and the stage functions receive it without further plumbing.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,6 +27,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..feature_extraction import POOLINGS, FeatureHeadArguments
+from ..setting_checks import check_class_names, check_positive_number, check_training_settings, check_whole_number
 from ..training import ULMFiTTrainingArguments
 from ..training.lora import ULMFiTLoraArguments
 from .data import TextData
@@ -71,6 +73,8 @@ class DataArguments:
     def __post_init__(self):
         if not self.train_file:
             raise ValueError("train_file is required: a local file or a Hub dataset name")
+        # `class_names: negative` in YAML is one string, which would become eight one-letter classes.
+        check_class_names(self.class_names)
         for name in ("max_train_examples", "max_eval_examples"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -355,16 +359,42 @@ class StageTrainingArguments(ULMFiTTrainingArguments):
     dataloader_pin_memory: bool = field(
         default=torch.cuda.is_available(), metadata={"help": "Pin data-loader memory (CUDA only)."}
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace what an earlier run left in the stage folder (deleted first). Without it a used folder "
+            "is refused, unless the run resumes from one of its checkpoints."
+        },
+    )
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={
+            "help": "Continue an interrupted run: 'last' (the last complete checkpoint of this stage) or a "
+            "checkpoint folder. A stage whose folder already holds its finished model is kept as it is."
+        },
+    )
     push_to_hub: bool = field(default=False, init=False, metadata={"help": _NOT_PARSED})
     hub_model_id: str | None = field(default=None, init=False, metadata={"help": _NOT_PARSED})
     hub_token: str | None = field(default=None, init=False, metadata={"help": _NOT_PARSED})
     hub_private_repo: bool | None = field(default=None, init=False, metadata={"help": _NOT_PARSED})
 
     def __post_init__(self):
-        if self.learning_rate is not None and not self.learning_rate > 0:
+        if self.learning_rate is not None and not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise ValueError(
                 f"learning_rate must be > 0 (or not given: the stage's default), got {self.learning_rate}"
             )
+        # Values transformers accepts and misuses later (0 epochs trains nothing, NaN rates train to NaN, a float
+        # batch size fails in the dataloader, seed None in set_seed): refused here, naming the field.
+        check_training_settings(
+            num_train_epochs=self.num_train_epochs if self.max_steps is None or self.max_steps <= 0 else None,
+            per_device_train_batch_size=self.per_device_train_batch_size,
+            per_device_eval_batch_size=self.per_device_eval_batch_size,
+            seed=self.seed,
+        )
+        check_whole_number("gradient_accumulation_steps", self.gradient_accumulation_steps)
+        check_positive_number("weight_decay", self.weight_decay, allow_zero=True)
+        if self.max_steps is not None and self.max_steps != -1:
+            check_whole_number("max_steps", self.max_steps, minimum=1)
         super().__post_init__()
 
     @classmethod
@@ -580,6 +610,8 @@ class EvaluateArguments:
             raise ValueError("test_file is required: a local file or a Hub dataset name")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_examples is not None and self.max_examples < 1:
+            raise ValueError(f"max_examples must be >= 1 (or not given: every row), got {self.max_examples}")
         if self.max_length is not None and self.max_length < 1:
             raise ValueError(f"max_length must be >= 1 (or not given), got {self.max_length}")
 

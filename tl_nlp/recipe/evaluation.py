@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from ..data import encode_labels, ensemble_predict
+from ..data import check_texts, encode_labels, ensemble_predict
 from ..metrics import Accuracy, MacroF1
 from .data import DataLike, RecipeError, as_dataset, columns_of, source_name
 from .loading import load_config, load_tokenizer
@@ -52,11 +52,31 @@ def load_classifiers(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     classifiers = []
     for path in paths:
-        config = load_config(str(path), trust_remote_code)
+        config = load_config(str(path), trust_remote_code, kind="classifier")
         tokenizer = load_tokenizer(str(path), trust_remote_code=trust_remote_code)
-        model = AutoModelForSequenceClassification.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        except (OSError, ValueError, RuntimeError) as error:  # weights that do not fit the config, among others
+            raise RecipeError(f"cannot load the classifier {path}: {str(error).strip().splitlines()[0]}") from None
         classifiers.append((model.to(device).eval(), classification_tokenizer(tokenizer, config, max_length)))
+    labels = [dict(model.config.id2label) for model, _ in classifiers]
+    if any(other != labels[0] for other in labels[1:]):
+        # Averaging probabilities of classifiers with other classes (or another order) would mix up the labels.
+        raise RecipeError(
+            f"the classifiers of an ensemble must have the same classes in the same order, got {labels[0]} and "
+            f"{next(other for other in labels[1:] if other != labels[0])}"
+        )
     return classifiers
+
+
+def as_text_list(texts: str | Sequence[str]) -> list[str]:
+    """`texts` as a list, checked: one string is one text (as in `pipeline()`), not a list of characters; an empty
+    list, or a text that is missing, not a string or blank, is a `TextDataError` naming its position."""
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    if not texts:
+        raise RecipeError("no texts to classify: pass a list of strings")
+    check_texts(texts, "text", "texts")
+    return texts
 
 
 def predict_probabilities(
@@ -69,8 +89,9 @@ def predict_probabilities(
 ) -> tuple[np.ndarray, dict[int, str]]:
     """Class probabilities of `texts` (`(len(texts), num_labels)`) and the labels, from one classifier folder or
     the mean over several (a forward + backward ensemble: each reads the texts with its own tokenizer)."""
+    texts = as_text_list(texts)
     classifiers = load_classifiers(model_name_or_path, trust_remote_code, device, max_length)
-    probabilities = ensemble_predict(classifiers, list(texts), batch_size=batch_size)
+    probabilities = ensemble_predict(classifiers, texts, batch_size=batch_size)
     id2label = {int(index): name for index, name in classifiers[0][0].config.id2label.items()}
     return probabilities, id2label
 
@@ -95,6 +116,7 @@ def predict(
     [{'text': 'A wonderful film.', 'label': 'positive', 'score': 0.93, 'scores': {...}}]
     ```
     """
+    texts = as_text_list(texts)
     probabilities, id2label = predict_probabilities(
         model_name_or_path, texts, batch_size, device, trust_remote_code, max_length
     )
@@ -117,6 +139,8 @@ def classifier_metrics(classifiers: list[tuple[Any, Any]], data: DataLike, batch
     id2label = {int(index): label for index, label in classifiers[0][0].config.id2label.items()}
     names = [id2label[index] for index in range(len(id2label))]
     dataset, _, _ = encode_labels(dataset, label_column, names, source=name)
+    # A missing, non-string or blank text would be scored as if it were a review (or crash the tokenizer).
+    check_texts(dataset[text_column], text_column, name)
     predicted = ensemble_predict(classifiers, dataset[text_column], batch_size=batch_size).argmax(-1)
     references = np.asarray(dataset["labels"])
     return {

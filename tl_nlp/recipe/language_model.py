@@ -21,9 +21,9 @@ from ..models.awd_lstm import AWDLSTMConfig, AWDLSTMForCausalLM
 from ..training import LanguageModelTrainer, stream_perplexity
 from ..training.loss_guard import NonFiniteLossCallback
 from .config import HubArguments, TrainingLike, stage_training_arguments
-from .data import DataLike, RecipeError, as_dataset, columns_of, data_description
+from .data import DataLike, RecipeError, as_dataset, columns_of, data_description, source_name
 from .loading import language_model_objective, load_config, load_model, load_tokenizer, model_family
-from .results import PreparedStage, StageResult, print_metrics, save_trained_stage
+from .results import PreparedStage, StageResult, print_metrics, save_trained_stage, stage_folder
 
 
 def prepare_language_model(
@@ -94,7 +94,7 @@ def prepare_language_model(
             seed=args.seed,
         )
     else:
-        config = load_config(model_name_or_path, trust_remote_code)
+        config = load_config(model_name_or_path, trust_remote_code, not_kind="classifier")
         tokenizer = load_tokenizer(model_name_or_path, backwards, trust_remote_code)
         objective = language_model_objective(config, tokenizer, lm_objective)
         args, settings = stage_training_arguments(stage, training_args, output_dir, model_family(config), dataset_name)
@@ -103,8 +103,16 @@ def prepare_language_model(
     context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
     block_size = min(block_size, context) if context else block_size
 
-    def lm_dataset(texts: datasets.Dataset, column: str, shuffle: bool):
+    def lm_dataset(texts: datasets.Dataset, column: str, shuffle: bool, source: DataLike):
         tokenized = tokenize_for_language_model(texts, tokenizer, text_column=column, skip_empty=True)
+        if len(tokenized) == 0:
+            raise RecipeError(f"{source_name(source)}: no text left once empty lines are skipped")
+        try:
+            return lm_data(tokenized, shuffle)
+        except ValueError as error:  # too few tokens for the streams or blocks: say which data and what to change
+            raise RecipeError(f"{source_name(source)}: {str(error).splitlines()[0]}") from None
+
+    def lm_data(tokenized: datasets.Dataset, shuffle: bool):
         return language_model_data(
             tokenized,
             tokenizer,
@@ -116,8 +124,8 @@ def prepare_language_model(
             **({"shuffle": shuffle, "seed": args.seed} if objective == "stream" else {}),
         )
 
-    train_dataset, collator = lm_dataset(train_texts, train_text_column, shuffle=True)
-    eval_dataset = lm_dataset(eval_texts, eval_text_column, shuffle=False)[0] if eval_texts is not None else None
+    train_dataset, collator = lm_dataset(train_texts, train_text_column, True, train_data)
+    eval_dataset = lm_dataset(eval_texts, eval_text_column, False, eval_data)[0] if eval_texts is not None else None
     if args.process_index == 0:
         counts = [f"{_num_tokens(train_dataset, block_size):,} training tokens"]
         if eval_dataset is not None:
@@ -152,27 +160,30 @@ def train_language_model(
     >>> lm.metrics["eval_perplexity"]  # doctest: +SKIP
     ```
     """
-    prepared = prepare_language_model(train_data, output_dir, **kwargs)
-    trainer, model, eval_dataset = prepared.trainer, prepared.trainer.model, prepared.eval_dataset
+    with stage_folder(output_dir, kwargs.get("training_args")) as checkpoint:
+        if isinstance(checkpoint, StageResult):
+            return checkpoint
+        prepared = prepare_language_model(train_data, output_dir, **kwargs)
+        trainer, model, eval_dataset = prepared.trainer, prepared.trainer.model, prepared.eval_dataset
 
-    def perplexity() -> float:
-        if prepared.objective == "stream":
-            return stream_perplexity(model, eval_dataset)
-        return math.exp(trainer.evaluate(eval_dataset)["eval_loss"])
+        def perplexity() -> float:
+            if prepared.objective == "stream":
+                return stream_perplexity(model, eval_dataset)
+            return math.exp(trainer.evaluate(eval_dataset)["eval_loss"])
 
-    metrics: dict[str, dict] = {}
-    before = perplexity() if eval_dataset is not None else None
-    train_output = trainer.train()
-    prepared.guard.raise_if_stopped()
-    metrics["train"] = dict(train_output.metrics)
-    if trainer.is_world_process_zero():
-        print_metrics(f"{prepared.stage}: train", metrics["train"])
-    if eval_dataset is not None:
-        metrics["eval"] = {"eval_perplexity_before": before, "eval_perplexity": perplexity()}
-        trainer.log({"eval_perplexity": metrics["eval"]["eval_perplexity"]})  # into the stage's training record
+        metrics: dict[str, dict] = {}
+        before = perplexity() if eval_dataset is not None else None
+        train_output = trainer.train(resume_from_checkpoint=checkpoint)
+        prepared.guard.raise_if_stopped()
+        metrics["train"] = dict(train_output.metrics)
         if trainer.is_world_process_zero():
-            print_metrics(f"{prepared.stage}: validation perplexity", metrics["eval"])
-    return save_trained_stage(prepared, model, metrics, hub)
+            print_metrics(f"{prepared.stage}: train", metrics["train"])
+        if eval_dataset is not None:
+            metrics["eval"] = {"eval_perplexity_before": before, "eval_perplexity": perplexity()}
+            trainer.log({"eval_perplexity": metrics["eval"]["eval_perplexity"]})  # into the stage's training record
+            if trainer.is_world_process_zero():
+                print_metrics(f"{prepared.stage}: validation perplexity", metrics["eval"])
+        return save_trained_stage(prepared, model, metrics, hub)
 
 
 def _num_tokens(dataset, block_size: int) -> int:

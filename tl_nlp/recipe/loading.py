@@ -16,34 +16,60 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 
 from .. import gguf
 from ..data import backward_tokenizer
+from ..model_folders import ModelFolderError, check_model_folder, folder_kind
 from .data import RecipeError
 
 # Path prefixes that can only mean a local path, never a Hub id.
 LOCAL_PREFIXES = (".", "/", "~")
 
 
-def check_model_path(model_name_or_path: str | Path) -> None:
+def check_model_path(
+    model_name_or_path: str | Path,
+    kind: str | None = None,
+    trust_remote_code: bool = False,
+    tokenizer=None,
+    not_kind: str | None = None,
+) -> None:
     """Raises `RecipeError` when `model_name_or_path` is meant as a local folder but is not a saved model folder
-    (it does not exist, or has no `config.json`), or names a GGUF file that is not there. A Hub id (`"user/name"`,
-    `"user/name/file.gguf"`) passes: loading it says what is wrong.
+    (it does not exist, has no `config.json`, its weights are empty or cut short, it needs code that was not
+    allowed, its tokenizer outgrows the embeddings, or it is the wrong kind: see `tl_nlp.model_folders`). A Hub id
+    (`"user/name"`) passes: loading it says what is wrong.
 
     Args:
-        model_name_or_path: a folder written by `save_pretrained`, a GGUF file (`*.gguf`), or a Hub id.
+        model_name_or_path: a folder written by `save_pretrained`, or a Hub id.
+        kind: `"classifier"` or `"language model"` when only that kind will do.
+        trust_remote_code: whether the user allowed the folder's own code.
+        tokenizer: the folder's tokenizer, once loaded, to check against the embeddings.
+        not_kind: a kind that will not do (a stage that starts from a base model or a language model refuses a
+            classifier).
     """
     local = Path(model_name_or_path).expanduser()
-    if gguf.split_gguf_path(model_name_or_path)[1] is not None:
+    if gguf.split_gguf_path(model_name_or_path)[1] is not None:  # a GGUF file: no folder to check
         if not local.is_file() and (local.parent.exists() or str(model_name_or_path).startswith(LOCAL_PREFIXES)):
             raise RecipeError(f"{model_name_or_path} is not a GGUF file: it does not exist")
-    elif local.exists():
-        if not (local / "config.json").is_file():
-            raise RecipeError(f"{model_name_or_path} is not a saved model folder (no config.json in it)")
-    elif str(model_name_or_path).startswith(LOCAL_PREFIXES):
-        raise RecipeError(f"{model_name_or_path} is not a saved model folder: it does not exist")
+        return
+    if not local.exists():
+        if str(model_name_or_path).startswith(LOCAL_PREFIXES):
+            raise RecipeError(f"{model_name_or_path} is not a saved model folder: it does not exist")
+        return
+    try:
+        config = check_model_folder(local, kind, trust_remote_code, tokenizer)
+    except ModelFolderError as error:
+        raise RecipeError(str(error)) from None
+    if not_kind is not None and folder_kind(config) == not_kind:
+        architectures = ", ".join(config.get("architectures") or [])
+        raise RecipeError(
+            f"{model_name_or_path} holds a {not_kind} ({architectures}); this stage starts from a language model "
+            "(or a base model): name the language-model folder."
+        )
 
 
-def load_config(model_name_or_path: str, trust_remote_code: bool = False):
-    """The checkpoint's config, with errors that say what is wrong with the path or the name."""
-    check_model_path(model_name_or_path)
+def load_config(
+    model_name_or_path: str, trust_remote_code: bool = False, kind: str | None = None, not_kind: str | None = None
+):
+    """The checkpoint's config, with errors that say what is wrong with the path or the name (`kind`, `not_kind`:
+    see [`check_model_path`])."""
+    check_model_path(model_name_or_path, kind, trust_remote_code, not_kind=not_kind)
     try:
         return gguf.load_config(model_name_or_path, trust_remote_code=trust_remote_code)
     except gguf.MissingGGUFPackageError as error:
@@ -71,6 +97,8 @@ def load_tokenizer(model_name_or_path: str, backwards: bool = False, trust_remot
         raise RecipeError(
             f"cannot load the tokenizer of {model_name_or_path!r}: {str(error).splitlines()[0]}"
         ) from error
+    # A tokenizer that can produce ids past the embeddings would fail at the first forward pass.
+    check_model_path(model_name_or_path, trust_remote_code=trust_remote_code, tokenizer=tokenizer)
     if backwards and not getattr(tokenizer, "reverse", False):
         tokenizer = backward_tokenizer(tokenizer)
     if tokenizer.pad_token is None:

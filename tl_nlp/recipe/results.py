@@ -1,11 +1,18 @@
 """What a stage leaves behind, written one way for every stage: the folder (model, tokenizer, `training_args.json`,
 training record, `{split}_results.json` and `all_results.json`), the metrics printed once, and with
-`HubArguments.push_to_hub` the folder uploaded with its model card."""
+`HubArguments.push_to_hub` the folder uploaded with its model card.
+
+A stage owns its folder while it runs ([`stage_folder`]: a second run on it is refused, a used folder needs
+`overwrite_output_dir` or `resume_from_checkpoint`), and [`save_stage`] writes the folder atomically: a kill midway
+leaves the earlier model or none, never a mix (`tl_nlp.training.output_folders`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +22,13 @@ from transformers import PreTrainedModel
 from ..data import tokenize_dataset
 from ..hub import push_model_folder
 from ..training.loss_guard import NonFiniteLossCallback
+from ..training.output_folders import (
+    COMMIT_FILE,
+    OutputFolderLock,
+    last_complete_checkpoint,
+    prepare_on_main_process,
+    save_atomically,
+)
 from ..training.training_record import ULMFiTTrainingRecord, write_training_record
 from .config import HubArguments
 from .data import as_dataset, columns_of, source_name
@@ -96,21 +110,25 @@ def save_stage(
             needs unpickling).
         hub: where to upload the folder, with a model card written from `record`.
     """
-    output_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
-    if training_args is not None:
-        (output_dir / "training_args.json").write_text(training_args.to_json_string(), encoding="utf-8")
     if record is not None and settings:
         stages = [*record.stages[:-1], dataclasses.replace(record.stages[-1], settings=dict(settings))]
         record = dataclasses.replace(record, stages=stages)
-    if record is not None:
-        write_training_record(record, output_dir)
-    for split, values in metrics.items():
-        (output_dir / f"{split}_results.json").write_text(json.dumps(values, indent=4) + "\n", encoding="utf-8")
-    (output_dir / "all_results.json").write_text(
-        json.dumps(flatten_metrics(metrics), indent=4) + "\n", encoding="utf-8"
-    )
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        if training_args is not None:
+            (folder / "training_args.json").write_text(training_args.to_json_string(), encoding="utf-8")
+        if record is not None:
+            write_training_record(record, folder)
+        for split, values in metrics.items():
+            (folder / f"{split}_results.json").write_text(json.dumps(values, indent=4) + "\n", encoding="utf-8")
+        (folder / "all_results.json").write_text(
+            json.dumps(flatten_metrics(metrics), indent=4) + "\n", encoding="utf-8"
+        )
+
+    # Written aside and moved in, `config.json` last: a kill midway leaves the earlier model or none.
+    save_atomically(output_dir, write)
     if hub is not None and hub.push_to_hub:
         if record is None:
             raise ValueError(f"{output_dir}: no training record to write the model card from; nothing was uploaded")
@@ -143,3 +161,47 @@ def save_trained_stage(
             checkpoints.rmdir()  # Trainer creates it even when it saves no checkpoint
     trainer.accelerator.wait_for_everyone()
     return StageResult(prepared.output_dir, flatten_metrics(metrics))
+
+
+def _option(training_args: Any, name: str, default: Any = None) -> Any:
+    if isinstance(training_args, dict):
+        return training_args.get(name, default)
+    return getattr(training_args, name, default) if training_args is not None else default
+
+
+def finished_stage(output_dir: Path) -> StageResult | None:
+    """The result of a stage that already finished in `output_dir` (its model and `all_results.json` are there)."""
+    results = output_dir / "all_results.json"
+    if not ((output_dir / COMMIT_FILE).is_file() and results.is_file()):
+        return None
+    return StageResult(output_dir, json.loads(results.read_text(encoding="utf-8")))
+
+
+@contextmanager
+def stage_folder(output_dir: str | Path, training_args: Any) -> Iterator[str | StageResult | None]:
+    """The stage owns `output_dir` for the block (a second run on it is refused, naming this one) and finds out what
+    to do with it. Yields the checkpoint to pass to `trainer.train(resume_from_checkpoint=...)`, None to start
+    afresh, or, with `resume_from_checkpoint="last"`, no checkpoint left and a finished model in the folder (a
+    multi-stage run resumed after this stage ended), that stage's [`StageResult`]: nothing to train again.
+
+    Args:
+        output_dir: the stage folder.
+        training_args: the stage's training arguments (an object or a dict): `overwrite_output_dir`,
+            `resume_from_checkpoint` and `output_dir` (where its checkpoints go: the stage folder or one in it).
+
+    Raises:
+        OutputFolderError: the folder is in use by another run, holds an earlier run (without overwrite or resume),
+            or the checkpoint to resume from is missing or incomplete.
+    """
+    output_dir = Path(output_dir)
+    overwrite = bool(_option(training_args, "overwrite_output_dir", False))
+    resume = _option(training_args, "resume_from_checkpoint")
+    checkpoints = Path(_option(training_args, "output_dir") or output_dir / "checkpoints")
+    with OutputFolderLock(output_dir):
+        if resume in ("last", True) and not overwrite and last_complete_checkpoint(checkpoints) is None:
+            finished = finished_stage(output_dir)
+            if finished is not None:
+                print(f"{output_dir}: this stage already finished (no checkpoint left to resume); kept as it is")
+                yield finished
+                return
+        yield prepare_on_main_process(output_dir, overwrite, resume, checkpoints)

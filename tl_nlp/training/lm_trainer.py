@@ -9,16 +9,21 @@ batches for transformer models, see `tl_nlp.data.lm_data`).
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import TrainerCallback
 from transformers.trainer_utils import EvalLoopOutput
 
-from ..data.lm_data import IGNORE_INDEX, LanguageModelStreams
+from ..data.lm_data import IGNORE_INDEX, LanguageModelDataLoader, LanguageModelStreams
 from .trainer import ULMFiTTrainer
+
+CARRIED_STATE_FILE = "carried_state_rank{rank}.safetensors"
 
 
 class LanguageModelTrainer(ULMFiTTrainer):
@@ -35,6 +40,10 @@ class LanguageModelTrainer(ULMFiTTrainer):
       negative log-likelihood over every target token of the evaluation streams (summed over all processes under
       DDP, each token counted once), and `eval_perplexity`, its exponential; the same number as
       [`stream_perplexity`] on one process.
+    - Checkpoints hold the training state carried between windows (`carried_state_rank{N}.safetensors`, one per
+      process: each reads its own rows), and a run resumed mid-epoch restarts from it at the next window of the same
+      epoch's stream, so it ends with the weights of an uninterrupted run (Trainer's own resume would skip the
+      windows with the wrong epoch's order and restart the state from zeros).
     - Gradient accumulation over streams sums the gradients of consecutive windows of the same rows (the state is
       carried between them): a step then sees `gradient_accumulation_steps` times more tokens of each stream, which
       is not the same update as more streams per batch (a larger `batch_size`).
@@ -80,6 +89,37 @@ class LanguageModelTrainer(ULMFiTTrainer):
                 pin_memory=self.args.dataloader_pin_memory and torch.cuda.is_available(),
             )
         return super().get_train_dataloader()
+
+    def get_resumed_dataloader(self, dataloader: torch.utils.data.DataLoader, num_batches: int):
+        if isinstance(dataloader, LanguageModelDataLoader):
+            return ResumedLanguageModelDataLoader(dataloader.dataset, num_batches)
+        return super().get_resumed_dataloader(dataloader, num_batches)
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        # Trainer saves the random states into the checkpoint folder before `trainer_state.json`, the file that makes
+        # a checkpoint complete; the carried state goes in with them.
+        super()._save_rng_state(output_dir)
+        state = self.carried_state[True]
+        if state is None:
+            return
+        tensors = {}
+        for layer, (hidden, cell) in enumerate(state):
+            tensors[f"layer{layer}.hidden"] = hidden.contiguous().cpu()
+            tensors[f"layer{layer}.cell"] = cell.contiguous().cpu()
+        save_file(tensors, os.path.join(output_dir, CARRIED_STATE_FILE.format(rank=self.args.process_index)))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = os.path.join(resume_from_checkpoint, CARRIED_STATE_FILE.format(rank=self.args.process_index))
+        if not os.path.isfile(path):
+            # A checkpoint from an epoch end (the next window resets the state anyway) or from another trainer.
+            self.carried_state[True] = None
+            return
+        # Read on the CPU (safetensors does not take every torch device string, e.g. "cpu:0"), then moved.
+        tensors = {name: tensor.to(self.args.device) for name, tensor in load_file(path).items()}
+        self.carried_state[True] = tuple(
+            (tensors[f"layer{layer}.hidden"], tensors[f"layer{layer}.cell"]) for layer in range(len(tensors) // 2)
+        )
 
     def get_eval_dataloader(self, eval_dataset: str | Any | None = None) -> torch.utils.data.DataLoader:
         dataset = eval_dataset
@@ -158,6 +198,24 @@ class LanguageModelTrainer(ULMFiTTrainer):
                 output.metrics[f"{metric_key_prefix}_loss"] = loss
                 output.metrics[f"{metric_key_prefix}_perplexity"] = math.exp(loss)
         return output
+
+
+class ResumedLanguageModelDataLoader(LanguageModelDataLoader):
+    """The windows of one epoch of [`LanguageModelStreams`] after the first `skip_windows` (a run resumed mid-epoch).
+
+    Trainer builds it for the resumed epoch only and sets that epoch on it afterwards, so the skipped windows are those
+    of the resumed epoch's document order.
+    """
+
+    def __init__(self, dataset: LanguageModelStreams, skip_windows: int):
+        super().__init__(dataset, batch_size=None)
+        self.skip_windows = skip_windows
+
+    def __iter__(self):
+        return itertools.islice(self.dataset, self.skip_windows, None)
+
+    def __len__(self) -> int:
+        return len(self.dataset) - self.skip_windows
 
 
 class WindowLearningRateCallback(TrainerCallback):
