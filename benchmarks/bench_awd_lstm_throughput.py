@@ -24,6 +24,8 @@ import torch
 from torch import nn
 
 SIZES = dict(vocab_size=10_000, embedding_size=400, hidden_size=1152, num_layers=3)
+# --tiny: sizes for checking the script itself (tests/test_gpu_awd_lstm.py), not for timing.
+TINY_SIZES = dict(vocab_size=200, embedding_size=16, hidden_size=24, num_layers=3)
 
 
 class PlainLSTMLanguageModel(nn.Module):
@@ -95,6 +97,8 @@ def build_step(impl: str, device: str):
 
 
 def worker(args) -> None:
+    if args.tiny:
+        SIZES.update(TINY_SIZES)
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     model, forward = build_step(args.worker, args.device)
@@ -143,7 +147,7 @@ def driver(args) -> None:
     passthrough = [
         f"--{name}={getattr(args, name)}"
         for name in ("batch_size", "bptt", "steps", "warmup", "threads", "device", "dtype")
-    ]
+    ] + (["--tiny"] if args.tiny else [])
     results = {impl: [] for impl in pythons}
     for round_index in range(args.rounds):
         for impl, python in pythons.items():
@@ -188,6 +192,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--tiny", action="store_true", help="tiny sizes, to check the script (not for timing)")
     args = parser.parse_args()
     worker(args) if args.worker else driver(args)
 

@@ -20,7 +20,7 @@ feature extraction added). Runs, all on the CPU:
   offline) on the same IMDb rows, without and with the auxiliary LM loss.
 
     .venv/bin/python benchmarks/bench_beyond.py --minilm_cache .cache/minilm \
-        --awd_lm_dir runs/demo/lm_imdb --output_dir runs/bench_beyond
+        --awd_lm_dir runs/demo_awd_lstm/lm_imdb --output_dir runs/bench_beyond
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ class BenchArguments:
     data_dir: str = field(default="../shared/data", metadata={"help": "Folder with sst2/ and imdb/."})
     minilm_cache: str = field(default=".cache/minilm", metadata={"help": "Where the MiniLM wheel is (unpacked)."})
     awd_lm_dir: str = field(
-        default="runs/demo/lm_imdb", metadata={"help": "AWD-LSTM LM folder (`make demo` stage 2)."}
+        default="runs/demo_awd_lstm/lm_imdb", metadata={"help": "AWD-LSTM LM folder (`make demo-awd-lstm` stage 2)."}
     )
     output_dir: str = field(default="runs/bench_beyond", metadata={"help": "Where the JSON results go."})
     runs: list[str] = field(default_factory=lambda: list(RUNS), metadata={"help": f"Runs, among {RUNS}."})

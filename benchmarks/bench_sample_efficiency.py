@@ -37,8 +37,8 @@ every run, and the plot of accuracy against labels to `<output_dir>/sample_effic
 
     .venv/bin/python benchmarks/bench_sample_efficiency.py --preset tiny    # smoke check, a few minutes
     .venv/bin/python benchmarks/bench_sample_efficiency.py --preset cpu --fastai_python .fastai-venv/bin/python \
-        --language_models_from runs/demo   # reuse `make demo`'s LM stages (same sizes); omit to train them here
-    .venv/bin/python benchmarks/bench_sample_efficiency.py --preset cpu --stage1_from runs/demo/lm_wikitext2 \
+        --language_models_from runs/demo_awd_lstm   # reuse `make demo-awd-lstm`'s LM stages (same sizes); omit to train them here
+    .venv/bin/python benchmarks/bench_sample_efficiency.py --preset cpu --stage1_from runs/demo_awd_lstm/lm_wikitext2 \
         --finetune_reviews 6000 --finetune_learning_rate 5e-3 --output_dir runs/se_cpu_lm6k   # a stronger stage 2
     python benchmarks/bench_sample_efficiency.py --preset gpu --fastai_python PATH   # full sizes, on a GPU
 """
@@ -94,6 +94,21 @@ LABEL_NAMES = ["negative", "positive"]
 # cache with --language_models_from) and the first 256 tokens of each review; `gpu` is the paper's model size with
 # whole reviews and the full test set.
 PRESETS: dict[str, dict] = {
+    # Seconds: checks that the whole protocol runs (tests/test_gpu_awd_lstm.py), measures nothing.
+    "smoke": dict(
+        vocab_size=300,
+        embedding_size=16,
+        hidden_size=24,
+        num_hidden_layers=3,
+        pretrain_epochs=0.002,
+        finetune_reviews=40,
+        finetune_epochs=1.0,
+        label_counts=[100],
+        classifier_epochs=[1],
+        max_tokens=32,
+        test_reviews=64,
+        batch_size=32,
+    ),
     "tiny": dict(
         vocab_size=4_000,
         embedding_size=64,
@@ -121,6 +136,22 @@ PRESETS: dict[str, dict] = {
         max_tokens=256,
         test_reviews=5_000,
         batch_size=32,
+    ),
+    # What fits one call of benchmarks/gpu_awd_lstm.py (about 6 minutes of an H100 after the throughput runs): the
+    # paper's model sizes, shorter LM stages than `gpu`, first 512 tokens, the protocol's test_5k.
+    "gpu_short": dict(
+        vocab_size=30_000,
+        embedding_size=400,
+        hidden_size=1152,
+        num_hidden_layers=3,
+        pretrain_epochs=4.0,
+        finetune_reviews=8_000,
+        finetune_epochs=3.0,
+        label_counts=[100, 1_000, 10_000],
+        classifier_epochs=[20, 8, 3],
+        max_tokens=512,
+        test_reviews=5_000,
+        batch_size=64,
     ),
     "gpu": dict(
         vocab_size=60_000,
@@ -232,7 +263,7 @@ class SampleEfficiencyArguments:
     stage1_from: str = field(
         default="",
         metadata={
-            "help": "Folder of a stage-1 LM with this preset's sizes (e.g. `make demo`'s runs/demo/lm_wikitext2): "
+            "help": "Folder of a stage-1 LM with this preset's sizes (e.g. `make demo-awd-lstm`'s runs/demo_awd_lstm/lm_wikitext2): "
             "copied in (its tokenizer too) and fine-tuned here as stage 2; --language_models_from copies both."
         },
     )
@@ -282,7 +313,7 @@ class SampleEfficiencyArguments:
         ):
             raise ValueError(
                 f"--language_models_from {self.language_models_from} must hold lm_wikitext2/ and lm_imdb/ model "
-                "folders (e.g. runs/demo after `make demo`)"
+                "folders (e.g. runs/demo_awd_lstm after `make demo-awd-lstm`)"
             )
         for name in ("bptt", "lm_batch_size", "threads"):
             if getattr(self, name) < 1:
@@ -295,7 +326,7 @@ class SampleEfficiencyArguments:
                 f"{self.finetune_learning_rate}"
             )
         if self.stage1_from and not (Path(self.stage1_from) / "model.safetensors").is_file():
-            raise ValueError(f"--stage1_from {self.stage1_from} must be a model folder (e.g. runs/demo/lm_wikitext2)")
+            raise ValueError(f"--stage1_from {self.stage1_from} must be a model folder (e.g. runs/demo_awd_lstm/lm_wikitext2)")
         if self.language_models_from and self.stage_two_options:
             raise ValueError(
                 f"{', '.join('--' + name for name in self.stage_two_options)} set how the stages are made here and "

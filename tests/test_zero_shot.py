@@ -9,6 +9,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from tl_nlp import AWDLSTMConfig, AWDLSTMForCausalLM, ZeroShotLMClassifier
 from tl_nlp.cli import main
 from tl_nlp.data import train_ulmfit_tokenizer
+from tl_nlp.zero_shot import DEFAULT_CHAT_TEMPLATE, DEFAULT_TEMPLATE
 
 CORPUS = ["This movie was great, really great!", "Awful film. I hated it. Terrible.", "The cat sat on the mat."] * 4
 TEXTS = ["A great film, I loved it.", "Awful.", "The cat was on the mat and it was great"]
@@ -145,3 +146,78 @@ def test_a_missing_choice_is_named(tokenizer):
     answer = ZeroShotMultipleChoice(gpt2_lm(len(tokenizer)), tokenizer)
     with pytest.raises(ValueError, match=r"row 1, choice 0: None is missing or empty"):
         answer(CONTEXTS, [CHOICES[0], [None, "the cat sat"]])
+
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant:\n{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def gguf_llama(tmp_path_factory):
+    """A tiny Llama and its byte-level BPE tokenizer (spaces are tokens here), read from a GGUF file."""
+    pytest.importorskip("gguf")
+    from gguf_fixtures import write_tiny_llama_gguf
+    from transformers import AutoModelForCausalLM
+
+    from tl_nlp.gguf import load_model, load_tokenizer
+
+    folder = tmp_path_factory.mktemp("gguf_lm")
+    write_tiny_llama_gguf(folder / "tiny.gguf")
+    model = load_model(AutoModelForCausalLM, str(folder), gguf_file="tiny.gguf").eval()
+    return folder, model, load_tokenizer(str(folder), gguf_file="tiny.gguf")
+
+
+def test_chat_models_are_asked_in_their_chat_template_and_answer_without_a_space(gguf_llama):
+    _, model, tokenizer = gguf_llama
+    tokenizer.chat_template = CHAT_TEMPLATE
+    try:
+        classifier = ZeroShotLMClassifier(model, tokenizer, {"negative": "bad", "positive": "great"}, chat=True)
+        assert not ZeroShotLMClassifier(model, tokenizer, ["bad", "great"]).chat  # asked for, never by default
+    finally:
+        tokenizer.chat_template = None
+    question = DEFAULT_CHAT_TEMPLATE.replace("{text}", TEXTS[0])
+    # The template writes <s> itself: one BOS, not two; the answer starts the assistant's line, with no space.
+    expected = tokenizer(f"<s>user: {question}\nassistant:\n", add_special_tokens=False)["input_ids"]
+    assert classifier._prompt_ids(TEXTS[:1])[0] == expected
+    assert expected.count(tokenizer.bos_token_id) == 1
+    assert classifier._words == [tokenizer(word, add_special_tokens=False)["input_ids"] for word in ("bad", "great")]
+    words = classifier.word_log_likelihoods(TEXTS)
+    for row, prompt in enumerate(classifier._prompt_ids(TEXTS)):
+        for column, word in enumerate(classifier._words):
+            with torch.no_grad():
+                log_probs = model(torch.tensor([prompt + word])).logits[0].log_softmax(-1)
+            reference = sum(float(log_probs[len(prompt) - 1 + i, t]) for i, t in enumerate(word))
+            assert words[row, column].item() == pytest.approx(reference, abs=1e-4)
+    with pytest.raises(ValueError, match="chat template"):
+        ZeroShotLMClassifier(model, tokenizer, ["bad", "great"], chat=True)
+
+
+def test_bos_is_added_once_when_asked_and_removed_when_not(gguf_llama):
+    _, model, tokenizer = gguf_llama
+    bos = tokenizer.bos_token_id
+    plain = ZeroShotLMClassifier(model, tokenizer, ["bad", "great"])._prompt_ids(TEXTS)
+    assert all(row[0] != bos for row in plain)  # this tokenizer adds no BOS by itself
+    with_bos = ZeroShotLMClassifier(model, tokenizer, ["bad", "great"], add_bos=True)._prompt_ids(TEXTS)
+    assert with_bos == [[bos] + row for row in plain]
+    # "<s>" in the template is the BOS token; add_bos=True does not double it, add_bos=False takes it out.
+    template = "<s>" + DEFAULT_TEMPLATE
+    assert ZeroShotLMClassifier(model, tokenizer, ["bad", "great"], template, add_bos=True)._prompt_ids(TEXTS) == (
+        with_bos
+    )
+    assert ZeroShotLMClassifier(model, tokenizer, ["bad", "great"], template, add_bos=False)._prompt_ids(TEXTS) == (
+        plain
+    )
+
+
+def test_cli_zero_shot_reads_a_gguf_file(gguf_llama, tmp_path, capsys):
+    folder, model, tokenizer = gguf_llama
+    (tmp_path / "texts.txt").write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    argv = ["zero-shot", "--model_name_or_path", str(folder), "--gguf_file", "tiny.gguf", "--labels", "bad", "great",
+            "--input_file", str(tmp_path / "texts.txt")]  # fmt: skip
+    assert main(argv) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    expected = ZeroShotLMClassifier(model, tokenizer, ["bad", "great"])(TEXTS)
+    for line, answer in zip(lines, expected, strict=True):
+        assert line["scores"] == pytest.approx(answer["scores"], abs=1e-6)

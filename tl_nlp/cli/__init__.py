@@ -9,7 +9,7 @@ over the file:
     echo "A wonderful film." | tl-nlp predict --model_name_or_path runs/demo/classifier
     tl-nlp convert-fastai --weights lm.pth --vocab vocab.pkl --output_dir converted/
     tl-nlp push --model_dir runs/demo/classifier --repo_id me/imdb-ulmfit   # the record ULMFiTTrainer saved there
-    tl-nlp zero-shot --model_name_or_path runs/demo/lm_imdb --labels negative positive --label_words bad good
+    tl-nlp zero-shot --model_name_or_path runs/demo_awd_lstm/lm_imdb --labels negative positive --label_words bad good
     tl-nlp ulmfit --config examples/configs/ulmfit_awd_lstm_tiny.yaml
     tl-nlp lr-find --model_name_or_path runs/lm_imdb --train_file reviews.csv --class_names negative positive
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 
+from ..gguf import MissingGGUFPackageError, load_model, load_tokenizer
 from ..recipe.data import RecipeError
 from ..recipe.loading import check_model_path
 from ..zero_shot import ZeroShotLMClassifier
@@ -20,11 +21,24 @@ class ZeroShotArguments:
 
     model_name_or_path: str = field(metadata={"help": "Folder (or Hub id) of a causal language model with tokenizer."})
     labels: list[str] = field(metadata={"help": "The labels, e.g. --labels positive negative."})
+    gguf_file: str | None = field(
+        default=None,
+        metadata={"help": "A GGUF file in that folder or repo to read the model and tokenizer from (needs `gguf`)."},
+    )
     label_words: list[str] | None = field(
         default=None,
         metadata={"help": "Word(s) for each label, in order, '|' between several: --label_words 'great|good' bad."},
     )
-    template: str = field(default="{text} It was", metadata={"help": "The prompt; must contain {text}."})
+    template: str | None = field(
+        default=None,
+        metadata={
+            "help": "The prompt, with {text} where the text goes (with --chat: the user's message); default: "
+            "'Review: {text}\\nSentiment:' (with --chat, a question)."
+        },
+    )
+    chat: bool = field(
+        default=False, metadata={"help": "Ask in the tokenizer's chat template (measured worse for small models)."}
+    )
     calibration_text: str | None = field(
         default=None, metadata={"help": "Content-free text (e.g. 'N/A') whose label scores are subtracted."}
     )
@@ -53,7 +67,7 @@ class ZeroShotArguments:
                 f"label_words has {len(self.label_words)} entries for {len(self.labels)} labels: give one entry "
                 "(words separated by '|') per label, in the order of --labels."
             )
-        if "{text}" not in self.template:
+        if self.template is not None and "{text}" not in self.template:
             raise ValueError(f"template must contain '{{text}}', got {self.template!r}.")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}.")
@@ -63,12 +77,16 @@ class ZeroShotArguments:
 
 def run_zero_shot(arguments: ZeroShotArguments) -> None:
     """`tl-nlp zero-shot`: read texts, classify them, write one JSON line per text."""
-    path = arguments.model_name_or_path
+    path, trust = arguments.model_name_or_path, arguments.trust_remote_code
+    if arguments.gguf_file is not None:
+        path = f"{path.rstrip('/')}/{arguments.gguf_file}"  # one reference: tl_nlp.gguf reads folder/file.gguf
     try:
-        check_model_path(path, "language model", arguments.trust_remote_code)
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=arguments.trust_remote_code)
-        check_model_path(path, "language model", arguments.trust_remote_code, tokenizer=tokenizer)
-        model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=arguments.trust_remote_code)
+        check_model_path(path, "language model", trust)
+        tokenizer = load_tokenizer(path, trust_remote_code=trust)
+        check_model_path(path, "language model", trust, tokenizer=tokenizer)
+        model = load_model(AutoModelForCausalLM, path, trust_remote_code=trust)
+    except MissingGGUFPackageError as error:
+        raise UsageError(str(error)) from error
     except RecipeError as error:
         raise UsageError(f"cannot load a causal language model from {path!r}: {error}") from error
     except (OSError, ValueError) as error:
@@ -86,6 +104,7 @@ def run_zero_shot(arguments: ZeroShotArguments) -> None:
         batch_size=arguments.batch_size,
         max_length=arguments.max_length,
         calibration_text=arguments.calibration_text,
+        chat=arguments.chat,
     )
     lines = [
         json.dumps({"text": text, **result}, ensure_ascii=False)

@@ -28,7 +28,7 @@ from .config import (
 )
 from .data import DataLike, RecipeError, as_dataset, columns_of, data_description, source_name
 from .evaluation import DEFAULT_MAX_LENGTH, classification_tokenizer, classifier_metrics
-from .loading import load_config, load_tokenizer, model_family, objective_or_none
+from .loading import load_config, load_model, load_tokenizer, model_family, objective_or_none
 from .methods import (
     awd_lstm_decoder_bias,
     check_model_for_method,
@@ -137,7 +137,8 @@ def prepare_classifier(
             as_dataset(eval_data), encode, eval_text, eval_label, names, source=source_name(eval_data)
         )
     set_seed(args.seed)  # the new head's weights
-    model = AutoModelForSequenceClassification.from_pretrained(
+    model = load_model(
+        AutoModelForSequenceClassification,
         model_name_or_path,
         num_labels=len(id2label),
         id2label=id2label,
@@ -335,7 +336,8 @@ def _train_feature_extraction_classifier(
             as_dataset(train_data), label_column, label_names, source_name(train_data)
         )
         head_hidden = [head_arguments.hidden_size] if head_arguments.hidden_size else []
-        model = AutoModelForSequenceClassification.from_pretrained(
+        model = load_model(
+            AutoModelForSequenceClassification,
             model_name_or_path,
             num_labels=len(id2label),
             id2label=id2label,

@@ -146,6 +146,13 @@ class ModelArguments:
             "and ulmfit build a new AWD-LSTM when not given."
         },
     )
+    gguf_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "A GGUF file in the --model_name_or_path folder or Hub repo (needs the `gguf` extra); the same as "
+            "giving the file's path, e.g. --model_name_or_path models/x.gguf. Dequantised into a plain checkpoint."
+        },
+    )
     vocab_size: int = field(default=60_000, metadata={"help": "New tokenizer: vocabulary size (>= 10)."})
     tokenizer_type: str = field(default="word", metadata={"help": "New tokenizer: 'word', 'bpe' or 'unigram'."})
     min_frequency: int = field(default=3, metadata={"help": "New tokenizer: occurrences a word needs (>= 1)."})
@@ -191,6 +198,12 @@ class ModelArguments:
             raise ValueError(f"lm_objective must be 'auto', 'stream', 'masked' or 'causal', got {self.lm_objective!r}")
         if not 0 < self.mlm_probability < 1:
             raise ValueError(f"mlm_probability must lie in (0, 1), got {self.mlm_probability}")
+        if self.gguf_file is not None:
+            if self.model_name_or_path is None:
+                raise ValueError("gguf_file names a file in --model_name_or_path's folder or Hub repo: give that too")
+            # One reference from here down: every stage loads "folder_or_repo/file.gguf" through recipe/loading.py.
+            if not self.model_name_or_path.endswith(self.gguf_file):
+                self.model_name_or_path = f"{self.model_name_or_path.rstrip('/')}/{self.gguf_file}"
 
     def language_model_options(self) -> dict[str, Any]:
         """The keyword arguments of `train_language_model` these fields set."""

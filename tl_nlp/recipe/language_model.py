@@ -22,7 +22,7 @@ from ..training import LanguageModelTrainer
 from ..training.loss_guard import NonFiniteLossCallback
 from .config import HubArguments, TrainingLike, stage_training_arguments
 from .data import DataLike, RecipeError, as_dataset, columns_of, data_description, source_name
-from .loading import language_model_objective, load_config, load_tokenizer, model_family
+from .loading import language_model_objective, load_config, load_model, load_tokenizer, model_family
 from .results import PreparedStage, StageResult, print_metrics, save_trained_stage, stage_folder
 
 
@@ -99,7 +99,7 @@ def prepare_language_model(
         objective = language_model_objective(config, tokenizer, lm_objective)
         args, settings = stage_training_arguments(stage, training_args, output_dir, model_family(config), dataset_name)
         model_class = AutoModelForMaskedLM if objective == "masked" else AutoModelForCausalLM
-        model = model_class.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
+        model = load_model(model_class, model_name_or_path, trust_remote_code=trust_remote_code)
     context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
     block_size = min(block_size, context) if context else block_size
 

@@ -2,17 +2,19 @@
 tokenizer, its language-model objective and its model family (which decides the default learning rates).
 
 A new way to load a model (a GGUF file, a model from another library) belongs here: `check_model_path` says what a
-path must hold, `load_config` and `load_tokenizer` turn it into what transformers loads, and the stages call
-nothing else.
+path must hold, `load_config`, `load_tokenizer` and `load_model` turn it into what transformers loads, and the stages
+call nothing else. A GGUF file (`folder/x.gguf`, `user/repo/x.gguf`) works wherever a checkpoint does
+(`tl_nlp.gguf`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from transformers import AutoConfig, AutoTokenizer
+from transformers import PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
+from .. import gguf
 from ..data import backward_tokenizer
 from ..model_folders import ModelFolderError, check_model_folder, folder_kind
 from .data import RecipeError
@@ -42,6 +44,10 @@ def check_model_path(
             classifier).
     """
     local = Path(model_name_or_path).expanduser()
+    if gguf.split_gguf_path(model_name_or_path)[1] is not None:  # a GGUF file: no folder to check
+        if not local.is_file() and (local.parent.exists() or str(model_name_or_path).startswith(LOCAL_PREFIXES)):
+            raise RecipeError(f"{model_name_or_path} is not a GGUF file: it does not exist")
+        return
     if not local.exists():
         if str(model_name_or_path).startswith(LOCAL_PREFIXES):
             raise RecipeError(f"{model_name_or_path} is not a saved model folder: it does not exist")
@@ -65,15 +71,28 @@ def load_config(
     see [`check_model_path`])."""
     check_model_path(model_name_or_path, kind, trust_remote_code, not_kind=not_kind)
     try:
-        return AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
+        return gguf.load_config(model_name_or_path, trust_remote_code=trust_remote_code)
+    except gguf.MissingGGUFPackageError as error:
+        raise RecipeError(str(error)) from error
     except (OSError, ValueError, KeyError) as error:
         raise RecipeError(f"cannot load model {model_name_or_path!r}: {str(error).splitlines()[0]}") from error
+
+
+def load_model(model_class, model_name_or_path: str, **kwargs) -> PreTrainedModel:
+    """`model_class.from_pretrained(model_name_or_path, **kwargs)`; a GGUF file is dequantised into a plain model
+    that trains, saves and pushes like any other (`tl_nlp.gguf.load_model`)."""
+    try:
+        return gguf.load_model(model_class, model_name_or_path, **kwargs)
+    except gguf.MissingGGUFPackageError as error:
+        raise RecipeError(str(error)) from error
 
 
 def load_tokenizer(model_name_or_path: str, backwards: bool = False, trust_remote_code: bool = False):
     """The checkpoint's tokenizer (turned into a backward one with `backwards=True`), with a pad token."""
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
+        tokenizer = gguf.load_tokenizer(model_name_or_path, trust_remote_code=trust_remote_code)
+    except gguf.MissingGGUFPackageError as error:
+        raise RecipeError(str(error)) from error
     except (OSError, ValueError) as error:
         raise RecipeError(
             f"cannot load the tokenizer of {model_name_or_path!r}: {str(error).splitlines()[0]}"
