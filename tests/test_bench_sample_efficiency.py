@@ -157,12 +157,16 @@ def test_classifiers_are_the_recipes_with_the_protocols_techniques(tmp_path):
     """The protocol trains the recipe's classifier stage: `ClassifierTrainingArguments` (its defaults: decay 2.6,
     weight decay 0.01, the learning rate given), with the techniques each classifier of the protocol takes."""
     from tl_nlp.recipe import ClassifierTrainingArguments
+    from tl_nlp.training.arguments import MODEL_FAMILY_DEFAULTS
 
     args = bench.SampleEfficiencyArguments(preset="tiny", output_dir=str(tmp_path))
     kind, ulmfit = bench.classifier_arguments(args, "ulmfit", "100", 4, 1e-2)
     assert kind == "ulmfit" and isinstance(ulmfit, ClassifierTrainingArguments)
     assert ulmfit.gradual_unfreezing and ulmfit.unfreeze_at_fractions == [0.1, 0.2, 0.3, 0.4] and ulmfit.stlr_per_stage
-    assert ulmfit.discriminative_lr_decay == 2.6 and ulmfit.learning_rate == 1e-2 and ulmfit.weight_decay == 0.01
+    # Decay and weight decay are left to the family defaults, which are fastai's for AWD-LSTM: 2.6 and 0.01.
+    assert ulmfit.discriminative_lr_decay is None and ulmfit.weight_decay is None and ulmfit.learning_rate == 1e-2
+    assert MODEL_FAMILY_DEFAULTS["awd_lstm"]["discriminative_lr_decay"] == 2.6
+    assert MODEL_FAMILY_DEFAULTS["awd_lstm"]["weight_decay"] == 0.01
     assert ulmfit.max_grad_norm == 0.0 and ulmfit.per_device_train_batch_size == bench.PRESETS["tiny"]["batch_size"]
     kind, scratch = bench.classifier_arguments(args, "scratch", "100", 4, 3e-3)
     assert kind == "scratch" and not scratch.gradual_unfreezing and scratch.discriminative_lr_decay == 1.0

@@ -2,7 +2,7 @@
 
 The Hub is stood in for by local dataset repositories built from ../shared/data (tests/hub_mirror.py): the fetch
 runs the same `datasets.load_dataset("stanfordnlp/imdb", ...)` calls as online, offline, and must give back exactly
-the offline copies. The fresh-clone test runs `make data` and `make demo` in a clone with no ../shared beside it."""
+the offline copies. The fresh-clone test runs `make data` and `make demo-awd-lstm` (and `make -n demo`) in a clone with no ../shared beside it."""
 
 import json
 import os
@@ -85,7 +85,7 @@ def test_the_protocol_has_the_documented_rows(fetched):
 
 
 @pytest.mark.slow
-def test_a_fresh_clone_without_shared_runs_make_data_and_make_demo(hub, tmp_path):
+def test_a_fresh_clone_without_shared_runs_make_data_and_the_demos(hub, tmp_path):
     """`git clone` of the committed tree into a folder with no ../shared beside it, the Hub stood in for by the
     mirror, this checkout's environments reused (`make -o` keeps make from reinstalling them)."""
     clone = tmp_path / "clone"
@@ -100,7 +100,7 @@ def test_a_fresh_clone_without_shared_runs_make_data_and_make_demo(hub, tmp_path
         "--pretrain_epochs 0.02 --finetune_reviews 40 --train_reviews 16 --eval_reviews 8 --classifier_epochs 1"
     )
     completed = subprocess.run(
-        ["make", "-o", ".venv/.installed", "demo", f"DEMO_ARGS={tiny}"],
+        ["make", "-o", ".venv/.installed", "demo-awd-lstm", f"DEMO_ARGS={tiny}"],
         cwd=clone, env=environment, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     output = completed.stdout + completed.stderr
@@ -108,6 +108,10 @@ def test_a_fresh_clone_without_shared_runs_make_data_and_make_demo(hub, tmp_path
     assert "tl_nlp.reference_data" in output and ".cache/data" in output  # fetched, not read from ../shared
     assert "accuracy on 8 held-out IMDb test reviews" in output
     assert (clone / ".cache" / "data" / "imdb" / "small_protocol.json").is_file()
+    # `make demo` (all-MiniLM-L6-v2: the Hub, else its PyPI copy) reads the same fetched data.
+    demo_dry_run = subprocess.run(["make", "-n", "-o", ".venv/.installed", "-o", "data", "demo"], cwd=clone,
+                                  env=environment, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert "examples/transfer_demo.py" in demo_dry_run.stdout and ".cache/data" in demo_dry_run.stdout
     # make test's recipe no longer needs ../shared: its fastai step is the repository's own script.
     dry_run = subprocess.run(["make", "-n", "-o", ".venv/.installed", "test"], cwd=clone, env=environment,
                              capture_output=True, text=True, timeout=60)  # fmt: skip

@@ -323,6 +323,8 @@ def test_ulmfit_techniques_train_every_task(folders, tmp_path, family, task):
         num_train_epochs=1,
         learning_rate=1e-2,
         unfreeze_at_fractions=[0.5],  # the head for steps 1-2, then one more group
+        unfreezing_schedule="partial",  # the embeddings stay frozen on purpose: the check below needs a frozen group
+        discriminative_lr_decay=2.6,  # named: transformer families default to a gentler decay
         report_to=[],
         save_strategy="no",
         use_cpu=True,

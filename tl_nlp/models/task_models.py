@@ -97,6 +97,15 @@ class MultiSequenceClassifier(nn.Module):
         """The wrapped classifier (`layer_groups` groups the wrapper like it)."""
         return self.classifier
 
+    @property
+    def dummy_inputs(self) -> dict[str, torch.Tensor]:
+        """The classifier's dummy rows as two sequences each: what `layer_groups` traces the data flow with."""
+        return {
+            key: value.unsqueeze(1).repeat(1, 2, 1)
+            for key, value in self.classifier.dummy_inputs.items()
+            if isinstance(value, torch.Tensor) and value.dim() == 2
+        }
+
     def get_input_embeddings(self) -> nn.Module:
         return self.classifier.get_input_embeddings()
 

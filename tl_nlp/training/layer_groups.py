@@ -380,8 +380,8 @@ def _trace_by_identity(model: nn.Module, stacks: list[_Stack], by_name: dict) ->
 
 def _dummy_input_candidates(model: nn.Module) -> list[dict[str, Any]]:
     """Inputs to try, in order: the model's `dummy_inputs`, its first row alone (sequence classifiers without a
-    padding token take one row only), and one short row ending with the end-of-sequence token, with decoder inputs
-    for encoder-decoder models."""
+    padding token take one row only), one short row ending with the end-of-sequence token, with decoder inputs
+    for encoder-decoder models, and the dummy rows as two choices each (multiple-choice heads)."""
     dummy = getattr(model, "dummy_inputs", None)
     if not isinstance(dummy, Mapping) or "input_ids" not in dummy:
         return []
@@ -398,7 +398,12 @@ def _dummy_input_candidates(model: nn.Module) -> list[dict[str, Any]]:
     own = {"input_ids": ids}
     if getattr(config, "is_encoder_decoder", False):
         own["decoder_input_ids"] = ids
-    return [dummy, first_row, own]
+    # Multiple-choice heads (`*ForMultipleChoice`) read (batch, choices, length): the dummy rows as two choices each.
+    choices = {
+        key: value.unsqueeze(1).repeat(1, 2, 1) if isinstance(value, torch.Tensor) and value.dim() == 2 else value
+        for key, value in dummy.items()
+    }
+    return [dummy, first_row, own, choices]
 
 
 # ---- placing the parameters ----------------------------------------------------------------------------------------
