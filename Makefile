@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # Real data: the offline copies in ../shared/data when they are there, else .cache/data, which `make data` fills
-# from the Hugging Face Hub (WikiText-2, IMDb, SST-2; needs internet once). Tests and the notebook read
+# from the Hugging Face Hub (WikiText-2, IMDb, SST-2, RTE, STS-B, COPA, SST-5, GoEmotions; needs internet once). Tests and the notebook read
 # TL_NLP_DATA_DIR.
 DATA_DIR ?= $(if $(wildcard ../shared/data/imdb/small_protocol.json),../shared/data,.cache/data)
 export TL_NLP_DATA_DIR := $(abspath $(DATA_DIR))

@@ -28,6 +28,13 @@ WORDS = ["the", ".", ",", "movie", "a", "and", "good", "bad", "film", "it", "is"
 VOCAB = SPECIALS + WORDS + ["xxfake"] * (32 - len(SPECIALS) - len(WORDS))
 
 
+# Why a test that compares against fastai skips (pytest's reason).
+NO_FASTAI = (
+    "no fastai reference environment: `make .fastai-venv/.ready` builds it with scripts/build_fastai_env.sh (needs "
+    "the package index), or set TL_NLP_FASTAI_PYTHON to the python of an environment with fastai"
+)
+
+
 def fastai_python() -> str | None:
     candidates = [os.environ.get("TL_NLP_FASTAI_PYTHON"), str(REPO_ROOT / ".fastai-venv" / "bin" / "python")]
     return next((c for c in candidates if c and Path(c).is_file()), None)
@@ -72,9 +79,7 @@ FASTAI_SCRIPT = textwrap.dedent(
 def fastai_files(tmp_path_factory) -> Path:
     python = fastai_python()
     if python is None:
-        pytest.skip(
-            "no fastai reference environment: `bash scripts/build_fastai_env.sh` builds it (needs the package index)"
-        )
+        pytest.skip(NO_FASTAI)
     out = tmp_path_factory.mktemp("fastai")
     result = subprocess.run(
         [python, "-c", FASTAI_SCRIPT, str(out), json.dumps(VOCAB)], capture_output=True, text=True, timeout=300

@@ -18,8 +18,9 @@ from tl_nlp.data import (
     tokenize_for_language_model,
     train_ulmfit_tokenizer,
 )
+from tl_nlp.reference_data import NO_REFERENCE_DATA, find_reference_data
 
-SST2_DEV = "../shared/data/sst2/dev.tsv"
+SST2 = find_reference_data(("sst2",))
 
 
 @pytest.fixture(scope="module")
@@ -87,13 +88,19 @@ def test_non_utf8_bytes_name_the_line(tmp_path):
     assert load_text_dataset(str(good))["text"] == ["caf\u00e9", "na\u00efve"]
 
 
-def test_local_files_and_missing_paths():
-    sst2 = load_text_dataset(SST2_DEV)
+@pytest.mark.skipif(SST2 is None, reason=NO_REFERENCE_DATA)
+def test_a_real_tab_separated_file():
+    sst2 = load_text_dataset(str(SST2 / "sst2" / "dev.tsv"))
     assert sst2.column_names == ["sentence", "label"] and len(sst2) == 872
+
+
+def test_missing_paths_and_unsupported_types(tmp_path):
     with pytest.raises(TextDataError, match="no such file"):
-        load_text_dataset("../shared/data/sst2/nope.tsv")
+        load_text_dataset(str(tmp_path / "sst2" / "nope.tsv"))
+    readme = tmp_path / "README.md"
+    readme.write_text("# notes\n")
     with pytest.raises(TextDataError, match="unsupported file type '.md'"):
-        load_text_dataset("../shared/data/README.md")
+        load_text_dataset(str(readme))
 
 
 def test_dataset_smaller_than_one_batch():

@@ -1,7 +1,7 @@
 """Training parity with fastai: from the same initial weights and the same batches, tl_nlp's trainer and fastai's
 `TextLearner` reach the same weights, with the same learning rate in every trained layer group at every step.
 
-fastai runs in its own virtual environment (`.fastai-venv`, built by `../shared/tools/fastai-venv.sh`; the tests
+fastai runs in its own virtual environment (`.fastai-venv`, built by `scripts/build_fastai_env.sh`; the tests
 skip without it), in a subprocess that reads the initial weights and the batches from a file and writes back its
 rates and final weights. Tiny models, so that each side trains in seconds.
 
@@ -41,7 +41,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_convert_fastai import fastai_python
+from test_convert_fastai import NO_FASTAI, fastai_python
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.utils.data import SequentialSampler
 
@@ -130,7 +130,7 @@ FASTAI_TRAINING = textwrap.dedent(
 def run_fastai(folder: Path, spec: dict, batches: dict) -> tuple[dict, dict, list]:
     python = fastai_python()
     if python is None:
-        pytest.skip("fastai venv not found: build it with `bash ../shared/tools/fastai-venv.sh .fastai-venv`")
+        pytest.skip(NO_FASTAI)
     (folder / "spec.json").write_text(json.dumps(spec))
     torch.save(batches, folder / "batches.pt")
     result = subprocess.run([python, "-c", FASTAI_TRAINING, str(folder)], capture_output=True, text=True, timeout=600)
@@ -328,7 +328,7 @@ FASTAI_DROPOUTS = textwrap.dedent(
 def test_dropouts_and_drop_mult_are_fastais_for_each_head():
     python = fastai_python()
     if python is None:
-        pytest.skip("fastai venv not found: build it with `bash ../shared/tools/fastai-venv.sh .fastai-venv`")
+        pytest.skip(NO_FASTAI)
     result = subprocess.run([python, "-c", FASTAI_DROPOUTS], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     expected = json.loads(result.stdout.strip().splitlines()[-1])

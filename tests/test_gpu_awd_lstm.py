@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from tl_nlp.reference_data import NO_REFERENCE_DATA, find_reference_data
+
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = find_reference_data(("wikitext-2", "imdb"))  # the sample-efficiency part pretrains on WikiText-2
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (DATA / "imdb" / "small_protocol.json").is_file(), reason="needs ../shared/data")
+@pytest.mark.skipif(DATA is None, reason=NO_REFERENCE_DATA)
 def test_gpu_script_writes_throughput_and_sample_efficiency_to_one_json(tmp_path):
     output = tmp_path / "gpu.json"
     command = [sys.executable, str(ROOT / "benchmarks" / "gpu_awd_lstm.py"), "--device", "cpu", "--tiny",

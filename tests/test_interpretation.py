@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 import torch
-from test_convert_fastai import fastai_python
+from test_convert_fastai import NO_FASTAI, fastai_python
 
 from tl_nlp import (
     AWDLSTMConfig,
@@ -66,7 +66,7 @@ def test_confusion_matrix_most_confused_and_most_confident_mistakes():
 def test_confusion_matrix_equals_scikit_learns():
     python = fastai_python()
     if python is None:
-        pytest.skip("scikit-learn is read from the fastai reference environment: bash scripts/build_fastai_env.sh")
+        pytest.skip(f"scikit-learn is read from the fastai reference environment; {NO_FASTAI}")
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 4, 300)
     probabilities = rng.dirichlet(np.ones(4), 300)

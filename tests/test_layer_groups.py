@@ -346,11 +346,11 @@ with torch.no_grad():
 def fastai_split_weights(tmp_path_factory):
     import subprocess
 
-    from test_convert_fastai import fastai_python
+    from test_convert_fastai import NO_FASTAI, fastai_python
 
     python = fastai_python()
     if python is None:
-        pytest.skip("fastai venv not found: build it with `bash ../shared/tools/fastai-venv.sh .fastai-venv`")
+        pytest.skip(NO_FASTAI)
     out = tmp_path_factory.mktemp("fastai_splits")
     result = subprocess.run([python, "-c", FASTAI_SPLITS, str(out)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from test_convert_fastai import NO_FASTAI
 from transformers import EvalPrediction
 
 from tl_nlp.metrics import Accuracy, MacroF1, classification_metrics
@@ -102,9 +103,7 @@ def reference() -> dict:
         Path(__file__).resolve().parents[1] / ".fastai-venv/bin/python"
     )
     if not Path(python).is_file():
-        pytest.skip(
-            "fastai venv (with scikit-learn and scipy) not found: bash ../shared/tools/fastai-venv.sh .fastai-venv"
-        )
+        pytest.skip(f"scikit-learn and scipy are read from the fastai reference environment; {NO_FASTAI}")
     data = {
         "class_predictions": CLASS_PREDICTIONS,
         "class_references": CLASS_REFERENCES,

@@ -1,8 +1,10 @@
 """The data that the demo, notebook, examples and tests read, fetched from the Hub where ../shared/data is absent.
 
-The Hub is stood in for by local dataset repositories built from ../shared/data (tests/hub_mirror.py): the fetch
-runs the same `datasets.load_dataset("stanfordnlp/imdb", ...)` calls as online, offline, and must give back exactly
-the offline copies. The fresh-clone test runs `make data` and `make demo-awd-lstm` (and `make -n demo`) in a clone with no ../shared beside it."""
+The Hub is stood in for by local dataset repositories built from the reference data found here (../shared/data, or
+the .cache/data that `make data` fetched; tests/hub_mirror.py): the fetch runs the same
+`datasets.load_dataset("stanfordnlp/imdb", ...)` calls as online, offline, and must give back exactly the copies it
+was built from. The fresh-clone test runs `make data` and `make demo-awd-lstm` (and `make -n demo`) in a clone with
+no ../shared beside it."""
 
 import json
 import os
@@ -11,17 +13,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import datasets
 import pandas as pd
 import pytest
-from hub_mirror import SHARED_DATA, build_hub_mirror
+from hub_mirror import HUB_NAMESPACES, MIRROR_SOURCE, build_hub_mirror
 
-from tl_nlp.reference_data import COMPLETE, HUB_DATASETS, find_reference_data, small_protocol
+from tl_nlp.reference_data import HUB_DATASETS, NO_REFERENCE_DATA, find_reference_data, small_protocol
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(
-    not all((SHARED_DATA / name / COMPLETE[name]).is_file() for name in HUB_DATASETS),
-    reason=f"the stand-in for the Hub is built from the offline copies in {SHARED_DATA}, which are not there",
+    MIRROR_SOURCE is None,
+    reason=f"the stand-in for the Hub is built from the real data, which is missing: {NO_REFERENCE_DATA}",
 )
+# The datasets written as parquet files with the Hub's Features (the others are text and tab-separated files).
+PARQUET_DATASETS = [name for name in HUB_DATASETS if name not in ("wikitext-2", "imdb", "sst2")]
 
 
 def offline_environment(tmp_path: Path) -> dict[str, str]:
@@ -51,15 +56,27 @@ def fetched(hub, tmp_path_factory) -> Path:
 def test_fetched_data_equals_the_offline_copies(fetched):
     for stem in ("train", "valid", "test"):
         assert (fetched / "wikitext-2" / f"{stem}.txt").read_bytes() == (
-            SHARED_DATA / "wikitext-2" / f"{stem}.txt"
+            MIRROR_SOURCE / "wikitext-2" / f"{stem}.txt"
         ).read_bytes()
     for stem in ("train", "test", "unsup"):
-        ours, reference = (pd.read_parquet(folder / "imdb" / f"{stem}.parquet") for folder in (fetched, SHARED_DATA))
+        ours, reference = (pd.read_parquet(folder / "imdb" / f"{stem}.parquet") for folder in (fetched, MIRROR_SOURCE))
         pd.testing.assert_frame_equal(ours[["text", "label"]], reference[["text", "label"]])
     for stem in ("train", "dev"):
         ours = pd.read_csv(fetched / "sst2" / f"{stem}.tsv", sep="\t", quoting=3, keep_default_na=False)
-        reference = pd.read_csv(SHARED_DATA / "sst2" / f"{stem}.tsv", sep="\t", quoting=3, keep_default_na=False)
+        reference = pd.read_csv(MIRROR_SOURCE / "sst2" / f"{stem}.tsv", sep="\t", quoting=3, keep_default_na=False)
         pd.testing.assert_frame_equal(ours, reference)
+    for name in PARQUET_DATASETS:
+        # The splits with published labels, rows and Features (ClassLabel names included) as on the Hub.
+        assert sorted(path.name for path in (fetched / name).iterdir()) == sorted(
+            f"{stem}.parquet" for stem in HUB_DATASETS[name][2]
+        )
+        for stem in HUB_DATASETS[name][2]:
+            ours, reference = (
+                datasets.load_dataset("parquet", data_files=str(folder / name / f"{stem}.parquet"), split="train")
+                for folder in (fetched, MIRROR_SOURCE)
+            )
+            assert ours.features == reference.features, (name, stem)
+            pd.testing.assert_frame_equal(ours.to_pandas(), reference.to_pandas())
     # A folder of fetched data is found like ../shared/data is.
     os.environ["TL_NLP_DATA_DIR"] = str(fetched)
     try:
@@ -92,8 +109,8 @@ def test_a_fresh_clone_without_shared_runs_make_data_and_the_demos(hub, tmp_path
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True, timeout=120)
     assert not (clone.parent / "shared").exists()
     (clone / ".venv").symlink_to((ROOT / ".venv").resolve())
-    for repository in ("Salesforce", "stanfordnlp", "nyu-mll"):  # where load_dataset looks first: the working folder
-        shutil.copytree(hub / repository, clone / repository, symlinks=True)
+    for namespace in HUB_NAMESPACES:  # where load_dataset looks first: the working folder
+        shutil.copytree(hub / namespace, clone / namespace, symlinks=True)
     environment = offline_environment(tmp_path)
     tiny = (
         "--vocab_size 600 --embedding_size 16 --hidden_size 24 --num_hidden_layers 2 --bptt 20 --lm_batch_size 8 "

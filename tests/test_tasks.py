@@ -26,6 +26,7 @@ from tl_nlp.data.task_encoding import (
     task_family,
 )
 from tl_nlp.models.task_models import MultiSequenceClassifier, load_task_model, task_model_from_pretrained
+from tl_nlp.reference_data import NO_REFERENCE_DATA, find_reference_data
 from tl_nlp.tasks import TaskSpec, check_task_rows, infer_task
 from tl_nlp.training import ClassificationTrainer, ULMFiTTrainingArguments, layer_groups
 from tl_nlp.training.auxiliary_lm import ClassifierWithAuxiliaryLM
@@ -33,7 +34,9 @@ from tl_nlp.training.auxiliary_lm import ClassifierWithAuxiliaryLM
 sys.path.insert(0, str(Path(__file__).parent))
 from recipe_fixtures import _word_tokenizer, save_tiny_bert, save_tiny_gpt2  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# RTE, STS-B, COPA, SST-5 and GoEmotions in their Hub schemas (../shared/data, or what `make data` fetched).
+TASK_DATASETS = ("glue_rte", "glue_stsb", "super_glue_copa", "sst5", "go_emotions")
+DATA = find_reference_data(TASK_DATASETS)
 WORDS = "a man sleeps rests the cat sat on mat it rained so grass was wet because dog barks runs ran".split()
 TEXTS = [" ".join(WORDS[i : i + 4]) for i in range(0, len(WORDS) - 3)]
 
@@ -57,9 +60,9 @@ CHOICES = datasets.Dataset.from_dict(
 
 
 def real_split(folder: str, split: str, rows: int = 64) -> datasets.Dataset:
+    if DATA is None:
+        pytest.skip(NO_REFERENCE_DATA)
     path = DATA / folder / f"{split}.parquet"
-    if not path.is_file():
-        pytest.skip(f"{path} not found (../shared/data)")
     return datasets.load_dataset("parquet", data_files=str(path), split="train").select(range(rows))
 
 

@@ -7,6 +7,16 @@ The folder holds each dataset in its Hub schema, in the layout the examples take
 | `wikitext-2/` | `train.txt`, `valid.txt`, `test.txt` (one line per row) | `Salesforce/wikitext`, `wikitext-2-v1`    |
 | `imdb/`       | `train.parquet`, `test.parquet`, `unsup.parquet`; `small_protocol.json` | `stanfordnlp/imdb`        |
 | `sst2/`       | `train.tsv`, `dev.tsv` (`sentence`, `label`, a header) | `nyu-mll/glue`, `sst2`                    |
+| `glue_rte/`   | `train.parquet`, `validation.parquet`                   | `nyu-mll/glue`, `rte`                     |
+| `glue_stsb/`  | `train.parquet`, `validation.parquet`                   | `nyu-mll/glue`, `stsb`                    |
+| `super_glue_copa/` | `train.parquet`, `validation.parquet`              | `aps/super_glue`, `copa`                  |
+| `sst5/`       | `train.parquet`, `validation.parquet`, `test.parquet`   | `SetFit/sst5`                             |
+| `go_emotions/` | `train.parquet`, `validation.parquet`, `test.parquet`  | `google-research-datasets/go_emotions`, `simplified` |
+
+The parquet files keep the Hub's `Features` (`ClassLabel` names travel in their metadata). Only splits whose labels
+the Hub publishes are fetched: the Hub's RTE, STS-B and COPA test splits carry no labels (every label is -1), so
+a folder fetched here has no `test.parquet` for them, and what needs gold test labels (the COPA test accuracy in
+`benchmarks/bench_tasks.py`) needs a copy that has them; the tests use validation rows instead.
 
 `small_protocol.json` fixes the IMDb rows of the small CPU protocol, so that runs on the same folder read the same
 reviews: `lm_train` (8,000) and `lm_valid` (500) from unsup, `train_10k` (balanced), `train_1k` (balanced, its
@@ -27,20 +37,39 @@ import os
 import random
 from pathlib import Path
 
-# name -> (Hub id, configuration, {our split file stem: Hub split})
+# name -> (Hub id, configuration, {our split file stem: Hub split}). SuperGLUE is read from `aps/super_glue`, where the
+# Hub now keeps the former `super_glue` repository as parquet files (datasets 4 and later run no loading scripts).
 HUB_DATASETS: dict[str, tuple[str, str | None, dict[str, str]]] = {
     "wikitext-2": ("Salesforce/wikitext", "wikitext-2-v1", {"train": "train", "valid": "validation", "test": "test"}),
     "imdb": ("stanfordnlp/imdb", None, {"train": "train", "test": "test", "unsup": "unsupervised"}),
     "sst2": ("nyu-mll/glue", "sst2", {"train": "train", "dev": "validation"}),
+    "glue_rte": ("nyu-mll/glue", "rte", {"train": "train", "validation": "validation"}),
+    "glue_stsb": ("nyu-mll/glue", "stsb", {"train": "train", "validation": "validation"}),
+    "super_glue_copa": ("aps/super_glue", "copa", {"train": "train", "validation": "validation"}),
+    "sst5": ("SetFit/sst5", None, {"train": "train", "validation": "validation", "test": "test"}),
+    "go_emotions": (
+        "google-research-datasets/go_emotions",
+        "simplified",
+        {"train": "train", "validation": "validation", "test": "test"},
+    ),
 }
 # A file that is written last in each dataset's folder: its presence means the folder is complete.
-COMPLETE = {"wikitext-2": "test.txt", "imdb": "small_protocol.json", "sst2": "dev.tsv"}
+COMPLETE = {
+    "wikitext-2": "test.txt",
+    "imdb": "small_protocol.json",
+    "sst2": "dev.tsv",
+    "glue_rte": "validation.parquet",
+    "glue_stsb": "validation.parquet",
+    "super_glue_copa": "validation.parquet",
+    "sst5": "test.parquet",
+    "go_emotions": "test.parquet",
+}
 REPOSITORY = Path(__file__).resolve().parents[1]
 PROTOCOL_SEED = 0
 # Why a test that needs real data skips (pytest's reason).
 NO_REFERENCE_DATA = (
-    "no real data: `make data` fetches WikiText-2, IMDb and SST-2 from the Hub into .cache/data (needs internet), "
-    "or set TL_NLP_DATA_DIR to a folder holding them"
+    "no real data: `make data` fetches WikiText-2, IMDb, SST-2, RTE, STS-B, COPA, SST-5 and GoEmotions from the Hub "
+    "into .cache/data (needs internet once), or set TL_NLP_DATA_DIR to a folder holding them"
 )
 
 
@@ -84,14 +113,16 @@ def prepare_reference_data(directory: str | Path, names: tuple[str, ...] = tuple
             if name == "wikitext-2":
                 lines = (text[:-1] if text.endswith("\n") else text for text in dataset["text"])
                 _write_text(folder / f"{stem}.txt", "\n".join(lines) + "\n")
-            elif name == "imdb":
-                dataset.to_parquet(str(folder / f"{stem}.parquet"))
-            else:
+            elif name == "sst2":
                 rows = (
                     f"{sentence}\t{label}"
                     for sentence, label in zip(dataset["sentence"], dataset["label"], strict=True)
                 )
                 _write_text(folder / f"{stem}.tsv", "sentence\tlabel\n" + "\n".join(rows) + "\n")
+            else:  # parquet with the Hub's Features, as in ../shared/data
+                partial = folder / f"{stem}.parquet.partial"
+                dataset.to_parquet(str(partial))
+                partial.replace(folder / f"{stem}.parquet")
         if name == "imdb":
             protocol = small_protocol(
                 {split: datasets.load_dataset("parquet", data_files=str(folder / f"{split}.parquet"), split="train")[
@@ -151,8 +182,8 @@ def _write_text(path: Path, text: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m tl_nlp.reference_data",
-        description="Fetch WikiText-2, IMDb and SST-2 from the Hugging Face Hub into the folder layout that the "
-        "tl_nlp demo, notebook, examples and tests read (--data_dir / TL_NLP_DATA_DIR).",
+        description="Fetch WikiText-2, IMDb, SST-2, RTE, STS-B, COPA, SST-5 and GoEmotions from the Hugging Face Hub "
+        "into the folder layout that the tl_nlp demo, notebook, examples and tests read (--data_dir / TL_NLP_DATA_DIR).",
     )
     parser.add_argument("directory", help="Where to write them, e.g. .cache/data.")
     parser.add_argument("--only", nargs="+", choices=sorted(HUB_DATASETS), default=list(HUB_DATASETS))
