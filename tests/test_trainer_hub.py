@@ -315,7 +315,32 @@ def test_a_bert_classifier_trained_with_ulmfit_trainer_gets_its_own_card(tmp_pat
     assert 'AutoModelForSequenceClassification.from_pretrained("someone/tiny-bert-ulmfit")' in card.text
     assert "trust_remote_code" not in card.text and "AWD-LSTM" not in card.text
     assert "at most 32 tokens at a time" in card.text and "No tokenizer was saved with it" in card.text
-    assert "one more group was unfrozen at 50% of the steps" in card.text
+    assert (
+        "Gradual unfreezing: the top group trained at first, then the top 2 groups from 50% of the steps. The lowest "
+        "2 groups stayed frozen (a partial schedule)." in card.text
+    )
+
+
+def test_the_card_names_the_groups_of_each_stage_of_fastais_imdb_schedule(tmp_path):
+    """fastai's tutorial trains the top 1, 2, 3 groups, then unfreeze() trains all: with 3 layers (5 groups) its last
+    stage adds two groups at once, which "one more group per stage" would misreport."""
+    args = ULMFiTTrainingArguments(
+        output_dir=str(tmp_path / "run"), learning_rate=1e-3, num_train_epochs=5, per_device_train_batch_size=4,
+        unfreezing_schedule="fastai_imdb", dataset_name="stanfordnlp/sst2", **COMMON,
+    )  # fmt: skip
+    trainer = ULMFiTTrainer(model=tiny_bert(layers=3), args=args, train_dataset=classification_dataset(size=8))
+    trainer.train()
+    (stage,) = trainer.training_record().stages
+    assert (stage.trainable_groups, stage.num_layer_groups, stage.unfreeze_at_fractions) == (
+        [1, 2, 3, 5],
+        5,
+        [0.2, 0.4, 0.6],
+    )
+    card = build_model_card(trainer.model, None, trainer.training_record(), "me/x").text
+    assert (
+        "Gradual unfreezing: the top group trained at first, then the top 2 groups from 20%, the top 3 groups from "
+        "40%, all 5 groups from 60% of the steps." in card
+    )
 
 
 def test_cards_for_causal_language_models_use_their_auto_class():

@@ -309,6 +309,11 @@ class GradualUnfreezingCallback(TrainerCallback, ExportableState):
         )
 
     @property
+    def num_layer_groups(self) -> int:
+        """The model's layer groups (0 before training begins)."""
+        return len(self._layer_groups)
+
+    @property
     def freeze_method_in_use(self) -> str:
         """`"requires_grad"` or `"drop_grads"`: how groups are frozen in the current run (resolved from `"auto"`)."""
         return self._method

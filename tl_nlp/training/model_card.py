@@ -65,6 +65,30 @@ def evaluation_section(record: ULMFiTTrainingRecord) -> list[str]:
     return ["## Evaluation", "\n".join(rows)]
 
 
+def unfreezing_sentence(stage: ULMFiTStage, when: str) -> str:
+    """The card's sentence on gradual unfreezing: the trainable groups of each stage when the record has them (any
+    schedule: fastai's IMDb one unfreezes the rest at once at its last stage, 'partial' can stop short), else the
+    plain one-group-per-stage sentence of records made before they were kept."""
+    groups, fractions = stage.trainable_groups, stage.unfreeze_at_fractions
+    if not groups or fractions is None or len(groups) != len(fractions) + 1:
+        return (
+            f"Gradual unfreezing: only the top layer group trained at first, and one more group was unfrozen {when}."
+        )
+    total = stage.num_layer_groups
+
+    def top(count: int) -> str:
+        if total is not None and count == total:
+            return f"all {count} groups"
+        return "the top group" if count == 1 else f"the top {count} groups"
+
+    steps = [f"{top(count)} from {fraction:.0%}" for count, fraction in zip(groups[1:], fractions, strict=True)]
+    sentence = f"Gradual unfreezing: {top(groups[0])} trained at first, then " + ", ".join(steps) + " of the steps."
+    if total is not None and groups[-1] < total:
+        frozen = total - groups[-1]
+        sentence += f" The lowest {frozen} group{'s' if frozen > 1 else ''} stayed frozen (a partial schedule)."
+    return sentence
+
+
 def stage_paragraph(stage: ULMFiTStage) -> str:
     """The facts of one stage, as sentences; nothing is said about what the record does not know."""
     what = {
@@ -117,9 +141,7 @@ def stage_paragraph(stage: ULMFiTStage) -> str:
             when = "at " + ", ".join(f"{f:.0%}" for f in stage.unfreeze_at_fractions) + " of the steps"
         else:
             when = "at the start of each epoch"
-        sentences.append(
-            f"Gradual unfreezing: only the top layer group trained at first, and one more group was unfrozen {when}."
-        )
+        sentences.append(unfreezing_sentence(stage, when))
     elif stage.objective == "classification":
         sentences.append("All layers were trained from the first step (no gradual unfreezing).")
     regularisation = []

@@ -197,6 +197,8 @@ class ULMFiTTrainer(Trainer):
                 stage,
                 unfreeze_every_n_steps=None,
                 unfreeze_at_fractions=[step.start / total for step in callback.plan[1:]] or None,
+                trainable_groups=[step.num_trainable_groups for step in callback.plan],
+                num_layer_groups=callback.num_layer_groups or None,
             )
         _, eval_split = dataset_name_and_split(self.eval_dataset)
         return chain_record(self.starting_point, stage, language=self.args.language, eval_split=eval_split)

@@ -73,6 +73,14 @@ class ULMFiTStage:
     unfreeze_at_fractions: list[float] | None = field(
         default=None, metadata={"help": "Fractions of the steps at which unfreezing stages began."}
     )
+    trainable_groups: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "Layer groups trainable in each unfreezing stage, top down (the first stage, then one entry per "
+            "fraction of unfreeze_at_fractions), out of num_layer_groups."
+        },
+    )
+    num_layer_groups: int | None = field(default=None, metadata={"help": "Layer groups of the model."})
     dropout_multiplier: float | None = field(default=None, metadata={"help": "Scale of every dropout (drop_mult)."})
     weight_decay: float | None = field(default=None, metadata={"help": "Weight decay."})
     metrics: dict[str, float] = field(default_factory=dict, metadata={"help": "Metrics at the end of the stage."})
@@ -98,6 +106,7 @@ class ULMFiTStage:
             "per_device_train_batch_size",
             "bptt",
             "unfreeze_every_n_steps",
+            "num_layer_groups",
         ):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -115,6 +124,18 @@ class ULMFiTStage:
             all(0 < f < 1 for f in fractions) and all(a < b for a, b in zip(fractions, fractions[1:], strict=False))
         ):
             raise ValueError(f"ULMFiTStage.unfreeze_at_fractions must increase inside (0, 1), got {fractions!r}")
+        groups = self.trainable_groups
+        if groups is not None and not (
+            groups
+            and all(isinstance(g, int) and not isinstance(g, bool) and g >= 1 for g in groups)
+            and all(a < b for a, b in zip(groups, groups[1:], strict=False))
+            and (self.num_layer_groups is None or groups[-1] <= self.num_layer_groups)
+            and (fractions is None or len(groups) == len(fractions) + 1)
+        ):
+            raise ValueError(
+                "ULMFiTStage.trainable_groups must be increasing positive group counts, one for the first stage and "
+                f"one per unfreezing fraction, at most num_layer_groups; got {groups!r}"
+            )
         for key, value in self.metrics.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"ULMFiTStage.metrics[{key!r}] must be a number, got {value!r}")
@@ -446,7 +467,7 @@ def run_stage(
         **data_statistics(train_dataset, objective),
     }
     if not args.gradual_unfreezing:
-        values.update(unfreeze_every_n_steps=None, unfreeze_at_fractions=None)
+        values.update(unfreeze_every_n_steps=None, unfreeze_at_fractions=None, trainable_groups=None)
     return ULMFiTStage.from_training_arguments(args, **values)
 
 
