@@ -326,7 +326,9 @@ class SampleEfficiencyArguments:
                 f"{self.finetune_learning_rate}"
             )
         if self.stage1_from and not (Path(self.stage1_from) / "model.safetensors").is_file():
-            raise ValueError(f"--stage1_from {self.stage1_from} must be a model folder (e.g. runs/demo_awd_lstm/lm_wikitext2)")
+            raise ValueError(
+                f"--stage1_from {self.stage1_from} must be a model folder (e.g. runs/demo_awd_lstm/lm_wikitext2)"
+            )
         if self.language_models_from and self.stage_two_options:
             raise ValueError(
                 f"{', '.join('--' + name for name in self.stage_two_options)} set how the stages are made here and "

@@ -46,6 +46,15 @@ VARIANTS: dict[str, dict] = {
     "gpt_very": {"template": "{text} very", "chat": False},  # GPT's: append "very", compare positive / negative
     "gpt_very_calibrated": {"template": "{text} very", "chat": False, "calibration_text": "N/A"},
     "review_sentiment": {"template": "Review: {text}\nSentiment:", "chat": False},
+    # The options named in the prompt, as instruction-tuned models are asked (plain text, not the chat template).
+    "question_options": {
+        "template": "Review: {text}\nIs this review positive or negative?\nAnswer:",
+        "chat": False,
+    },
+    # Several words per label, their probabilities summed (the default template).
+    "review_sentiment_words": {
+        "labels": {"negative": ["negative", "bad", "terrible"], "positive": ["positive", "good", "great"]},
+    },
     "it_was_great": {
         "template": "{text} It was",
         "chat": False,

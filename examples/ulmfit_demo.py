@@ -45,7 +45,9 @@ class DemoArguments:
         default="../shared/data",
         metadata={"help": "Folder with wikitext-2/ and imdb/ (offline copies); empty to read the Hub datasets."},
     )
-    output_dir: str = field(default="runs/demo_awd_lstm", metadata={"help": "Where the three stages save their folders."})
+    output_dir: str = field(
+        default="runs/demo_awd_lstm", metadata={"help": "Where the three stages save their folders."}
+    )
     vocab_size: int = field(default=12_000, metadata={"help": "Word vocabulary size, special tokens included."})
     embedding_size: int = field(default=200, metadata={"help": "AWD-LSTM embedding size (the paper: 400)."})
     hidden_size: int = field(default=400, metadata={"help": "AWD-LSTM hidden size (the paper: 1152)."})

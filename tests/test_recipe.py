@@ -129,7 +129,7 @@ def test_bert_style_checkpoint_is_fine_tuned_as_masked_lm_then_classified(corpor
     assert torch.equal(
         prepared.trainer.model.bert.embeddings.word_embeddings.weight, lm_model.bert.embeddings.word_embeddings.weight
     )
-    assert prepared.trainer.args.learning_rate == 5e-5  # transformer default, not AWD-LSTM's 1e-2
+    assert prepared.trainer.args.learning_rate == 2e-4  # transformer default, not AWD-LSTM's 1e-2
 
 
 def test_gpt_style_checkpoint_is_fine_tuned_as_causal_lm_and_classifies_with_padding(corpora, tmp_path):

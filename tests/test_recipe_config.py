@@ -82,7 +82,7 @@ def peak_rates_in_checkpoint(output_dir: Path) -> list[float]:
     return [group["initial_lr"] for group in state["param_groups"]]
 
 
-@pytest.mark.parametrize(("family", "top_rate"), [("bert", 5e-5), ("awd_lstm", 1e-2)])
+@pytest.mark.parametrize(("family", "top_rate"), [("bert", 2e-4), ("awd_lstm", 1e-2)])
 def test_cli_learning_rate_reaches_the_optimizer_as_the_python_api_sets_it(
     family, top_rate, request, corpora, tmp_path
 ):
@@ -127,7 +127,7 @@ def test_push_to_hub_on_a_stage_command_uploads_the_folder_with_its_card(bert, c
     assert {"README.md", "config.json", "model.safetensors", "tokenizer.json", "ulmfit_training_record.json"} <= files
     card = (uploaded / "README.md").read_text()
     assert "me/tiny-classifier" in card and "text-classification" in card
-    assert "peak learning rate was 5e-05" in card and "`learning_rate` default" in card
+    assert "peak learning rate was 0.0002" in card and "`learning_rate` default" in card
     assert "local file data/train.csv" in card  # the real data, not "local csv files"
 
 
@@ -203,6 +203,6 @@ def test_the_classifier_stage_can_train_at_the_lr_finders_suggestion(bert, corpo
     training = ClassifierTrainingArguments(output_dir=str(tmp_path), learning_rate_from_lr_find=True, max_steps=1)
     prepared = prepare_classifier(str(bert), TextData(str(corpora["train"])), tmp_path, training_args=training)
     rate = take_lr_finder_suggestion(prepared.trainer)
-    assert prepared.trainer.args.learning_rate == rate != 5e-5
+    assert prepared.trainer.args.learning_rate == rate != 2e-4
     assert "LR finder on head: valley" in capsys.readouterr().out
     assert all(p.requires_grad for p in prepared.trainer.model.parameters())

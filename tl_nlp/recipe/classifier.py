@@ -86,7 +86,7 @@ def prepare_classifier(
         eval_data: held-out labelled texts: accuracy and macro-F1 after training.
         label_names: the class names, in id order (integer labels index them; string labels must be among them).
         training_args: `ClassifierTrainingArguments` (an unset learning rate becomes the stage's rate for the model
-            family: 1e-2 for AWD-LSTM, 5e-5 for transformers), a dict of its fields, or any
+            family: 1e-2 for AWD-LSTM, 2e-4 for transformers), a dict of its fields, or any
             `ULMFiTTrainingArguments` (used as it is).
         max_length: longest input in tokens, saved as the tokenizer's `model_max_length` so that evaluation reads
             the same length. Transformers: default 512, capped by the context length. AWD-LSTM reads whole
