@@ -43,6 +43,12 @@ SENTIMENT = {"negative": "negative", "positive": "positive"}
 VARIANTS: dict[str, dict] = {
     "default": {},
     "calibrated": {"calibration_text": "N/A"},
+    # Calibrated on 200 unlabelled SST-2 *training* sentences never scored here (see IN_DOMAIN).
+    "calibrated_in_domain": {"calibration_text": "IN_DOMAIN"},
+    "words_calibrated_in_domain": {
+        "labels": {"negative": ["negative", "bad", "terrible"], "positive": ["positive", "good", "great"]},
+        "calibration_text": "IN_DOMAIN",
+    },
     "gpt_very": {"template": "{text} very", "chat": False},  # GPT's: append "very", compare positive / negative
     "gpt_very_calibrated": {"template": "{text} very", "chat": False, "calibration_text": "N/A"},
     "review_sentiment": {"template": "Review: {text}\nSentiment:", "chat": False},
@@ -105,6 +111,16 @@ def fetch_model(name: str, cache: Path) -> tuple[str, str]:
     raise SystemExit(f"--model {name!r}: use smollm2, gemma3, or --model_dir")
 
 
+# Calibration texts of the "_in_domain" variants: sentences 500-699 of the shuffled training split (their labels are
+# never read), disjoint from the first 500 that `--split train` scores and from dev.
+IN_DOMAIN = slice(500, 700)
+
+
+def unlabelled_training_sentences(data_dir: str) -> list[str]:
+    texts, _ = sst2(data_dir, "train", 0)
+    return texts[IN_DOMAIN]
+
+
 def sst2(data_dir: str, split: str, sentences: int) -> tuple[list[str], list[int]]:
     with open(Path(data_dir) / "sst2" / f"{split}.tsv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
@@ -131,6 +147,10 @@ def main() -> None:
     for variant in args.variants:
         options = dict(VARIANTS[variant])
         labels = options.pop("labels", SENTIMENT)
+        if options.get("calibration_text") == "IN_DOMAIN":
+            if args.split == "train" and args.sentences > IN_DOMAIN.start:
+                raise SystemExit(f"--sentences {args.sentences} would score the calibration sentences {IN_DOMAIN}")
+            options["calibration_text"] = unlabelled_training_sentences(args.data_dir)
         classifier = ZeroShotLMClassifier(model, tokenizer, labels, batch_size=args.batch_size, **options)
         start, cpu_start = time.perf_counter(), time.process_time()
         predicted = []

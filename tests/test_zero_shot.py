@@ -77,6 +77,15 @@ def test_calibration_removes_the_models_prior_for_a_label_word(tokenizer):
     expected = raw.label_log_likelihoods(TEXTS) - raw.label_log_likelihoods(["N/A"])
     got = [[result["scores"][label] for label in ("negative", "positive")] for result in calibrated(TEXTS)]
     torch.testing.assert_close(torch.tensor(got), expected.softmax(1))
+    # Several unlabelled texts of the task: the mean of their label scores is what is subtracted.
+    in_domain = ["A film.", "The plot, the actors and the music.", "Two hours at the cinema."]
+    calibrated = ZeroShotLMClassifier(model, tokenizer, labels, calibration_text=in_domain)
+    expected = raw.label_log_likelihoods(TEXTS) - raw.label_log_likelihoods(in_domain).mean(0)
+    got = [[result["scores"][label] for label in ("negative", "positive")] for result in calibrated(TEXTS)]
+    torch.testing.assert_close(torch.tensor(got), expected.softmax(1))
+    for bad in ([], ["A film.", ""], ["A film.", None]):
+        with pytest.raises(ValueError, match="calibration_text must be"):
+            ZeroShotLMClassifier(model, tokenizer, labels, calibration_text=bad)
 
 
 def test_bad_settings_are_refused(tokenizer):
