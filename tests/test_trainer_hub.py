@@ -409,3 +409,22 @@ def test_final_metrics_take_the_last_logged_values():
     logged = history + [{"eval_perplexity": 19.5, "step": 2}]
     assert final_metrics(logged, "language-modeling") == {"train_loss": 3.5, "eval_loss": 3.0, "perplexity": 19.5}
     assert final_metrics(history[2:], "classification") == {"train_loss": 3.75, "eval_loss": 3.0}
+
+
+def test_the_card_of_a_run_too_short_to_unfreeze_says_only_the_top_group_trained(tmp_path):
+    """One optimizer step leaves no room for a second unfreezing stage: the record keeps `trainable_groups=[1]` and
+    the card must say that nothing more was unfrozen (not "one more group was unfrozen at each epoch")."""
+    args = ULMFiTTrainingArguments(
+        output_dir=str(tmp_path / "run"), learning_rate=1e-3, num_train_epochs=1, per_device_train_batch_size=8,
+        unfreezing_schedule="partial", dataset_name="stanfordnlp/sst2", **COMMON,
+    )  # fmt: skip
+    trainer = ULMFiTTrainer(model=tiny_bert(), args=args, train_dataset=classification_dataset(size=8))
+    trainer.train()
+    (stage,) = trainer.training_record().stages
+    assert (stage.num_train_steps, stage.trainable_groups, stage.unfreeze_at_fractions) == (1, [1], None)
+    card = build_model_card(trainer.model, None, trainer.training_record(), "me/x").text
+    assert (
+        f"Gradual unfreezing: the run was too short for a second stage, so only the top 1 of {stage.num_layer_groups} "
+        "layer group trained and nothing more was unfrozen." in card
+    )
+    assert "one more group was unfrozen" not in card

@@ -113,6 +113,14 @@ def test_cli_zero_shot_writes_the_classifiers_answers(tokenizer, tmp_path, capsy
         assert line["label"] == answer["label"]
         assert line["scores"] == pytest.approx(answer["scores"], abs=1e-6)
 
+    # Several calibration texts: the mean of their label scores is subtracted, as in the Python API.
+    in_domain = ["A film.", "Two hours at the cinema."]
+    assert main([*argv, "--calibration_text", *in_domain]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    expected = ZeroShotLMClassifier(model, tokenizer, LABELS, calibration_text=in_domain)(TEXTS)
+    for line, answer in zip(lines, expected, strict=True):
+        assert line["scores"] == pytest.approx(answer["scores"], abs=1e-6)
+
     assert main(argv[:6] + ["--label_words", "bad"]) == 2
     assert "label_words has 1 entries for 2 labels" in capsys.readouterr().err
     assert main(["zero-shot", "--model_name_or_path", str(tmp_path / "nowhere"), "--labels", "a", "b"]) == 2

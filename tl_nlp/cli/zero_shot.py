@@ -39,8 +39,12 @@ class ZeroShotArguments:
     chat: bool = field(
         default=False, metadata={"help": "Ask in the tokenizer's chat template (measured worse for small models)."}
     )
-    calibration_text: str | None = field(
-        default=None, metadata={"help": "Content-free text (e.g. 'N/A') whose label scores are subtracted."}
+    calibration_text: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Content-free text(s) (e.g. 'N/A', or a few unlabelled texts of the task) whose mean label "
+            "scores are subtracted: --calibration_text 'N/A' '' ."
+        },
     )
     input_file: str | None = field(
         default=None, metadata={"help": "Text file with one text per line; standard input when not given."}

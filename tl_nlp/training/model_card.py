@@ -70,6 +70,14 @@ def unfreezing_sentence(stage: ULMFiTStage, when: str) -> str:
     schedule: fastai's IMDb one unfreezes the rest at once at its last stage, 'partial' can stop short), else the
     plain one-group-per-stage sentence of records made before they were kept."""
     groups, fractions = stage.trainable_groups, stage.unfreeze_at_fractions
+    if groups and len(groups) == 1 and not fractions:
+        # A run too short for a second unfreezing stage (fewer optimizer steps than stages): nothing was unfrozen.
+        total = stage.num_layer_groups
+        trained = f"{groups[0]} of {total}" if total else str(groups[0])
+        return (
+            f"Gradual unfreezing: the run was too short for a second stage, so only the top {trained} layer "
+            f"group{'s' if groups[0] > 1 else ''} trained and nothing more was unfrozen."
+        )
     if not groups or fractions is None or len(groups) != len(fractions) + 1:
         return (
             f"Gradual unfreezing: only the top layer group trained at first, and one more group was unfrozen {when}."
