@@ -7,9 +7,11 @@ For each task and seed, two runs on the same checkpoint, the same training rows,
 - `stock`: transformers' own classes (`AutoModelForSequenceClassification` with the task's `problem_type`,
   `AutoModelForMultipleChoice`), its collators and `Trainer` with its defaults (AdamW, lr 5e-5, linear decay).
 - `ulmfit`: tl_nlp's task layer (`infer_task`, `encode_task_dataset`, `task_model_from_pretrained`) and
-  `ClassificationTrainer` with the ULMFiT techniques: discriminative rates (2.6), STLR, gradual unfreezing, with the
-  top rate and unfreezing fractions of the SST-2 benchmark (`benchmarks/bench_sst2_minilm.py`: 1e-3, chosen there on
-  held-out training sentences).
+  `ClassificationTrainer` with the recipe's classifier defaults (`ClassifierTrainingArguments`, what `tl-nlp
+  train-classifier --task ...` trains with): discriminative rates (decay 1.25 per group for Transformers), STLR
+  with the top rate 2e-4, gradual unfreezing on the 'auto' schedule. `--ulmfit_lr`, `--ulmfit_decay` and
+  `--unfreeze_at_fractions` override them (the first measurements used 1e-3, 2.6 and the SST-2 benchmark's
+  fractions).
 
 Scores: RTE validation accuracy, STS-B validation Pearson / Spearman, SST-5 test accuracy and macro-F1 (as classes)
 and Pearson / Spearman and rounded accuracy (as a score), GoEmotions test macro-F1 (threshold chosen on validation
@@ -63,8 +65,9 @@ from tl_nlp.metrics import (  # noqa: E402
     regression_metrics,
 )
 from tl_nlp.models.task_models import task_model_from_pretrained  # noqa: E402
+from tl_nlp.recipe.config import ClassifierTrainingArguments  # noqa: E402
 from tl_nlp.tasks import infer_task  # noqa: E402
-from tl_nlp.training import ClassificationTrainer, ULMFiTTrainingArguments  # noqa: E402
+from tl_nlp.training import ClassificationTrainer  # noqa: E402
 from tl_nlp.zero_shot import ZeroShotMultipleChoice  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -181,11 +184,14 @@ def run_fine_tuning(task_name: str, kind: str, seed: int, options, model_dir: Pa
         )
     else:
         model = task_model_from_pretrained(str(model_dir), spec, "encoder", id2label)
-        args = ULMFiTTrainingArguments(
+        overrides = {
+            "discriminative_lr_decay": options.ulmfit_decay,
+            "unfreeze_at_fractions": options.unfreeze_at_fractions,
+        }
+        args = ClassifierTrainingArguments(
             **common,
-            learning_rate=options.ulmfit_lr,
-            discriminative_lr_decay=2.6,
-            unfreeze_at_fractions=options.unfreeze_at_fractions,
+            learning_rate=options.ulmfit_lr or ClassifierTrainingArguments.LEARNING_RATES["transformer"],
+            **{name: value for name, value in overrides.items() if value is not None},
         )
         trainer = ClassificationTrainer(
             model=model, args=args, train_dataset=train_set, data_collator=TaskDataCollator(tokenizer)
@@ -215,6 +221,14 @@ def run_fine_tuning(task_name: str, kind: str, seed: int, options, model_dir: Pa
         "num_train": len(train_set),
         "num_eval": len(eval_set),
         "epochs": options.epochs,
+        "batch_size": options.batch_size,
+        "learning_rate": trainer.args.learning_rate,
+        # The rate decay and unfreezing schedule the ULMFiT arm trained with (None: the recipe's defaults).
+        **(
+            {"ulmfit_decay": options.ulmfit_decay, "unfreeze_at_fractions": options.unfreeze_at_fractions}
+            if kind == "ulmfit"
+            else {}
+        ),
         "train_seconds": round(train_seconds, 1),
         "metrics": metrics,
     }
@@ -265,9 +279,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--max_length", type=int, default=128)
-    parser.add_argument("--ulmfit_lr", type=float, default=1e-3)
+    parser.add_argument("--ulmfit_lr", type=float, default=None, help="default: the recipe's (2e-4)")
+    parser.add_argument("--ulmfit_decay", type=float, default=None, help="default: the recipe's (1.25)")
     parser.add_argument(
-        "--unfreeze_at_fractions", type=float, nargs="+", default=[0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35]
+        "--unfreeze_at_fractions", type=float, nargs="+", default=None, help="default: the recipe's 'auto' schedule"
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output_dir", default="runs/bench_tasks")
