@@ -152,3 +152,32 @@ def test_missing_gguf_package_is_one_line_from_the_cli(gguf_folder, tmp_path, mo
         main(["zero-shot", "--model_name_or_path", str(gguf_folder), "--gguf_file", NAME, "--labels", "a", "b"]) == 2
     )
     assert "tl_nlp[gguf]" in capsys.readouterr().err
+
+
+def test_a_task_beyond_one_text_trains_from_a_gguf_file(gguf_folder, tmp_path, capsys):
+    """Multiple choice from a GGUF file (`tl-nlp train-classifier --gguf_file ... --task multiple_choice`): GPT's
+    delimiter tokens are added and the embeddings resized on the dequantised model, which saves as a plain folder
+    that `predict` reads."""
+    from tl_nlp.cli import main
+
+    rows = [
+        {"premise": text, "choice1": CORPUS[(i + 1) % len(CORPUS)], "choice2": CORPUS[(i + 2) % len(CORPUS)],
+         "label": i % 2}
+        for i, text in enumerate(CORPUS * 2)
+    ]  # fmt: skip
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    argv = ["train-classifier", "--model_name_or_path", str(gguf_folder), "--gguf_file", NAME, "--train_file",
+            str(train), "--output_dir", str(tmp_path / "mc"), "--max_steps", "1", "--max_length", "32",
+            "--per_device_train_batch_size", "4", "--disable_tqdm", "true"]  # fmt: skip
+    assert main(argv) == 0
+    assert "task: multiple_choice (premise + choice1 + choice2 -> label)" in capsys.readouterr().out
+    config = json.loads((tmp_path / "mc" / "config.json").read_text())
+    assert "quantization_config" not in config and config["architectures"] == ["LlamaForSequenceClassification"]
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "mc")
+    assert config["vocab_size"] == len(tokenizer) > load_tokenizer(str(gguf_folder), gguf_file=NAME).vocab_size
+    question = tmp_path / "question.jsonl"
+    question.write_text(json.dumps({"text": CORPUS[0], "choices": [CORPUS[1], CORPUS[2]]}) + "\n")
+    assert main(["predict", "--model_name_or_path", str(tmp_path / "mc"), "--input_file", str(question)]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["choice"] in (CORPUS[1], CORPUS[2])

@@ -22,6 +22,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForMultipleChoice, AutoModelForSequenceClassification
 from transformers.modeling_outputs import MultipleChoiceModelOutput, SequenceClassifierOutput
 
+from .. import gguf
 from ..tasks import TaskSpec, task_of_config
 
 MODES = ("choices", "sum")
@@ -184,7 +185,8 @@ def task_model_from_pretrained(
     """A new model for the task on a pretrained checkpoint (a new head; the task written into its config).
 
     Args:
-        model_name_or_path: the checkpoint (a language model or encoder folder, or a Hub id).
+        model_name_or_path: the checkpoint (a language model or encoder folder, a Hub id, or a GGUF file:
+            `folder/x.gguf`, dequantised by `tl_nlp.gguf.load_model`).
         spec: the task.
         family: `"encoder"`, `"decoder"` or `"awd_lstm"` (`tl_nlp.data.task_encoding.task_family`).
         id2label: class names (classes, multi-label); regression and multiple choice have none.
@@ -195,12 +197,16 @@ def task_model_from_pretrained(
     values: dict[str, Any] = dict(config_overrides)
     if spec.task == "multiple_choice":
         if family == "encoder":
-            model = AutoModelForMultipleChoice.from_pretrained(
-                model_name_or_path, trust_remote_code=trust_remote_code, **values
+            model = gguf.load_model(
+                AutoModelForMultipleChoice, model_name_or_path, trust_remote_code=trust_remote_code, **values
             )
         else:
-            model = AutoModelForSequenceClassification.from_pretrained(
-                model_name_or_path, num_labels=1, trust_remote_code=trust_remote_code, **values
+            model = gguf.load_model(
+                AutoModelForSequenceClassification,
+                model_name_or_path,
+                num_labels=1,
+                trust_remote_code=trust_remote_code,
+                **values,
             )
     else:
         if id2label is not None:
@@ -209,8 +215,12 @@ def task_model_from_pretrained(
             )
         else:
             values["num_labels"] = 1
-        model = AutoModelForSequenceClassification.from_pretrained(
-            model_name_or_path, problem_type=spec.problem_type, trust_remote_code=trust_remote_code, **values
+        model = gguf.load_model(
+            AutoModelForSequenceClassification,
+            model_name_or_path,
+            problem_type=spec.problem_type,
+            trust_remote_code=trust_remote_code,
+            **values,
         )
     if vocab_size is not None and vocab_size != model.get_input_embeddings().weight.size(0):
         model.resize_token_embeddings(vocab_size)
