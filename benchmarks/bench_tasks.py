@@ -333,6 +333,42 @@ def run_zero_shot_copa(options) -> dict:
     return result
 
 
+# The main score of each task, for the summary table.
+MAIN_METRIC = {
+    "rte": "accuracy",
+    "stsb": "spearman",
+    "sst5": "accuracy",
+    "sst5_regression": "spearman",
+    "go_emotions": "macro_f1",
+    "copa": "accuracy",
+}
+
+
+def summary_table(results_file: str) -> str:
+    """A markdown table of a results file: per task, arm and model, the mean, standard deviation and range of the
+    task's main score over seeds (runs of the same settings; a re-run of a seed counts once, its last)."""
+    runs: dict[tuple, dict[int, float]] = {}
+    for line in Path(results_file).read_text(encoding="utf-8").splitlines():
+        result = json.loads(line)
+        if result["task"] not in MAIN_METRIC:
+            continue
+        model = Path(result.get("model", "all-MiniLM-L6-v2")).name
+        key = (result["task"], result["trainer"], model, result["num_train"], result["epochs"])
+        runs.setdefault(key, {})[result["seed"]] = result["metrics"][MAIN_METRIC[result["task"]]]
+    rows = [
+        "| task (score) | arm | model | rows x epochs | seeds | mean | std | range |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (task, arm, model, rows_count, epochs), scores in sorted(runs.items()):
+        values = list(scores.values())
+        spread = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+        rows.append(
+            f"| {task} ({MAIN_METRIC[task]}) | {arm} | {model} | {rows_count} x {epochs:g} | {len(values)} | "
+            f"{np.mean(values):.4f} | {spread:.4f} | {min(values):.4f}-{max(values):.4f} |"
+        )
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data_dir", default=str(REPO.parent / "shared" / "data"))
@@ -357,7 +393,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output_dir", default="runs/bench_tasks")
     parser.add_argument("--results", default="benchmarks/results/bench_tasks.jsonl")
+    parser.add_argument("--summary", action="store_true", help="print the table of --results and stop")
     options = parser.parse_args()
+    if options.summary:
+        print(summary_table(options.results))
+        return
     torch.set_num_threads(options.threads)
     datasets.disable_progress_bars()
     model_dir = Path(options.model_dir) if options.model_dir else None
