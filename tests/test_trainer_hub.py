@@ -3,6 +3,7 @@ folder the model was loaded from), `Trainer.push_to_hub` uploads a folder whose 
 `tl-nlp push` reads the saved record. Only the Hub API (`transformers.trainer.hf_api`) is replaced."""
 
 import copy
+import dataclasses
 import json
 import math
 import shutil
@@ -25,6 +26,7 @@ from tl_nlp.cli import main
 from tl_nlp.data import LanguageModelStreams, tokenize_dataset, tokenize_for_language_model, train_ulmfit_tokenizer
 from tl_nlp.hub import TRAINING_RECORD_FILE, ULMFiTStage, ULMFiTTrainingRecord, build_model_card
 from tl_nlp.training import ClassificationTrainer, LanguageModelTrainer, ULMFiTTrainer, ULMFiTTrainingArguments
+from tl_nlp.training.model_card import unfreezing_sentence
 from tl_nlp.training.training_record import final_metrics
 
 CORPUS = [
@@ -428,3 +430,8 @@ def test_the_card_of_a_run_too_short_to_unfreeze_says_only_the_top_group_trained
         "layer group trained and nothing more was unfrozen." in card
     )
     assert "one more group was unfrozen" not in card
+    # A model whose groups all train from the first step (a single stage covering every group) says so.
+    everything = dataclasses.replace(stage, trainable_groups=[stage.num_layer_groups])
+    assert unfreezing_sentence(everything, "at each epoch") == (
+        f"Gradual unfreezing: all {stage.num_layer_groups} layer groups trained from the start."
+    )

@@ -43,7 +43,7 @@ class ZeroShotArguments:
         default=None,
         metadata={
             "help": "Content-free text(s) (e.g. 'N/A', or a few unlabelled texts of the task) whose mean label "
-            "scores are subtracted: --calibration_text 'N/A' '' ."
+            "scores are subtracted: --calibration_text 'N/A' '[MASK]'."
         },
     )
     input_file: str | None = field(

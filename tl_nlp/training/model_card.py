@@ -73,6 +73,8 @@ def unfreezing_sentence(stage: ULMFiTStage, when: str) -> str:
     if groups and len(groups) == 1 and not fractions:
         # A run too short for a second unfreezing stage (fewer optimizer steps than stages): nothing was unfrozen.
         total = stage.num_layer_groups
+        if total is not None and groups[0] >= total:
+            return f"Gradual unfreezing: all {total} layer group{'s' if total > 1 else ''} trained from the start."
         trained = f"{groups[0]} of {total}" if total else str(groups[0])
         return (
             f"Gradual unfreezing: the run was too short for a second stage, so only the top {trained} layer "
