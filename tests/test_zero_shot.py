@@ -121,6 +121,9 @@ def test_cli_zero_shot_writes_the_classifiers_answers(tokenizer, tmp_path, capsy
     for line, answer in zip(lines, expected, strict=True):
         assert line["scores"] == pytest.approx(answer["scores"], abs=1e-6)
 
+    assert main([*argv, "--calibration_text", "N/A", " "]) == 2
+    assert "calibration_text: text 2 of 2 is empty" in capsys.readouterr().err
+
     assert main(argv[:6] + ["--label_words", "bad"]) == 2
     assert "label_words has 1 entries for 2 labels" in capsys.readouterr().err
     assert main(["zero-shot", "--model_name_or_path", str(tmp_path / "nowhere"), "--labels", "a", "b"]) == 2

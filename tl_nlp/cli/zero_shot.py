@@ -73,6 +73,12 @@ class ZeroShotArguments:
             )
         if self.template is not None and "{text}" not in self.template:
             raise ValueError(f"template must contain '{{text}}', got {self.template!r}.")
+        blank = [i + 1 for i, text in enumerate(self.calibration_text or []) if not text.strip()]
+        if blank:
+            raise ValueError(
+                f"calibration_text: text {blank[0]} of {len(self.calibration_text)} is empty; give non-empty "
+                "content-free texts such as 'N/A'."
+            )
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}.")
         if self.max_length is not None and self.max_length < 1:
