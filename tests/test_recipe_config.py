@@ -11,6 +11,7 @@ import pytest
 import torch
 from recipe_fixtures import save_tiny_bert, write_corpora
 from test_trainer_hub import RecordingHubApi
+from transformers import AutoTokenizer, pipeline
 
 import tl_nlp.hub
 from tl_nlp.cli import main
@@ -181,9 +182,64 @@ def test_evaluate_reads_the_length_the_classifier_was_trained_with(bert, corpora
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["eval_samples"] == 20
 
 
+def test_truncation_side_left_keeps_the_end_of_a_text_in_training_evaluate_and_pipeline(bert, corpora, tmp_path):
+    """The reference is transformers' own left truncation (`truncation_side="left"` on the checkpoint's tokenizer)."""
+    flags = ["--max_length", "6", "--truncation_side", "left"]
+    assert train_classifier_command(bert, corpora, tmp_path / "clf", *flags) == 0
+    text = TextData(str(corpora["train"])).load()["text"][0]
+    left = AutoTokenizer.from_pretrained(str(bert), truncation_side="left")
+    reference = left(text, truncation=True, max_length=6)
+    beginning = AutoTokenizer.from_pretrained(str(bert))(text, truncation=True, max_length=6)
+    assert reference["input_ids"] != beginning["input_ids"]  # the text is longer than 6 tokens
+    saved = AutoTokenizer.from_pretrained(str(tmp_path / "clf"))
+    assert (saved.truncation_side, saved.model_max_length) == ("left", 6)
+    [(_, encode)] = load_classifiers(str(tmp_path / "clf"))
+    assert encode(text)["input_ids"] == reference["input_ids"]
+    classify = pipeline("text-classification", model=str(tmp_path / "clf"), device="cpu")
+    assert classify.tokenizer(text, truncation=True)["input_ids"] == reference["input_ids"]
+    prepared = prepare_classifier(str(bert), TextData(str(corpora["train"])), tmp_path / "api", max_length=6,
+                                  truncation_side="left")  # fmt: skip
+    assert prepared.trainer.train_dataset["input_ids"][0] == reference["input_ids"]
+
+
+def test_truncation_side_is_refused_where_nothing_is_cut_and_checked_on_the_command_line(
+    bert, awd_lstm, corpora, tmp_path, capsys
+):
+    data = TextData(str(corpora["train"]))
+    with pytest.raises(RecipeError, match="reads whole documents"):
+        prepare_classifier(str(awd_lstm), data, tmp_path / "whole", truncation_side="left")
+    cut = prepare_classifier(str(awd_lstm), data, tmp_path / "cut", max_length=5, truncation_side="left")
+    reference = AutoTokenizer.from_pretrained(str(awd_lstm), truncation_side="left")
+    assert cut.trainer.train_dataset["input_ids"][0] == reference(data.load()["text"][0], truncation=True,
+                                                                  max_length=5)["input_ids"]  # fmt: skip
+    assert train_classifier_command(bert, corpora, tmp_path / "clf", "--truncation_side", "middle") == 2
+    assert "truncation_side must be 'right' (keep a text's beginning) or 'left'" in capsys.readouterr().err
+
+
+def test_ulmfit_command_gives_max_length_and_truncation_side_to_its_classifier_stage(bert, corpora, tmp_path):
+    argv = [
+        "ulmfit",
+        "--model_name_or_path", str(bert),
+        "--train_file", str(corpora["train"]),
+        "--class_names", "neg", "pos",
+        "--output_dir", str(tmp_path / "run"),
+        "--max_steps", "1",
+        "--max_length", "7",
+        "--truncation_side", "left",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    saved = AutoTokenizer.from_pretrained(str(tmp_path / "run" / "classifier"))
+    assert (saved.model_max_length, saved.truncation_side) == (7, "left")
+
+
 def test_feature_extraction_refuses_options_it_cannot_use(awd_lstm, corpora, tmp_path):
     data = TextData(str(corpora["train"]))
-    for options in ({"max_length": 8}, {"training_args": {"learning_rate": 1e-3}}, {"save_adapter": True}):
+    for options in (
+        {"max_length": 8},
+        {"training_args": {"learning_rate": 1e-3}},
+        {"save_adapter": True},
+        {"truncation_side": "left"},
+    ):
         with pytest.raises((RecipeError, ValueError), match="cannot use|save_adapter"):
             train_classifier(str(awd_lstm), data, tmp_path, method="feature_extraction", **options)
 

@@ -80,6 +80,7 @@ def run_classifier_command(
         label_names=data.class_names,
         training_args=training,
         max_length=model.max_length,
+        truncation_side=model.truncation_side,
         trust_remote_code=model.trust_remote_code,
         method=method,
         hub=hub,
@@ -160,6 +161,8 @@ def run_ulmfit_command(
         method=method,
         hub=hub,
         task=task,
+        max_length=model.max_length,
+        truncation_side=model.truncation_side,
         **model.language_model_options(),
     )
     summary = {name: result if isinstance(result, dict) else result.metrics for name, result in results.items()}
@@ -201,6 +204,7 @@ def run_lr_find_command(
             label_names=data.class_names,
             training_args=training,
             max_length=model.max_length,
+            truncation_side=model.truncation_side,
             trust_remote_code=model.trust_remote_code,
         )
     else:

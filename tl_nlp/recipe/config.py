@@ -175,6 +175,14 @@ class ModelArguments:
             "context; AWD-LSTM: whole documents by default, else their first max_length tokens)."
         },
     )
+    truncation_side: str = field(
+        default="right",
+        metadata={
+            "help": "Which end of a classifier input longer than max_length is cut: 'right' keeps its beginning "
+            "(transformers' default), 'left' keeps its end (long reviews, whose verdict tends to come last). Saved "
+            "with the tokenizer, so evaluate, predict and pipeline(..., truncation=True) read the same tokens."
+        },
+    )
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow a Hub checkpoint's own code."})
 
     def __post_init__(self):
@@ -192,6 +200,7 @@ class ModelArguments:
                 raise ValueError(f"{name} must be >= {minimum}, got {getattr(self, name)}")
         if self.max_length is not None and self.max_length < 1:
             raise ValueError(f"max_length must be >= 1 (or not given), got {self.max_length}")
+        check_truncation_side(self.truncation_side)
         if self.tokenizer_type not in ("word", "bpe", "unigram"):
             raise ValueError(f"tokenizer_type must be 'word', 'bpe' or 'unigram', got {self.tokenizer_type!r}")
         if self.lm_objective not in ("auto", "stream", "masked", "causal"):
@@ -222,6 +231,18 @@ class ModelArguments:
             "mlm_probability": self.mlm_probability,
             "trust_remote_code": self.trust_remote_code,
         }
+
+
+TRUNCATION_SIDES = ("right", "left")
+
+
+def check_truncation_side(truncation_side: str) -> None:
+    """Raises `ValueError` for a `truncation_side` tokenizers do not know."""
+    if truncation_side not in TRUNCATION_SIDES:
+        raise ValueError(
+            f"truncation_side must be 'right' (keep a text's beginning) or 'left' (keep its end), got "
+            f"{truncation_side!r}"
+        )
 
 
 def check_method(

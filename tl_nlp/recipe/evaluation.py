@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from ..data import check_texts, encode_labels, ensemble_predict
 from ..metrics import Accuracy, MacroF1
 from ..task_predictions import TaskPredictor
 from ..tasks import TaskSpec, task_of_config
+from .config import check_truncation_side
 from .data import DataLike, RecipeError, TextData, as_dataset, columns_of, load_rows, source_name
 from .loading import check_model_path, load_config, load_tokenizer
 
@@ -39,6 +41,32 @@ def classification_tokenizer(tokenizer, config, max_length: int | None = None):
     max_length = max_length or DEFAULT_MAX_LENGTH
     context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or max_length
     return functools.partial(tokenizer, truncation=True, max_length=min(max_length, context))
+
+
+def set_truncation(
+    tokenizer,
+    max_length: int | None,
+    truncation_side: str,
+    reads_whole_documents: bool,
+    context: int | None = None,
+) -> None:
+    """Sets how a new classifier reads a text on its tokenizer, which the stage saves, so that evaluation, `predict`
+    and `pipeline(..., truncation=True)` read what it was trained on: `model_max_length` (`max_length`, default 512,
+    at most `context`) and `truncation_side` (`"right"` keeps a text's beginning, `"left"` its end).
+
+    A model that reads whole documents (AWD-LSTM with BPT3C) keeps its tokenizer as it is unless `max_length` is
+    given; cutting from the left means nothing there and is refused rather than ignored.
+    """
+    check_truncation_side(truncation_side)
+    if reads_whole_documents and max_length is None:
+        if truncation_side != "right":
+            raise RecipeError(
+                f"truncation_side={truncation_side!r}: an AWD-LSTM classifier reads whole documents (BPT3C) and cuts "
+                "nothing; give max_length too, or drop truncation_side"
+            )
+        return
+    tokenizer.model_max_length = min(max_length or DEFAULT_MAX_LENGTH, context or math.inf)
+    tokenizer.truncation_side = truncation_side
 
 
 def load_classifiers(

@@ -30,7 +30,7 @@ from ..task_predictions import TaskPredictor
 from ..tasks import TaskSpec, infer_task
 from .config import HubArguments, TaskArguments, TrainingLike, check_method, stage_training_arguments
 from .data import DataLike, RecipeError, TextData, data_description, load_rows, source_name
-from .evaluation import DEFAULT_MAX_LENGTH
+from .evaluation import set_truncation
 from .loading import load_config, load_tokenizer, model_family, objective_or_none
 from .methods import check_model_for_method, classifier_trainer, model_to_save, parameter_counts, wrap_classifier
 from .results import PreparedStage, StageResult, print_metrics, save_trained_stage, stage_folder
@@ -83,6 +83,7 @@ def prepare_task_classifier(
     trust_remote_code: bool = False,
     method: str = "full",
     auxiliary_lm_weight: float = 0.0,
+    truncation_side: str = "right",
 ) -> PreparedStage:
     """The classifier stage of a task before `train()`: its rows checked and encoded for the model family, the task
     model (a new head; GPT's tokens added and embeddings resized for decoders) and its trainer.
@@ -95,7 +96,8 @@ def prepare_task_classifier(
         task: the task and its columns ([`TaskArguments`]; inferred from the data where not given).
         eval_data: validation rows: the task's metrics after training, and the multi-label threshold.
         label_names: class names in id order (classes, multi-label; default: the dataset's `ClassLabel` names).
-        training_args, max_length, trust_remote_code: as for `prepare_classifier`.
+        training_args, max_length, trust_remote_code, truncation_side: as for `prepare_classifier` (a pair is
+            cut on the side `truncation_side` names, its longer text first).
         method: `"full"` (LoRA and feature extraction are for single texts: use `prepare_classifier`).
         auxiliary_lm_weight: GPT's auxiliary LM loss (AWD-LSTM and GPT-style models; every sequence of a row).
     """
@@ -123,16 +125,18 @@ def prepare_task_classifier(
     print(f"  task: {spec.describe()}" + (f" ({reason})" if reason else ""))
     if family == "awd_lstm" and max_length is not None:
         raise RecipeError(f"max_length={max_length}: an AWD-LSTM classifier reads whole documents; drop max_length")
+    if family == "awd_lstm" and truncation_side != "right":
+        raise RecipeError(
+            f"truncation_side={truncation_side!r}: an AWD-LSTM classifier reads whole documents; drop truncation_side"
+        )
     args, settings = stage_training_arguments(
         "classifier", training_args, output_dir, model_family(config), data_description(train_data)
     )
     if family == "decoder":
         add_task_tokens(tokenizer)
     if family != "awd_lstm":
-        # Saved with the tokenizer, so evaluation and pipeline() read what the model was trained on.
-        tokenizer.model_max_length = max_length or DEFAULT_MAX_LENGTH
         context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-        tokenizer.model_max_length = min(tokenizer.model_max_length, context or tokenizer.model_max_length)
+        set_truncation(tokenizer, max_length, truncation_side, reads_whole_documents=False, context=context)
     names = list(label_names) if label_names is not None else label_names_of(train_rows, spec.label_column)
     encode = dict(spec=spec, tokenizer=tokenizer, family=family, max_length=tokenizer.model_max_length)
     train, id2label, _ = encode_task_dataset(train_rows, label_names=names, source=source_name(train_data), **encode)

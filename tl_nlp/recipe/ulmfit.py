@@ -40,6 +40,8 @@ def run_ulmfit(
     feature_pooling: str = "auto",
     hub: HubArguments | None = None,
     task: TaskArguments | None = None,
+    max_length: int | None = None,
+    truncation_side: str = "right",
     **language_model_options: Any,
 ) -> dict[str, StageResult | dict[str, float]]:
     """ULMFiT end to end: (1) a general-domain language model, (2) fine-tuned on target-domain text, (3) a
@@ -68,6 +70,7 @@ def run_ulmfit(
         hub: upload the (forward) classifier's folder with its model card, which describes all its stages.
         task: the classifier stage's task and its columns ([`TaskArguments`]; inferred from `train_data` when not
             given): pairs, regression, multi-label and multiple choice as well as single texts.
+        max_length, truncation_side: how the classifier stage reads a text (see [`prepare_classifier`]).
         language_model_options: further [`train_language_model`] arguments for stages 1-2 (`model_config`,
             `vocab_size`, `bptt`, `block_size`, ...).
 
@@ -129,6 +132,7 @@ def run_ulmfit(
             hub=None if is_backward else hub,
             task=task,
             **method_options,
+            **_reading_options(max_length, truncation_side),
         )
     if backwards and eval_data is not None:
         results["ensemble"] = evaluate_classifier(
@@ -136,6 +140,16 @@ def run_ulmfit(
         )
         print(f"forward + backward ensemble: {results['ensemble']}")
     return results
+
+
+def _reading_options(max_length: int | None, truncation_side: str) -> dict[str, Any]:
+    """The classifier stage's reading options that differ from its defaults (feature extraction refuses any)."""
+    options: dict[str, Any] = {}
+    if max_length is not None:
+        options["max_length"] = max_length
+    if truncation_side != "right":
+        options["truncation_side"] = truncation_side
+    return options
 
 
 # Options that only make sense when stage 1 builds a new model.
