@@ -315,6 +315,9 @@ def test_a_bert_classifier_trained_with_ulmfit_trainer_gets_its_own_card(tmp_pat
     assert "custom_code" not in card.data.tags and card.data.eval_results is None  # it was not evaluated
     assert "(`BertForSequenceClassification`, architecture `bert`)" in card.text
     assert 'AutoModelForSequenceClassification.from_pretrained("someone/tiny-bert-ulmfit")' in card.text
+    # transformers' pipeline and tokenizer do not cut a text unless asked: one past the context would fail.
+    assert '(["First text to classify.", "Another one."], truncation=True)' in card.text
+    assert 'tokenizer(["A text."], truncation=True, return_tensors="pt")' in card.text
     assert "trust_remote_code" not in card.text and "AWD-LSTM" not in card.text
     assert "at most 32 tokens at a time" in card.text and "No tokenizer was saved with it" in card.text
     assert (

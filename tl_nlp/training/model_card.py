@@ -179,10 +179,15 @@ def _usage_snippet(model: nn.Module, repo_id: str, objective: str, tokenizer) ->
     if not isinstance(model, AWDLSTMPreTrainedModel):
         pipeline_tag, auto_class, _ = OBJECTIVE_TASKS[objective]
         call = {
-            "text-classification": '(["First text to classify.", "Another one."])',
+            # transformers' pipeline does not truncate unless asked: the saved tokenizer says how long and from
+            # which end the classifier read its texts, and a text past the context length would fail.
+            "text-classification": '(["First text to classify.", "Another one."], truncation=True)',
             "text-generation": '("The movie", max_new_tokens=40, do_sample=True, top_k=50)',
             "fill-mask": f'("The movie was {getattr(tokenizer, "mask_token", None) or "[MASK]"}.")',
         }[pipeline_tag]
+        tokenizer_options = (
+            "truncation=True, " if pipeline_tag == "text-classification" else ""
+        ) + 'return_tensors="pt"'
         return f"""```python
 from transformers import {auto_class}, AutoTokenizer, pipeline
 
@@ -191,7 +196,7 @@ print(pipeline("{pipeline_tag}", model="{repo_id}"){call})
 # Or step by step:
 tokenizer = AutoTokenizer.from_pretrained("{repo_id}")
 model = {auto_class}.from_pretrained("{repo_id}").eval()
-outputs = model(**tokenizer(["A text."], return_tensors="pt"))
+outputs = model(**tokenizer(["A text."], {tokenizer_options}))
 ```"""
     if isinstance(model, AWDLSTMForSequenceClassification):
         return f"""```python
