@@ -208,6 +208,9 @@ def test_transfer_demo(tmp_path, tiny_bert_folder):
     assert 0 <= metrics["metrics"]["eval_accuracy"] <= 1
     assert metrics["seconds"]["wall"] > 0 and metrics["seconds"]["cpu"] > 0
     classify = pipeline("text-classification", model=str(tmp_path / "classifier"), device="cpu")
+    # The demo trains on each review's last 32 tokens (--max_length) and reads up to 512 from the end at inference,
+    # capped by the tiny BERT's 64 positions; the saved tokenizer carries both, so pipeline() reads the same.
+    assert (classify.tokenizer.truncation_side, classify.tokenizer.model_max_length) == ("left", 64)
     for served in metrics["pipeline"]:
-        again = classify(served["text"])[0]
+        again = classify(served["text"], truncation=True)[0]
         assert again["label"] == served["label"] and again["score"] == pytest.approx(served["score"], abs=1e-5)

@@ -121,7 +121,7 @@ def test_push_to_hub_on_a_stage_command_uploads_the_folder_with_its_card(bert, c
     uploaded = tmp_path / "uploaded"
     api = RecordingHubApi(uploaded)
     monkeypatch.setattr(tl_nlp.hub, "HfApi", lambda token=None: api)
-    flags = ("--push_to_hub", "--hub_model_id", "me/tiny-classifier")
+    flags = ("--push_to_hub", "--hub_model_id", "me/tiny-classifier", "--max_length", "6", "--truncation_side", "left")
     assert train_classifier_command(bert, corpora, tmp_path / "out", *flags) == 0
     assert api.calls == [("create_repo", "me/tiny-classifier"), ("upload_folder", "me/tiny-classifier")]
     files = {p.name for p in uploaded.iterdir()}
@@ -130,6 +130,7 @@ def test_push_to_hub_on_a_stage_command_uploads_the_folder_with_its_card(bert, c
     assert "me/tiny-classifier" in card and "text-classification" in card
     assert "peak learning rate was 0.0002" in card and "`learning_rate` default" in card
     assert "local file data/train.csv" in card  # the real data, not "local csv files"
+    assert "with `truncation=True`, cuts a longer text to 6 tokens and keeps its end" in card
 
 
 def test_push_to_hub_on_a_language_model_stage(awd_lstm, corpora, tmp_path, monkeypatch):
@@ -202,12 +203,34 @@ def test_truncation_side_left_keeps_the_end_of_a_text_in_training_evaluate_and_p
     assert prepared.trainer.train_dataset["input_ids"][0] == reference["input_ids"]
 
 
+def test_inference_max_length_trains_on_short_inputs_and_saves_the_longer_reading(bert, corpora, tmp_path):
+    flags = ["--max_length", "6", "--inference_max_length", "9", "--validation_file", str(corpora["test"])]
+    assert train_classifier_command(bert, corpora, tmp_path / "clf", *flags) == 0
+    text = TextData(str(corpora["train"])).load()["text"][0]
+    checkpoint = AutoTokenizer.from_pretrained(str(bert))
+    assert AutoTokenizer.from_pretrained(str(tmp_path / "clf")).model_max_length == 9
+    [(_, encode)] = load_classifiers(str(tmp_path / "clf"))
+    assert encode(text)["input_ids"] == checkpoint(text, truncation=True, max_length=9)["input_ids"]
+    data = TextData(str(corpora["train"]))
+    prepared = prepare_classifier(str(bert), data, tmp_path / "api", eval_data=TextData(str(corpora["test"])),
+                                  max_length=6, inference_max_length=9)  # fmt: skip
+    assert (
+        prepared.trainer.train_dataset["input_ids"][0] == checkpoint(text, truncation=True, max_length=6)["input_ids"]
+    )
+    assert max(prepared.eval_dataset["length"]) > 6  # held-out texts are read as the saved classifier reads them
+    assert prepared.tokenize(data)["input_ids"][0] == encode(text)["input_ids"]
+    # Never past the context (the tiny BERT's 64 positions), as for max_length.
+    longest = prepare_classifier(str(bert), data, tmp_path / "long", max_length=6, inference_max_length=1000)
+    assert longest.tokenizer.model_max_length == 64
+
+
 def test_truncation_side_is_refused_where_nothing_is_cut_and_checked_on_the_command_line(
     bert, awd_lstm, corpora, tmp_path, capsys
 ):
     data = TextData(str(corpora["train"]))
-    with pytest.raises(RecipeError, match="reads whole documents"):
-        prepare_classifier(str(awd_lstm), data, tmp_path / "whole", truncation_side="left")
+    for option in ({"truncation_side": "left"}, {"inference_max_length": 9}):
+        with pytest.raises(RecipeError, match="reads whole documents"):
+            prepare_classifier(str(awd_lstm), data, tmp_path / "whole", **option)
     cut = prepare_classifier(str(awd_lstm), data, tmp_path / "cut", max_length=5, truncation_side="left")
     reference = AutoTokenizer.from_pretrained(str(awd_lstm), truncation_side="left")
     assert cut.trainer.train_dataset["input_ids"][0] == reference(data.load()["text"][0], truncation=True,
@@ -216,7 +239,7 @@ def test_truncation_side_is_refused_where_nothing_is_cut_and_checked_on_the_comm
     assert "truncation_side must be 'right' (keep a text's beginning) or 'left'" in capsys.readouterr().err
 
 
-def test_ulmfit_command_gives_max_length_and_truncation_side_to_its_classifier_stage(bert, corpora, tmp_path):
+def test_ulmfit_command_gives_its_reading_options_to_its_classifier_stage(bert, corpora, tmp_path):
     argv = [
         "ulmfit",
         "--model_name_or_path", str(bert),
@@ -230,6 +253,8 @@ def test_ulmfit_command_gives_max_length_and_truncation_side_to_its_classifier_s
     assert main(argv) == 0
     saved = AutoTokenizer.from_pretrained(str(tmp_path / "run" / "classifier"))
     assert (saved.model_max_length, saved.truncation_side) == (7, "left")
+    assert main([*argv, "--output_dir", str(tmp_path / "longer"), "--inference_max_length", "11"]) == 0
+    assert AutoTokenizer.from_pretrained(str(tmp_path / "longer" / "classifier")).model_max_length == 11
 
 
 def test_feature_extraction_refuses_options_it_cannot_use(awd_lstm, corpora, tmp_path):
@@ -239,6 +264,7 @@ def test_feature_extraction_refuses_options_it_cannot_use(awd_lstm, corpora, tmp
         {"training_args": {"learning_rate": 1e-3}},
         {"save_adapter": True},
         {"truncation_side": "left"},
+        {"inference_max_length": 9},
     ):
         with pytest.raises((RecipeError, ValueError), match="cannot use|save_adapter"):
             train_classifier(str(awd_lstm), data, tmp_path, method="feature_extraction", **options)

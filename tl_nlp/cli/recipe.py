@@ -81,6 +81,7 @@ def run_classifier_command(
         training_args=training,
         max_length=model.max_length,
         truncation_side=model.truncation_side,
+        inference_max_length=model.inference_max_length,
         trust_remote_code=model.trust_remote_code,
         method=method,
         hub=hub,
@@ -163,6 +164,7 @@ def run_ulmfit_command(
         task=task,
         max_length=model.max_length,
         truncation_side=model.truncation_side,
+        inference_max_length=model.inference_max_length,
         **model.language_model_options(),
     )
     summary = {name: result if isinstance(result, dict) else result.metrics for name, result in results.items()}

@@ -77,6 +77,7 @@ def prepare_classifier(
     save_adapter: bool = False,
     config_overrides: dict[str, Any] | None = None,
     truncation_side: str = "right",
+    inference_max_length: int | None = None,
 ) -> PreparedStage:
     """ULMFiT stage 3 before `train()` (see [`train_classifier`]): the classifier, its data and its trainer.
 
@@ -95,7 +96,11 @@ def prepare_classifier(
         truncation_side: which end of a longer input is cut, saved with the tokenizer: `"right"` keeps the
             beginning (transformers' default and fastai's, which reads documents from their start), `"left"` keeps
             the end. Sun et al. (2019, "How to Fine-Tune BERT for Text Classification") found IMDb reviews read
-            from their end better than from their beginning, and `make demo` measured the same (BENCHMARKS.md).
+            from their end slightly better than from their beginning (BENCHMARKS.md: `make demo`'s choice).
+        inference_max_length: longest input at evaluation, `predict` and `pipeline()` (saved as the tokenizer's
+            `model_max_length`; default `max_length`, capped by the context length). Training on shorter inputs
+            than the model reads later costs a fraction of the time: attention and feed-forward work grow with the
+            length, and a pretrained Transformer's position embeddings cover the longer inputs already.
         trust_remote_code: allow a Hub checkpoint's own code.
         method: `"full"` or `"lora"`, or [`ClassifierMethodArguments`] holding the method and its settings
             (`"feature_extraction"` has no Trainer: [`train_classifier`] runs it).
@@ -126,8 +131,16 @@ def prepare_classifier(
     args, settings = stage_training_arguments(
         "classifier", training_args, output_dir, model_family(config), data_description(train_data)
     )
-    set_truncation(tokenizer, max_length, truncation_side, reads_whole_documents=config.model_type == "awd_lstm")
-    encode = classification_tokenizer(tokenizer, config)
+    training_length = set_truncation(
+        tokenizer,
+        max_length,
+        truncation_side,
+        reads_whole_documents=config.model_type == "awd_lstm",
+        context=getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None),
+        inference_max_length=inference_max_length,
+    )
+    encode = classification_tokenizer(tokenizer, config, training_length)
+    inference_encode = classification_tokenizer(tokenizer, config)
     text_column, label_column = columns_of(train_data)
     train, id2label, label2id = tokenize_dataset(
         as_dataset(train_data), encode, text_column, label_column, label_names, source=source_name(train_data)
@@ -137,7 +150,7 @@ def prepare_classifier(
         eval_text, eval_label = columns_of(eval_data)
         names = [id2label[index] for index in range(len(id2label))]
         evaluation, _, _ = tokenize_dataset(
-            as_dataset(eval_data), encode, eval_text, eval_label, names, source=source_name(eval_data)
+            as_dataset(eval_data), inference_encode, eval_text, eval_label, names, source=source_name(eval_data)
         )
     set_seed(args.seed)  # the new head's weights
     model = load_model(
@@ -172,7 +185,7 @@ def prepare_classifier(
         save_adapter=save_adapter,
         parameter_counts=counts,
         settings=settings,
-        encode=encode,
+        encode=inference_encode,
         label_names=[id2label[index] for index in range(len(id2label))],
     )
 
@@ -307,6 +320,7 @@ def _train_feature_extraction_classifier(
     save_adapter: bool = False,
     hub: HubArguments | None = None,
     truncation_side: str = "right",
+    inference_max_length: int | None = None,
 ) -> StageResult:
     """`train_classifier(method="feature_extraction")`: features of the frozen AWD-LSTM encoder computed once, a
     head trained on them and written into the classifier's head; evaluated, saved like every stage."""
@@ -331,6 +345,7 @@ def _train_feature_extraction_classifier(
                 ("save_adapter", save_adapter),
                 ("max_length", max_length),
                 ("truncation_side", truncation_side != "right"),
+                ("inference_max_length", inference_max_length),
             )
             if value
         ]

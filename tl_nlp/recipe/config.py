@@ -175,6 +175,13 @@ class ModelArguments:
             "context; AWD-LSTM: whole documents by default, else their first max_length tokens)."
         },
     )
+    inference_max_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Transformers: longest classifier input at evaluate, predict and pipeline() (>= 1; default: "
+            "max_length), saved with the tokenizer; train on shorter inputs than the model reads later."
+        },
+    )
     truncation_side: str = field(
         default="right",
         metadata={
@@ -200,6 +207,8 @@ class ModelArguments:
                 raise ValueError(f"{name} must be >= {minimum}, got {getattr(self, name)}")
         if self.max_length is not None and self.max_length < 1:
             raise ValueError(f"max_length must be >= 1 (or not given), got {self.max_length}")
+        if self.inference_max_length is not None and self.inference_max_length < 1:
+            raise ValueError(f"inference_max_length must be >= 1 (or not given), got {self.inference_max_length}")
         check_truncation_side(self.truncation_side)
         if self.tokenizer_type not in ("word", "bpe", "unigram"):
             raise ValueError(f"tokenizer_type must be 'word', 'bpe' or 'unigram', got {self.tokenizer_type!r}")

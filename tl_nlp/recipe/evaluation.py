@@ -49,24 +49,37 @@ def set_truncation(
     truncation_side: str,
     reads_whole_documents: bool,
     context: int | None = None,
-) -> None:
+    inference_max_length: int | None = None,
+) -> int | None:
     """Sets how a new classifier reads a text on its tokenizer, which the stage saves, so that evaluation, `predict`
-    and `pipeline(..., truncation=True)` read what it was trained on: `model_max_length` (`max_length`, default 512,
-    at most `context`) and `truncation_side` (`"right"` keeps a text's beginning, `"left"` its end).
+    and `pipeline(..., truncation=True)` read what the stage chose: `model_max_length` (`inference_max_length`,
+    default `max_length`, default 512, never past `context`) and `truncation_side` (`"right"` keeps a text's
+    beginning, `"left"` its end).
 
-    A model that reads whole documents (AWD-LSTM with BPT3C) keeps its tokenizer as it is unless `max_length` is
-    given; cutting from the left means nothing there and is refused rather than ignored.
+    Returns the length training reads (`max_length`, default 512, at most `context`), or None for a model that reads
+    whole documents (AWD-LSTM with BPT3C and no `max_length`): its tokenizer stays as it is, and cutting from the
+    left or reading a length at inference mean nothing there, so they are refused rather than ignored.
     """
     check_truncation_side(truncation_side)
+    if inference_max_length is not None and inference_max_length < 1:
+        raise RecipeError(f"inference_max_length must be >= 1 (or not given), got {inference_max_length}")
     if reads_whole_documents and max_length is None:
-        if truncation_side != "right":
+        refused = [f"truncation_side={truncation_side!r}"] if truncation_side != "right" else []
+        if inference_max_length is not None:
+            refused.append(f"inference_max_length={inference_max_length}")
+        if refused:
             raise RecipeError(
-                f"truncation_side={truncation_side!r}: an AWD-LSTM classifier reads whole documents (BPT3C) and cuts "
-                "nothing; give max_length too, or drop truncation_side"
+                f"{', '.join(refused)}: an AWD-LSTM classifier reads whole documents (BPT3C) and cuts nothing; give "
+                "max_length too, or drop them"
             )
-        return
-    tokenizer.model_max_length = min(max_length or DEFAULT_MAX_LENGTH, context or math.inf)
+        return None
+    limit = context or math.inf
+    training_length = min(max_length or DEFAULT_MAX_LENGTH, limit)
+    tokenizer.model_max_length = min(inference_max_length or training_length, limit)
     tokenizer.truncation_side = truncation_side
+    # save_pretrained writes the init keywords (and model_max_length): without this the side would not be saved.
+    tokenizer.init_kwargs["truncation_side"] = truncation_side
+    return training_length
 
 
 def load_classifiers(

@@ -68,8 +68,8 @@ class PreparedStage:
     eval_rows: Any = None
 
     def tokenize(self, data: Any) -> Any:
-        """Labelled texts (`TextData`, a file or Hub name, or a dataset) read as this classifier stage reads its own
-        training data, e.g. a second held-out set for `trainer.evaluate`."""
+        """Labelled texts (`TextData`, a file or Hub name, or a dataset) read as the saved classifier will read them
+        (its `inference_max_length`), e.g. a second held-out set for `trainer.evaluate`."""
         text_column, label_column = columns_of(data)
         dataset, _, _ = tokenize_dataset(
             as_dataset(data), self.encode, text_column, label_column, self.label_names, source=source_name(data)

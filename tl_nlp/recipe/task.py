@@ -84,6 +84,7 @@ def prepare_task_classifier(
     method: str = "full",
     auxiliary_lm_weight: float = 0.0,
     truncation_side: str = "right",
+    inference_max_length: int | None = None,
 ) -> PreparedStage:
     """The classifier stage of a task before `train()`: its rows checked and encoded for the model family, the task
     model (a new head; GPT's tokens added and embeddings resized for decoders) and its trainer.
@@ -96,8 +97,8 @@ def prepare_task_classifier(
         task: the task and its columns ([`TaskArguments`]; inferred from the data where not given).
         eval_data: validation rows: the task's metrics after training, and the multi-label threshold.
         label_names: class names in id order (classes, multi-label; default: the dataset's `ClassLabel` names).
-        training_args, max_length, trust_remote_code, truncation_side: as for `prepare_classifier` (a pair is
-            cut on the side `truncation_side` names, its longer text first).
+        training_args, max_length, trust_remote_code, truncation_side, inference_max_length: as for
+            `prepare_classifier` (a pair is cut on the side `truncation_side` names, its longer text first).
         method: `"full"` (LoRA and feature extraction are for single texts: use `prepare_classifier`).
         auxiliary_lm_weight: GPT's auxiliary LM loss (AWD-LSTM and GPT-style models; every sequence of a row).
     """
@@ -125,21 +126,23 @@ def prepare_task_classifier(
     print(f"  task: {spec.describe()}" + (f" ({reason})" if reason else ""))
     if family == "awd_lstm" and max_length is not None:
         raise RecipeError(f"max_length={max_length}: an AWD-LSTM classifier reads whole documents; drop max_length")
-    if family == "awd_lstm" and truncation_side != "right":
-        raise RecipeError(
-            f"truncation_side={truncation_side!r}: an AWD-LSTM classifier reads whole documents; drop truncation_side"
-        )
+    training_length = set_truncation(
+        tokenizer,
+        max_length,
+        truncation_side,
+        reads_whole_documents=family == "awd_lstm",
+        context=getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None),
+        inference_max_length=inference_max_length,
+    )
     args, settings = stage_training_arguments(
         "classifier", training_args, output_dir, model_family(config), data_description(train_data)
     )
     if family == "decoder":
         add_task_tokens(tokenizer)
-    if family != "awd_lstm":
-        context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-        set_truncation(tokenizer, max_length, truncation_side, reads_whole_documents=False, context=context)
     names = list(label_names) if label_names is not None else label_names_of(train_rows, spec.label_column)
-    encode = dict(spec=spec, tokenizer=tokenizer, family=family, max_length=tokenizer.model_max_length)
+    encode = dict(spec=spec, tokenizer=tokenizer, family=family, max_length=training_length)
     train, id2label, _ = encode_task_dataset(train_rows, label_names=names, source=source_name(train_data), **encode)
+    encode["max_length"] = training_length and tokenizer.model_max_length  # evaluation reads what predict will
     check_label_count(spec, id2label, source_name(train_data))
     names = [id2label[index] for index in range(len(id2label))] if id2label else None
     evaluation = None

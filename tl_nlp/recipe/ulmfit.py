@@ -42,6 +42,7 @@ def run_ulmfit(
     task: TaskArguments | None = None,
     max_length: int | None = None,
     truncation_side: str = "right",
+    inference_max_length: int | None = None,
     **language_model_options: Any,
 ) -> dict[str, StageResult | dict[str, float]]:
     """ULMFiT end to end: (1) a general-domain language model, (2) fine-tuned on target-domain text, (3) a
@@ -70,7 +71,8 @@ def run_ulmfit(
         hub: upload the (forward) classifier's folder with its model card, which describes all its stages.
         task: the classifier stage's task and its columns ([`TaskArguments`]; inferred from `train_data` when not
             given): pairs, regression, multi-label and multiple choice as well as single texts.
-        max_length, truncation_side: how the classifier stage reads a text (see [`prepare_classifier`]).
+        max_length, truncation_side, inference_max_length: how the classifier stage reads a text (see
+            [`prepare_classifier`]).
         language_model_options: further [`train_language_model`] arguments for stages 1-2 (`model_config`,
             `vocab_size`, `bptt`, `block_size`, ...).
 
@@ -132,7 +134,7 @@ def run_ulmfit(
             hub=None if is_backward else hub,
             task=task,
             **method_options,
-            **_reading_options(max_length, truncation_side),
+            **_reading_options(max_length, truncation_side, inference_max_length),
         )
     if backwards and eval_data is not None:
         results["ensemble"] = evaluate_classifier(
@@ -142,13 +144,15 @@ def run_ulmfit(
     return results
 
 
-def _reading_options(max_length: int | None, truncation_side: str) -> dict[str, Any]:
+def _reading_options(max_length: int | None, truncation_side: str, inference_max_length: int | None) -> dict:
     """The classifier stage's reading options that differ from its defaults (feature extraction refuses any)."""
     options: dict[str, Any] = {}
     if max_length is not None:
         options["max_length"] = max_length
     if truncation_side != "right":
         options["truncation_side"] = truncation_side
+    if inference_max_length is not None:
+        options["inference_max_length"] = inference_max_length
     return options
 
 

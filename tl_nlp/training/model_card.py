@@ -246,6 +246,13 @@ def _limitations(model: nn.Module, tokenizer, record: ULMFiTTrainingRecord, obje
         items.append(
             f"It reads at most {config.max_position_embeddings:,} tokens at a time: truncate (or split) longer texts."
         )
+        saved_length = getattr(tokenizer, "model_max_length", None)
+        if objective == "classification" and saved_length and saved_length < config.max_position_embeddings:
+            kept = "end" if getattr(tokenizer, "truncation_side", "right") == "left" else "beginning"
+            items.append(
+                f"Its tokenizer, with `truncation=True`, cuts a longer text to {saved_length:,} tokens and keeps its "
+                f"{kept}: the reading it was evaluated with."
+            )
     if objective == "language-modeling":
         items.append(
             "Generated text imitates the training data, its errors and biases included; it is not checked for "
