@@ -23,6 +23,8 @@ Presets: `cpu` (MiniLM, 100 and 1,000 labels, 3 seeds, first 256 tokens, 1,000 t
     .venv/bin/python benchmarks/bench_sample_efficiency_pretrained.py --preset cpu
     .venv/bin/python benchmarks/bench_sample_efficiency_pretrained.py --preset cpu --labels 100 --seeds 0 \
         --test_reviews 500                                              # a slice of it
+    .venv/bin/python benchmarks/bench_sample_efficiency_pretrained.py --preset cpu --labels 100 \
+        --truncation_side left --inference_max_length 512               # make demo's reading (see BENCHMARKS.md)
     python benchmarks/bench_sample_efficiency_pretrained.py --preset gpu
 """
 
@@ -94,6 +96,13 @@ class PretrainedSampleEfficiencyArguments:
     ulmfit_learning_rate: float = field(default=2e-4, metadata={"help": "Top group's peak rate, ulmfit arm."})
     decay: float = field(default=1.3, metadata={"help": "Discriminative decay per layer group, ulmfit arm."})
     unfreeze_over: float = field(default=0.35, metadata={"help": "Fraction of steps over which groups unfreeze."})
+    truncation_side: str = field(
+        default="right",
+        metadata={"help": "Both arms: 'right' reads each review's first tokens (the preset's), 'left' its last."},
+    )
+    inference_max_length: int = field(
+        default=0, metadata={"help": "Both arms: tokens read per test review (0: the preset's training length)."}
+    )
     batch_size: int = field(default=16, metadata={"help": "Training batch size."})
     max_steps: int = field(default=0, metadata={"help": "Stop each run after this many steps (smoke checks; 0: off)."})
     bf16: bool = field(default=False, metadata={"help": "bf16 autocast (where the hardware computes in bf16)."})
@@ -109,6 +118,8 @@ class PretrainedSampleEfficiencyArguments:
         self.labels = self.labels or preset["labels"]
         self.seeds = self.seeds if self.seeds is not None else preset["seeds"]
         self.test_reviews = self.test_reviews or preset["test_reviews"]
+        if self.truncation_side not in ("left", "right"):
+            raise ValueError(f"--truncation_side must be 'left' or 'right', got {self.truncation_side!r}")
         for name, allowed in (
             ("checkpoints", CHECKPOINTS),
             ("labels", preset["epochs"]),
@@ -142,7 +153,8 @@ def run(args, name: str, folder: Path, arm: str, label_count: int, seed: int, da
     common = dict(
         output_dir=str(Path(args.output_dir) / "checkpoints"), per_device_train_batch_size=args.batch_size,
         per_device_eval_batch_size=64, num_train_epochs=PRESETS[args.preset]["epochs"][label_count], seed=seed,
-        report_to=[], save_strategy="no", logging_steps=10, disable_tqdm=True, bf16=args.bf16,
+        max_steps=args.max_steps or -1, report_to=[], save_strategy="no", logging_steps=10, disable_tqdm=True,
+        bf16=args.bf16,
         use_cpu=not torch.cuda.is_available(), dataloader_pin_memory=torch.cuda.is_available(),
     )  # fmt: skip
     collator = DataCollatorWithPadding(tokenizer)
@@ -217,10 +229,12 @@ def main() -> None:
         tokenizer = load_tokenizer(str(folder), gguf_file=CHECKPOINTS[name][2])
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.truncation_side = args.truncation_side
         max_length = PRESETS[args.preset]["max_length"]
         data = {"train": {n: tokenize_classification(raw[n], tokenizer, "text", max_length, f"train_{n}")
                           for n in args.labels}}  # fmt: skip
-        data["test"] = tokenize_classification(raw["test"], tokenizer, "text", max_length, "test")[0]
+        test_length = args.inference_max_length or max_length
+        data["test"] = tokenize_classification(raw["test"], tokenizer, "text", test_length, "test")[0]
         for label_count in args.labels:
             for seed in args.seeds:
                 for arm in args.arms:
