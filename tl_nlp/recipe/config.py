@@ -177,18 +177,11 @@ class ModelArguments:
     )
     inference_max_length: int | None = field(
         default=None,
-        metadata={
-            "help": "Transformers: longest classifier input at evaluate, predict and pipeline() (>= 1; default: "
-            "max_length), saved with the tokenizer; train on shorter inputs than the model reads later."
-        },
+        metadata={"help": "Transformers: tokens read by evaluate, predict, pipeline() (>= 1; default: max_length)."},
     )
     truncation_side: str = field(
         default="right",
-        metadata={
-            "help": "Which end of a classifier input longer than max_length is cut: 'right' keeps its beginning "
-            "(transformers' default), 'left' keeps its end (long reviews, whose verdict tends to come last). Saved "
-            "with the tokenizer, so evaluate, predict and pipeline(..., truncation=True) read the same tokens."
-        },
+        metadata={"help": "Cut a long text on the 'right' (keep its beginning; transformers' default) or 'left'."},
     )
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow a Hub checkpoint's own code."})
 
