@@ -207,6 +207,7 @@ def run_lr_find_command(
             training_args=training,
             max_length=model.max_length,
             truncation_side=model.truncation_side,
+            inference_max_length=model.inference_max_length,
             trust_remote_code=model.trust_remote_code,
         )
     else:

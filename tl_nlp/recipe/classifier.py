@@ -94,9 +94,10 @@ def prepare_classifier(
             the same length. Transformers: default 512, capped by the context length. AWD-LSTM reads whole
             documents (BPT3C) by default; with `max_length` it reads their first `max_length` tokens (faster).
         truncation_side: which end of a longer input is cut, saved with the tokenizer: `"right"` keeps the
-            beginning (transformers' default and fastai's, which reads documents from their start), `"left"` keeps
-            the end. Sun et al. (2019, "How to Fine-Tune BERT for Text Classification") found IMDb reviews read
-            from their end slightly better than from their beginning (BENCHMARKS.md: `make demo`'s choice).
+            beginning (transformers' default; fastai's AWD-LSTM classifier cuts nothing, it reads whole documents),
+            `"left"` keeps the end. Sun et al. (2019, "How to Fine-Tune BERT for Text Classification") found IMDb
+            reviews read from their end slightly better than from their beginning; `make demo` trains on the end
+            (BENCHMARKS.md, how its reading was chosen).
         inference_max_length: longest input at evaluation, `predict` and `pipeline()` (saved as the tokenizer's
             `model_max_length`; default `max_length`, capped by the context length). Training on shorter inputs
             than the model reads later costs a fraction of the time: attention and feed-forward work grow with the
