@@ -61,7 +61,9 @@ class TransferDemoArguments:
     output_dir: str = field(default="runs/demo", metadata={"help": "Where the classifier and metrics are saved."})
     train_reviews: int = field(default=400, metadata={"help": "Labelled reviews (balanced, the protocol's train_1k)."})
     eval_reviews: int = field(default=1_000, metadata={"help": "Held-out test reviews (balanced, from test_5k)."})
-    max_length: int = field(default=256, metadata={"help": "Tokens read per review (see --truncation_side)."})
+    max_length: int = field(
+        default=256, metadata={"help": "Tokens read per review in training (which end: --truncation_side)."}
+    )
     truncation_side: str = field(
         default="left",
         metadata={
@@ -206,8 +208,8 @@ def main() -> None:
         classify = pipeline("text-classification", model=str(result.output_dir), device="cpu")
         served = []
         for text in PROBE_TEXTS:
-            # truncation=True: read a long review as the classifier was trained to (the saved tokenizer's length and
-            # side); transformers' pipeline does not cut unless asked.
+            # truncation=True: read a long review as the evaluation did (the saved tokenizer's length and side);
+            # transformers' pipeline does not cut unless asked.
             prediction = classify(text, truncation=True)[0]
             served.append({"text": text, **prediction})
             say(f"  {prediction['label']:>8s} {prediction['score']:.2f}  {text}")
