@@ -132,14 +132,7 @@ def prepare_classifier(
     args, settings = stage_training_arguments(
         "classifier", training_args, output_dir, model_family(config), data_description(train_data)
     )
-    training_length = set_truncation(
-        tokenizer,
-        max_length,
-        truncation_side,
-        reads_whole_documents=config.model_type == "awd_lstm",
-        context=getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None),
-        inference_max_length=inference_max_length,
-    )
+    training_length = set_truncation(tokenizer, config, max_length, truncation_side, inference_max_length)
     encode = classification_tokenizer(tokenizer, config, training_length)
     inference_encode = classification_tokenizer(tokenizer, config)
     text_column, label_column = columns_of(train_data)

@@ -39,31 +39,36 @@ def classification_tokenizer(tokenizer, config, max_length: int | None = None):
             tokenizer if max_length is None else functools.partial(tokenizer, truncation=True, max_length=max_length)
         )
     max_length = max_length or DEFAULT_MAX_LENGTH
-    context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or max_length
-    return functools.partial(tokenizer, truncation=True, max_length=min(max_length, context))
+    return functools.partial(
+        tokenizer, truncation=True, max_length=min(max_length, context_length(config) or max_length)
+    )
+
+
+def context_length(config) -> int | None:
+    """The most positions a transformer reads (`max_position_embeddings`, GPT-2's `n_positions`); None if unlimited."""
+    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
 
 
 def set_truncation(
     tokenizer,
+    config,
     max_length: int | None,
     truncation_side: str,
-    reads_whole_documents: bool,
-    context: int | None = None,
     inference_max_length: int | None = None,
 ) -> int | None:
     """Sets how a new classifier reads a text on its tokenizer, which the stage saves, so that evaluation, `predict`
     and `pipeline(..., truncation=True)` read what the stage chose: `model_max_length` (`inference_max_length`,
-    default `max_length`, default 512, never past `context`) and `truncation_side` (`"right"` keeps a text's
-    beginning, `"left"` its end).
+    default `max_length`, default 512, never past the model's context) and `truncation_side` (`"right"` keeps a
+    text's beginning, `"left"` its end).
 
-    Returns the length training reads (`max_length`, default 512, at most `context`), or None for a model that reads
+    Returns the length training reads (`max_length`, default 512, at most the context), or None for a model that reads
     whole documents (AWD-LSTM with BPT3C and no `max_length`): its tokenizer stays as it is, and cutting from the
     left or reading a length at inference mean nothing there, so they are refused rather than ignored.
     """
     check_truncation_side(truncation_side)
     if inference_max_length is not None and inference_max_length < 1:
         raise RecipeError(f"inference_max_length must be >= 1 (or not given), got {inference_max_length}")
-    if reads_whole_documents and max_length is None:
+    if config.model_type == "awd_lstm" and max_length is None:
         refused = [f"truncation_side={truncation_side!r}"] if truncation_side != "right" else []
         if inference_max_length is not None:
             refused.append(f"inference_max_length={inference_max_length}")
@@ -73,7 +78,7 @@ def set_truncation(
                 "max_length too, or drop them"
             )
         return None
-    limit = context or math.inf
+    limit = context_length(config) or math.inf
     training_length = min(max_length or DEFAULT_MAX_LENGTH, limit)
     tokenizer.model_max_length = min(inference_max_length or training_length, limit)
     tokenizer.truncation_side = truncation_side

@@ -126,14 +126,7 @@ def prepare_task_classifier(
     print(f"  task: {spec.describe()}" + (f" ({reason})" if reason else ""))
     if family == "awd_lstm" and max_length is not None:
         raise RecipeError(f"max_length={max_length}: an AWD-LSTM classifier reads whole documents; drop max_length")
-    training_length = set_truncation(
-        tokenizer,
-        max_length,
-        truncation_side,
-        reads_whole_documents=family == "awd_lstm",
-        context=getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None),
-        inference_max_length=inference_max_length,
-    )
+    training_length = set_truncation(tokenizer, config, max_length, truncation_side, inference_max_length)
     args, settings = stage_training_arguments(
         "classifier", training_args, output_dir, model_family(config), data_description(train_data)
     )
