@@ -31,6 +31,7 @@ from .metrics import (
     regression_metrics,
     save_confusion_matrix_png,
 )
+from .models.context import context_length
 from .models.task_models import load_task_model
 from .tasks import TaskSpec
 
@@ -162,7 +163,7 @@ class TaskPredictor:
     def _max_length(self) -> int | None:
         """What the model was trained on: the tokenizer's saved `model_max_length`, capped by the context."""
         config = self.model.config
-        context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        context = context_length(config)
         saved = self.tokenizer.model_max_length if self.tokenizer.model_max_length < 1_000_000 else None
         lengths = [length for length in (context, saved) if length]
         return min(lengths) if lengths else None

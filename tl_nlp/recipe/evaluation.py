@@ -16,6 +16,7 @@ from transformers import AutoModelForSequenceClassification
 
 from ..data import check_texts, encode_labels, ensemble_predict
 from ..metrics import Accuracy, MacroF1
+from ..models.context import context_length
 from ..task_predictions import TaskPredictor
 from ..tasks import TaskSpec, task_of_config
 from .config import check_truncation_side
@@ -42,11 +43,6 @@ def classification_tokenizer(tokenizer, config, max_length: int | None = None):
     return functools.partial(
         tokenizer, truncation=True, max_length=min(max_length, context_length(config) or max_length)
     )
-
-
-def context_length(config) -> int | None:
-    """The most positions a transformer reads (`max_position_embeddings`, GPT-2's `n_positions`); None if unlimited."""
-    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
 
 
 def set_truncation(

@@ -18,6 +18,7 @@ from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, set_seed
 
 from ..data import backward_tokenizer, language_model_data, tokenize_for_language_model, train_ulmfit_tokenizer
 from ..models.awd_lstm import AWDLSTMConfig, AWDLSTMForCausalLM
+from ..models.context import context_length
 from ..training import LanguageModelTrainer
 from ..training.loss_guard import NonFiniteLossCallback
 from .config import HubArguments, TrainingLike, stage_training_arguments
@@ -100,7 +101,7 @@ def prepare_language_model(
         args, settings = stage_training_arguments(stage, training_args, output_dir, model_family(config), dataset_name)
         model_class = AutoModelForMaskedLM if objective == "masked" else AutoModelForCausalLM
         model = load_model(model_class, model_name_or_path, trust_remote_code=trust_remote_code)
-    context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    context = context_length(model.config)
     block_size = min(block_size, context) if context else block_size
 
     def lm_dataset(texts: datasets.Dataset, column: str, shuffle: bool, source: DataLike):

@@ -16,6 +16,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from ..models.awd_lstm import AWDLSTMForSequenceClassification, AWDLSTMPreTrainedModel
+from ..models.context import context_length
 from ..tasks import task_of_config, task_sentence
 from .training_record import OBJECTIVE_TASKS, ULMFiTStage, ULMFiTTrainingRecord, model_objective
 
@@ -242,12 +243,11 @@ def _limitations(model: nn.Module, tokenizer, record: ULMFiTTrainingRecord, obje
             f"carried over (BPT3C), but the pooled features cover only the last {config.max_len} tokens: earlier "
             "text reaches the prediction only through the LSTM state."
         )
-    elif not is_awd_lstm and getattr(config, "max_position_embeddings", None):
-        items.append(
-            f"It reads at most {config.max_position_embeddings:,} tokens at a time: truncate (or split) longer texts."
-        )
+    elif not is_awd_lstm and context_length(config):
+        context = context_length(config)
+        items.append(f"It reads at most {context:,} tokens at a time: truncate (or split) longer texts.")
         saved_length = getattr(tokenizer, "model_max_length", None)
-        if objective == "classification" and saved_length and saved_length < config.max_position_embeddings:
+        if objective == "classification" and saved_length and saved_length < context:
             kept = "end" if getattr(tokenizer, "truncation_side", "right") == "left" else "beginning"
             items.append(
                 f"Its tokenizer, with `truncation=True`, cuts a longer text to {saved_length:,} tokens and keeps its "
