@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from recipe_fixtures import save_tiny_bert, write_corpora
+from recipe_fixtures import save_tiny_bert, save_tiny_gpt2, write_corpora
 from test_trainer_hub import RecordingHubApi
 from transformers import AutoTokenizer, pipeline
 
@@ -222,6 +222,26 @@ def test_inference_max_length_trains_on_short_inputs_and_saves_the_longer_readin
     # Never past the context (the tiny BERT's 64 positions), as for max_length.
     longest = prepare_classifier(str(bert), data, tmp_path / "long", max_length=6, inference_max_length=1000)
     assert longest.tokenizer.model_max_length == 64
+
+
+def test_a_gpt2_classifier_reads_from_the_left_and_its_card_names_its_context(corpora, tmp_path, monkeypatch):
+    """A decoder with no pad token (GPT-2) through the CLI and the API; the reference is transformers' own left
+    truncation on the checkpoint's tokenizer, and the card names the context (`n_positions` in GPT-2's config)."""
+    texts = TextData(str(corpora["train"])).load()["text"]
+    gpt2 = save_tiny_gpt2(tmp_path / "gpt2", list(texts))
+    monkeypatch.setattr(tl_nlp.hub, "HfApi", lambda token=None: RecordingHubApi(tmp_path / "uploaded"))
+    flags = ["--max_length", "6", "--truncation_side", "left", "--inference_max_length", "9"]
+    flags += ["--push_to_hub", "--hub_model_id", "me/tiny-gpt2-classifier"]
+    assert train_classifier_command(gpt2, corpora, tmp_path / "clf", *flags) == 0
+    card = (tmp_path / "uploaded" / "README.md").read_text()
+    assert "It reads at most 64 tokens at a time" in card
+    assert "with `truncation=True`, cuts a longer text to 9 tokens and keeps its end" in card
+    left = AutoTokenizer.from_pretrained(str(gpt2), truncation_side="left")
+    [(_, encode)] = load_classifiers(str(tmp_path / "clf"))
+    assert encode(texts[0])["input_ids"] == left(texts[0], truncation=True, max_length=9)["input_ids"]
+    prepared = prepare_classifier(str(gpt2), TextData(str(corpora["train"])), tmp_path / "api", max_length=6,
+                                  truncation_side="left")  # fmt: skip
+    assert prepared.trainer.train_dataset["input_ids"][0] == left(texts[0], truncation=True, max_length=6)["input_ids"]
 
 
 def test_truncation_side_is_refused_where_nothing_is_cut_and_checked_on_the_command_line(

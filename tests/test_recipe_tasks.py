@@ -10,11 +10,14 @@ from pathlib import Path
 
 import datasets
 import pytest
+from transformers import AutoTokenizer
 
 from tl_nlp.cli import main
+from tl_nlp.data.task_encoding import add_task_tokens
 from tl_nlp.recipe import TextData
 from tl_nlp.recipe.classifier import train_classifier
 from tl_nlp.recipe.config import TaskArguments
+from tl_nlp.recipe.task import prepare_task_classifier
 from tl_nlp.reference_data import NO_REFERENCE_DATA
 from tl_nlp.tasks import task_of_config
 
@@ -152,3 +155,30 @@ def test_rte_with_bert_explicit_task_options_through_the_api(bases, tmp_path):
         task=TaskArguments(task="text_pair", text_pair_column="sentence2"), training_args=TRAINING,
     )  # fmt: skip
     assert {"eval_accuracy", "eval_f1_entailment", "eval_f1_not_entailment", "eval_micro_f1"} <= set(result.metrics)
+
+
+@pytest.mark.parametrize("family", ["encoder", "decoder"])
+def test_a_pair_task_stage_takes_the_reading_options_and_saves_them_for_predict(bases, tmp_path, family):
+    """The reference is transformers' own pair truncation (longest first) with `truncation_side="left"` on the
+    checkpoint's tokenizer (GPT's start, delimiter and extract tokens added, for the decoder)."""
+    train = real_rows("glue_rte", "train", tmp_path / "train.parquet", rows=8)
+    prepared = prepare_task_classifier(
+        str(bases[family]), TextData(str(train)), tmp_path / "rte", eval_data=TextData(str(train)),
+        max_length=12, truncation_side="left", inference_max_length=20, training_args=TRAINING,
+    )  # fmt: skip
+    reference = AutoTokenizer.from_pretrained(str(bases[family]), truncation_side="left")
+    if family == "decoder":
+        add_task_tokens(reference)
+    rows = datasets.load_dataset("parquet", data_files=str(train), split="train")
+    first, second = list(rows["sentence1"]), list(rows["sentence2"])
+    expected = reference(first, second, truncation=True, max_length=12)["input_ids"]
+    assert prepared.trainer.train_dataset["input_ids"] == expected
+    reference.truncation_side = "right"
+    assert reference(first, second, truncation=True, max_length=12)["input_ids"] != expected  # the side matters
+    reference.truncation_side = "left"
+    longer = reference(first, second, truncation=True, max_length=20)["input_ids"]
+    assert prepared.eval_dataset["input_ids"] == longer  # evaluated as the saved model will read
+    assert max(len(ids) for ids in longer) > 12  # the two readings differ on these rows
+    prepared.tokenizer.save_pretrained(tmp_path / "saved")
+    saved = AutoTokenizer.from_pretrained(str(tmp_path / "saved"))
+    assert (saved.truncation_side, saved.model_max_length) == ("left", 20)
