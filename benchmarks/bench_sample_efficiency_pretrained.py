@@ -25,6 +25,8 @@ Presets: `cpu` (MiniLM, 100 and 1,000 labels, 3 seeds, first 256 tokens, 1,000 t
         --test_reviews 500                                              # a slice of it
     .venv/bin/python benchmarks/bench_sample_efficiency_pretrained.py --preset cpu --labels 100 \
         --truncation_side left --inference_max_length 512               # make demo's reading (see BENCHMARKS.md)
+    .venv/bin/python benchmarks/bench_sample_efficiency_pretrained.py --preset cpu --labels 100 --arms ulmfit \
+        --decay 1.0                    # ablations: also --no_gradual_unfreezing, --no_use_stlr
     python benchmarks/bench_sample_efficiency_pretrained.py --preset gpu
 """
 
@@ -96,6 +98,12 @@ class PretrainedSampleEfficiencyArguments:
     ulmfit_learning_rate: float = field(default=2e-4, metadata={"help": "Top group's peak rate, ulmfit arm."})
     decay: float = field(default=1.3, metadata={"help": "Discriminative decay per layer group, ulmfit arm."})
     unfreeze_over: float = field(default=0.35, metadata={"help": "Fraction of steps over which groups unfreeze."})
+    gradual_unfreezing: bool = field(
+        default=True, metadata={"help": "ulmfit arm: --no_gradual_unfreezing trains every group from the start."}
+    )
+    use_stlr: bool = field(
+        default=True, metadata={"help": "ulmfit arm: --no_use_stlr decays linearly from the peak, as Trainer does."}
+    )
     truncation_side: str = field(
         default="right",
         metadata={"help": "Both arms: 'right' reads each review's first tokens (the preset's), 'left' its last."},
@@ -162,7 +170,9 @@ def run(args, name: str, folder: Path, arm: str, label_count: int, seed: int, da
         groups = len(layer_groups(model))
         fractions = [args.unfreeze_over * k / (groups - 1) for k in range(1, groups)]
         training = ULMFiTTrainingArguments(**common, learning_rate=args.ulmfit_learning_rate,
-                                           discriminative_lr_decay=args.decay, unfreeze_at_fractions=fractions)  # fmt: skip
+                                           discriminative_lr_decay=args.decay, use_stlr=args.use_stlr,
+                                           gradual_unfreezing=args.gradual_unfreezing,
+                                           unfreeze_at_fractions=fractions if args.gradual_unfreezing else None)  # fmt: skip
         trainer = ClassificationTrainer(model=model, args=training, train_dataset=train, data_collator=collator,
                                         compute_metrics=trainer_metrics)  # fmt: skip
     else:  # Trainer's own defaults: lr 5e-5, AdamW, linear decay, no warm-up, no weight decay
