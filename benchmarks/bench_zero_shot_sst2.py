@@ -37,11 +37,16 @@ from example_utils import fetch_pypi_wheels  # noqa: E402
 
 from tl_nlp import ZeroShotLMClassifier  # noqa: E402
 from tl_nlp.gguf import load_model, load_tokenizer  # noqa: E402
+from tl_nlp.zero_shot import DEFAULT_TEMPLATE, DEFAULT_TEMPLATES  # noqa: E402
 
 SENTIMENT = {"negative": "negative", "positive": "positive"}
 # name -> ZeroShotLMClassifier keywords on top of the labels above; "default" is the classifier's own defaults.
 VARIANTS: dict[str, dict] = {
     "default": {},
+    # The library's one-template default before the prompt ensemble.
+    "single_template": {"template": DEFAULT_TEMPLATE},
+    # The default prompts and one that names the domain (SST-2 is movie reviews), averaged.
+    "domain_named": {"template": [*DEFAULT_TEMPLATES, "Movie review: {text}\nSentiment:"]},
     "calibrated": {"calibration_text": "N/A"},
     # Calibrated on 200 unlabelled SST-2 *training* sentences never scored here (see IN_DOMAIN).
     "calibrated_in_domain": {"calibration_text": "IN_DOMAIN"},
@@ -165,7 +170,7 @@ def main() -> None:
         run = {
             "accuracy": sum(p == g for p, g in zip(predicted, gold, strict=True)) / len(gold),
             "predicted_positive": sum(predicted) / len(predicted),
-            "prompt": classifier.prompt_format,
+            "prompts": classifier.prompt_formats,
             "chat": classifier.chat,
             "calibrated": classifier.calibration_scores is not None,
             "seconds": time.perf_counter() - start,

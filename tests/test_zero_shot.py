@@ -9,7 +9,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from tl_nlp import AWDLSTMConfig, AWDLSTMForCausalLM, ZeroShotLMClassifier
 from tl_nlp.cli import main
 from tl_nlp.data import train_ulmfit_tokenizer
-from tl_nlp.zero_shot import DEFAULT_CHAT_TEMPLATE, DEFAULT_TEMPLATE
+from tl_nlp.zero_shot import DEFAULT_CHAT_TEMPLATE, DEFAULT_TEMPLATE, DEFAULT_TEMPLATES
 
 CORPUS = ["This movie was great, really great!", "Awful film. I hated it. Terrible.", "The cat sat on the mat."] * 4
 TEXTS = ["A great film, I loved it.", "Awful.", "The cat was on the mat and it was great"]
@@ -47,7 +47,7 @@ def reference_log_likelihood(model, tokenizer, prompt: str, word: str) -> float:
 def test_label_scores_are_the_exact_log_likelihoods_of_the_label_words(tokenizer, factory):
     model = factory(len(tokenizer))
     classifier = ZeroShotLMClassifier(model, tokenizer, LABELS, template="{text} It was", batch_size=2)
-    assert [len(word) for word in classifier._words] == [1, 2, 1]
+    assert [len(word) for word in classifier._words[0]] == [1, 2, 1]
     # Batches of 2 with prompts of different lengths: padding and (for AWD-LSTM) carried state change nothing.
     words = torch.cat([classifier.word_log_likelihoods(TEXTS[i : i + 2]) for i in range(0, 3, 2)])
     for row, text in enumerate(TEXTS):
@@ -71,15 +71,15 @@ def test_calibration_removes_the_models_prior_for_a_label_word(tokenizer):
     with torch.no_grad():
         model.decoder.bias[great] += 20.0  # the LM now says "great" after anything
     labels = {"negative": "bad", "positive": "great"}
-    raw = ZeroShotLMClassifier(model, tokenizer, labels)
-    assert [result["label"] for result in raw(TEXTS)] == ["positive"] * 3
-    calibrated = ZeroShotLMClassifier(model, tokenizer, labels, calibration_text="N/A")
+    assert [result["label"] for result in ZeroShotLMClassifier(model, tokenizer, labels)(TEXTS)] == ["positive"] * 3
+    raw = ZeroShotLMClassifier(model, tokenizer, labels, DEFAULT_TEMPLATE)  # one template (ensembles: below)
+    calibrated = ZeroShotLMClassifier(model, tokenizer, labels, DEFAULT_TEMPLATE, calibration_text="N/A")
     expected = raw.label_log_likelihoods(TEXTS) - raw.label_log_likelihoods(["N/A"])
     got = [[result["scores"][label] for label in ("negative", "positive")] for result in calibrated(TEXTS)]
     torch.testing.assert_close(torch.tensor(got), expected.softmax(1))
     # Several unlabelled texts of the task: the mean of their label scores is what is subtracted.
     in_domain = ["A film.", "The plot, the actors and the music.", "Two hours at the cinema."]
-    calibrated = ZeroShotLMClassifier(model, tokenizer, labels, calibration_text=in_domain)
+    calibrated = ZeroShotLMClassifier(model, tokenizer, labels, DEFAULT_TEMPLATE, calibration_text=in_domain)
     expected = raw.label_log_likelihoods(TEXTS) - raw.label_log_likelihoods(in_domain).mean(0)
     got = [[result["scores"][label] for label in ("negative", "positive")] for result in calibrated(TEXTS)]
     torch.testing.assert_close(torch.tensor(got), expected.softmax(1))
@@ -88,10 +88,40 @@ def test_calibration_removes_the_models_prior_for_a_label_word(tokenizer):
             ZeroShotLMClassifier(model, tokenizer, labels, calibration_text=bad)
 
 
+@pytest.mark.parametrize("factory", [awd_lstm_lm, gpt2_lm])
+def test_several_templates_average_their_label_log_probabilities(tokenizer, factory):
+    """Each template is checked on its own by the exact log-likelihoods above; an ensemble is the mean of their
+    label log-probabilities (normalised over the labels), calibrated template by template."""
+    model = factory(len(tokenizer))
+    templates = ["{text} It was", "Review: {text}\n"]  # the second ends in white space: words follow directly
+    ensemble = ZeroShotLMClassifier(model, tokenizer, LABELS, template=templates, batch_size=2)
+    singles = [ZeroShotLMClassifier(model, tokenizer, LABELS, template=template) for template in templates]
+    assert singles[1]._words[0] == [
+        tokenizer(w, add_special_tokens=False)["input_ids"] for w in ("bad", "Terrible", "great")
+    ]
+    expected = torch.stack([single.label_log_likelihoods(TEXTS).log_softmax(1) for single in singles]).mean(0)
+    got = [[result["scores"][label] for label in ("negative", "positive")] for result in ensemble(TEXTS)]
+    torch.testing.assert_close(torch.tensor(got), expected.softmax(1))
+    for index, single in enumerate(singles):
+        torch.testing.assert_close(ensemble.label_log_likelihoods(TEXTS, index), single.label_log_likelihoods(TEXTS))
+    calibrated = ZeroShotLMClassifier(model, tokenizer, LABELS, template=templates, calibration_text="N/A")
+    expected = torch.stack(
+        [(s.label_log_likelihoods(TEXTS) - s.label_log_likelihoods(["N/A"])).log_softmax(1) for s in singles]
+    ).mean(0)
+    got = [[result["scores"][label] for label in ("negative", "positive")] for result in calibrated(TEXTS)]
+    torch.testing.assert_close(torch.tensor(got), expected.softmax(1))
+    assert ZeroShotLMClassifier(model, tokenizer, LABELS).templates == list(DEFAULT_TEMPLATES)
+    assert DEFAULT_TEMPLATES[0] == DEFAULT_TEMPLATE
+
+
 def test_bad_settings_are_refused(tokenizer):
     model = awd_lstm_lm(len(tokenizer))
     with pytest.raises(ValueError, match="template must contain"):
         ZeroShotLMClassifier(model, tokenizer, ["bad", "great"], template="It was")
+    with pytest.raises(ValueError, match="template must contain"):
+        ZeroShotLMClassifier(model, tokenizer, ["bad", "great"], template=["{text} It was", "It was"])
+    with pytest.raises(ValueError, match="non-empty list"):
+        ZeroShotLMClassifier(model, tokenizer, ["bad", "great"], template=[])
     with pytest.raises(ValueError, match="at least 2 labels"):
         ZeroShotLMClassifier(model, tokenizer, ["great"])
     with pytest.raises(ValueError, match="non-empty word"):
@@ -120,6 +150,16 @@ def test_cli_zero_shot_writes_the_classifiers_answers(tokenizer, tmp_path, capsy
     expected = ZeroShotLMClassifier(model, tokenizer, LABELS, calibration_text=in_domain)(TEXTS)
     for line, answer in zip(lines, expected, strict=True):
         assert line["scores"] == pytest.approx(answer["scores"], abs=1e-6)
+
+    # Several templates on the command line: an ensemble, as in the Python API.
+    templates = ["{text} It was", "Review: {text} Sentiment:"]
+    assert main([*argv, "--template", *templates]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    expected = ZeroShotLMClassifier(model, tokenizer, LABELS, template=templates)(TEXTS)
+    for line, answer in zip(lines, expected, strict=True):
+        assert line["scores"] == pytest.approx(answer["scores"], abs=1e-6)
+    assert main([*argv, "--template", "{text} It was", "no text here"]) == 2
+    assert "template must contain '{text}', got 'no text here'" in capsys.readouterr().err
 
     assert main([*argv, "--calibration_text", "N/A", " "]) == 2
     assert "calibration_text: text 2 of 2 is empty" in capsys.readouterr().err
@@ -202,10 +242,12 @@ def test_chat_models_are_asked_in_their_chat_template_and_answer_without_a_space
     expected = tokenizer(f"<s>user: {question}\nassistant:\n", add_special_tokens=False)["input_ids"]
     assert classifier._prompt_ids(TEXTS[:1])[0] == expected
     assert expected.count(tokenizer.bos_token_id) == 1
-    assert classifier._words == [tokenizer(word, add_special_tokens=False)["input_ids"] for word in ("bad", "great")]
+    assert classifier._words[0] == [
+        tokenizer(word, add_special_tokens=False)["input_ids"] for word in ("bad", "great")
+    ]
     words = classifier.word_log_likelihoods(TEXTS)
     for row, prompt in enumerate(classifier._prompt_ids(TEXTS)):
-        for column, word in enumerate(classifier._words):
+        for column, word in enumerate(classifier._words[0]):
             with torch.no_grad():
                 log_probs = model(torch.tensor([prompt + word])).logits[0].log_softmax(-1)
             reference = sum(float(log_probs[len(prompt) - 1 + i, t]) for i, t in enumerate(word))

@@ -29,11 +29,12 @@ class ZeroShotArguments:
         default=None,
         metadata={"help": "Word(s) for each label, in order, '|' between several: --label_words 'great|good' bad."},
     )
-    template: str | None = field(
+    template: list[str] | None = field(
         default=None,
         metadata={
-            "help": "The prompt, with {text} where the text goes (with --chat: the user's message); default: "
-            "'Review: {text}\\nSentiment:' (with --chat, a question)."
+            "help": "The prompt, with {text} where the text goes (with --chat: the user's message), or several "
+            "(their label log-probabilities averaged, one pass each); default: three review prompts (with --chat, "
+            "a question)."
         },
     )
     chat: bool = field(
@@ -71,8 +72,9 @@ class ZeroShotArguments:
                 f"label_words has {len(self.label_words)} entries for {len(self.labels)} labels: give one entry "
                 "(words separated by '|') per label, in the order of --labels."
             )
-        if self.template is not None and "{text}" not in self.template:
-            raise ValueError(f"template must contain '{{text}}', got {self.template!r}.")
+        for template in self.template or []:
+            if "{text}" not in template:
+                raise ValueError(f"template must contain '{{text}}', got {template!r}.")
         blank = [i + 1 for i, text in enumerate(self.calibration_text or []) if not text.strip()]
         if blank:
             raise ValueError(
