@@ -14,6 +14,8 @@ accuracy, the share it predicts positive and its time; everything goes to `--out
     .venv/bin/python benchmarks/bench_zero_shot_sst2.py --model gemma3 --split dev
     .venv/bin/python benchmarks/bench_zero_shot_sst2.py --model smollm2 --split train --sentences 200 \
         --variants default calibrated gpt_very
+    .venv/bin/python benchmarks/bench_zero_shot_sst2.py --model smollm2 --split train --skip 700 --sentences 1500 \
+        --variants default single_template           # the second slice the prompt ensemble was chosen on
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ class ZeroShotBenchmarkArguments:
     data_dir: str = field(default="../shared/data", metadata={"help": "Folder with sst2/{train,dev}.tsv."})
     split: str = field(default="dev", metadata={"help": "dev (872 sentences) or train (a fixed random slice)."})
     sentences: int = field(default=0, metadata={"help": "Score the first N of the split (train: shuffled); 0: all."})
+    skip: int = field(default=0, metadata={"help": "Start after the first SKIP sentences of the split."})
     variants: list[str] = field(default_factory=lambda: ["default"], metadata={"help": f"Of {sorted(VARIANTS)}."})
     batch_size: int = field(default=16, metadata={"help": "Sentences per forward pass."})
     threads: int = field(default=0, metadata={"help": "torch threads (0: torch's default)."})
@@ -126,12 +129,12 @@ def unlabelled_training_sentences(data_dir: str) -> list[str]:
     return texts[IN_DOMAIN]
 
 
-def sst2(data_dir: str, split: str, sentences: int) -> tuple[list[str], list[int]]:
+def sst2(data_dir: str, split: str, sentences: int, skip: int = 0) -> tuple[list[str], list[int]]:
     with open(Path(data_dir) / "sst2" / f"{split}.tsv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
     if split == "train":
         random.Random(0).shuffle(rows)
-    rows = rows[:sentences] if sentences else rows
+    rows = rows[skip : skip + sentences] if sentences else rows[skip:]
     return [row["sentence"].strip() for row in rows], [int(row["label"]) for row in rows]
 
 
@@ -145,7 +148,7 @@ def main() -> None:
         folder, gguf_file = fetch_model(args.model, Path(args.cache_dir))
     model = load_model(AutoModelForCausalLM, folder, gguf_file=gguf_file).eval()
     tokenizer = load_tokenizer(folder, gguf_file=gguf_file)
-    texts, gold = sst2(args.data_dir, args.split, args.sentences)
+    texts, gold = sst2(args.data_dir, args.split, args.sentences, args.skip)
     report = {"arguments": asdict(args), "sentences": len(texts), "gold_positive": sum(gold) / len(gold), "runs": {}}
     output = Path(args.output or f"benchmarks/results/zero_shot_sst2_{args.model}_{args.split}.json")
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -153,8 +156,9 @@ def main() -> None:
         options = dict(VARIANTS[variant])
         labels = options.pop("labels", SENTIMENT)
         if options.get("calibration_text") == "IN_DOMAIN":
-            if args.split == "train" and args.sentences > IN_DOMAIN.start:
-                raise SystemExit(f"--sentences {args.sentences} would score the calibration sentences {IN_DOMAIN}")
+            end = args.skip + args.sentences if args.sentences else None
+            if args.split == "train" and args.skip < IN_DOMAIN.stop and (end is None or end > IN_DOMAIN.start):
+                raise SystemExit(f"these training sentences overlap the calibration sentences {IN_DOMAIN}")
             options["calibration_text"] = unlabelled_training_sentences(args.data_dir)
         classifier = ZeroShotLMClassifier(model, tokenizer, labels, batch_size=args.batch_size, **options)
         start, cpu_start = time.perf_counter(), time.process_time()

@@ -143,21 +143,19 @@ def test_cli_zero_shot_writes_the_classifiers_answers(tokenizer, tmp_path, capsy
         assert line["label"] == answer["label"]
         assert line["scores"] == pytest.approx(answer["scores"], abs=1e-6)
 
+    def same_scores_as_the_api(flags: list[str], **options) -> None:
+        assert main([*argv, *flags]) == 0
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        expected = ZeroShotLMClassifier(model, tokenizer, LABELS, **options)(TEXTS)
+        for line, answer in zip(lines, expected, strict=True):
+            assert line["scores"] == pytest.approx(answer["scores"], abs=1e-6)
+
     # Several calibration texts: the mean of their label scores is subtracted, as in the Python API.
     in_domain = ["A film.", "Two hours at the cinema."]
-    assert main([*argv, "--calibration_text", *in_domain]) == 0
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    expected = ZeroShotLMClassifier(model, tokenizer, LABELS, calibration_text=in_domain)(TEXTS)
-    for line, answer in zip(lines, expected, strict=True):
-        assert line["scores"] == pytest.approx(answer["scores"], abs=1e-6)
-
-    # Several templates on the command line: an ensemble, as in the Python API.
+    same_scores_as_the_api(["--calibration_text", *in_domain], calibration_text=in_domain)
+    # Several templates: an ensemble, as in the Python API.
     templates = ["{text} It was", "Review: {text} Sentiment:"]
-    assert main([*argv, "--template", *templates]) == 0
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    expected = ZeroShotLMClassifier(model, tokenizer, LABELS, template=templates)(TEXTS)
-    for line, answer in zip(lines, expected, strict=True):
-        assert line["scores"] == pytest.approx(answer["scores"], abs=1e-6)
+    same_scores_as_the_api(["--template", *templates], template=templates)
     assert main([*argv, "--template", "{text} It was", "no text here"]) == 2
     assert "template must contain '{text}', got 'no text here'" in capsys.readouterr().err
 
