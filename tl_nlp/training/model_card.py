@@ -243,8 +243,7 @@ def _limitations(model: nn.Module, tokenizer, record: ULMFiTTrainingRecord, obje
             f"carried over (BPT3C), but the pooled features cover only the last {config.max_len} tokens: earlier "
             "text reaches the prediction only through the LSTM state."
         )
-    elif not is_awd_lstm and context_length(config):
-        context = context_length(config)
+    elif not is_awd_lstm and (context := context_length(config)):
         items.append(f"It reads at most {context:,} tokens at a time: truncate (or split) longer texts.")
         saved_length = getattr(tokenizer, "model_max_length", None)
         if objective == "classification" and saved_length and saved_length < context:
