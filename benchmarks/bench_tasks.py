@@ -8,7 +8,7 @@ For each task and seed, two runs on the same checkpoint, the same training rows,
   `AutoModelForMultipleChoice`), its collators and `Trainer` with its defaults (AdamW, lr 5e-5, linear decay).
 - `ulmfit`: tl_nlp's task layer (`infer_task`, `encode_task_dataset`, `task_model_from_pretrained`) and
   `ClassificationTrainer` with the recipe's classifier defaults (`ClassifierTrainingArguments`, what `tl-nlp
-  train-classifier --task ...` trains with): discriminative rates (decay 1.25 per group for Transformers), STLR
+  train-classifier --task ...` trains with): discriminative rates (for MiniLM's 8 groups 1.25 per group), STLR
   with the top rate 2e-4, gradual unfreezing on the 'auto' schedule. `--ulmfit_lr`, `--ulmfit_decay` and
   `--unfreeze_at_fractions` override them (the first measurements used 1e-3, 2.6 and the SST-2 benchmark's
   fractions).
@@ -389,7 +389,7 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--max_length", type=int, default=128)
     parser.add_argument("--ulmfit_lr", type=float, default=None, help="default: the recipe's (2e-4)")
-    parser.add_argument("--ulmfit_decay", type=float, default=None, help="default: the recipe's (1.25)")
+    parser.add_argument("--ulmfit_decay", type=float, default=None, help="default: the recipe's (1.25 for MiniLM)")
     parser.add_argument(
         "--unfreeze_at_fractions", type=float, nargs="+", default=None, help="default: the recipe's 'auto' schedule"
     )

@@ -225,9 +225,52 @@ def test_logged_rate_follows_stlr_for_the_top_group_and_ratios_hold(tmp_path):
     trainer, rates = logged_rates(tmp_path, unfreeze_every_n_steps=2)
     assert rates == pytest.approx([0.01 * stlr_multiplier(step, 10) for step in range(10)])
     by_group = {group["layer_group"]: group["lr"] for group in trainer.optimizer.param_groups}
-    for index in range(3):  # the Transformer family's default decay
-        assert by_group[index + 1] / by_group[index] == pytest.approx(1.25)
+    for index in range(3):  # the Transformer family's default decay: 4 groups, the bottom one at the top rate / 4.77
+        assert by_group[index + 1] / by_group[index] == pytest.approx((1.25**7) ** (1 / 3))
     assert "frozen" not in trainer.layer_group_summary()  # every group unfrozen by the end (stages at 2, 4, 6)
+
+
+def peak_rates_by_group(tmp_path, model, **settings) -> list[float]:
+    """The optimizer's rate per layer group, bottom to top, as `ULMFiTTrainer` builds it."""
+    args = ULMFiTTrainingArguments(output_dir=str(tmp_path), learning_rate=1e-3, **COMMON, **settings)
+    trainer = ULMFiTTrainer(model=model, args=args, train_dataset=classification_dataset())
+    rates = {group["layer_group"]: group["lr"] for group in trainer.create_optimizer().param_groups}
+    return [rates[index] for index in sorted(rates)]
+
+
+@pytest.mark.parametrize(("layers", "decay"), [(6, 1.25), (12, (1.25**7) ** (1 / 13)), (30, (1.25**7) ** (1 / 31))])
+def test_transformer_decay_keeps_the_bottom_group_at_the_same_fraction_of_the_top_rate_at_any_depth(
+    tmp_path, layers, decay
+):
+    """The default measured on all-MiniLM-L6-v2 (6 layers: 1.25 per group) stays exactly that, and deeper models
+    get a gentler factor so that their embeddings still train at the top rate / 4.77 (ELECTRA tuned 0.8 per layer
+    for 12 layers and 0.9 for 24 for the same reason); 1.25 per group would leave 30 layers' embeddings at / 1,000."""
+    rates = peak_rates_by_group(tmp_path, tiny_bert(layers=layers))
+    assert len(rates) == layers + 2  # embeddings, the blocks, the head
+    assert rates[-1] == pytest.approx(1e-3)
+    assert [upper / lower for lower, upper in zip(rates, rates[1:], strict=False)] == pytest.approx(
+        [decay] * (layers + 1)
+    )
+    assert rates[-1] / rates[0] == pytest.approx(1.25**7)
+
+
+def test_transformer_decay_follows_custom_groups_and_a_decay_given_or_of_another_family_is_kept(tmp_path):
+    two_groups = [r"bert\.(embeddings|encoder)\..*", r"(bert\.pooler|classifier)\..*"]
+    args = ULMFiTTrainingArguments(output_dir=str(tmp_path), learning_rate=1e-3, **COMMON)
+    trainer = ULMFiTTrainer(
+        model=tiny_bert(), args=args, train_dataset=classification_dataset(), custom_layer_groups=two_groups
+    )
+    assert trainer.args.discriminative_lr_decay == pytest.approx(1.25**7)  # two groups: the whole span in one step
+    assert args.discriminative_lr_decay is None  # the caller's arguments are left alone
+    assert peak_rates_by_group(tmp_path, tiny_bert(layers=6), discriminative_lr_decay=2.0)[-2:] == pytest.approx(
+        [5e-4, 1e-3]
+    )
+    rates = peak_rates_by_group(
+        tmp_path, tiny_awd_lstm_classifier()
+    )  # AWD-LSTM: the paper's 2.6 per group at any depth
+    assert [upper / lower for lower, upper in zip(rates, rates[1:], strict=False)] == pytest.approx(
+        [2.6] * (len(rates) - 1)
+    )
 
 
 def test_stlr_restarts_at_each_unfreezing_stage(tmp_path):

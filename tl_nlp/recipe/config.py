@@ -534,15 +534,15 @@ class ClassifierTrainingArguments(StageTrainingArguments):
     `learning_rate_from_lr_find=True` runs the learning-rate range test first, on the model as training starts
     (the top layer group alone), and trains at its valley suggestion (fastai's default suggestion).
 
-    Default top rates: 1e-2 for AWD-LSTM (fastai's IMDb tutorial trains the head alone at 2e-2, then 1e-2, 5e-3);
-    2e-4 for transformers, 4x transformers' `TrainingArguments` default of 5e-5. The top rate is the new head's;
-    with the Transformer decay of 1.25 the top block gets 1.6e-4 and the embeddings of a 6-layer model 4.2e-5 (of a
-    12-layer one 1.1e-5), each warmed up by STLR and trained only once unfrozen. Chosen by measurement on rows never
+    Default top rates: 1e-2 for AWD-LSTM (fastai's IMDb tutorial trains the head alone at 2e-2, then 1e-2, 5e-3); 2e-4
+    for transformers, 4x transformers' `TrainingArguments` default of 5e-5. The top rate is the new head's; with the
+    Transformer decay the embeddings get 4.2e-5 at any depth (the top rate / 4.77) and the top block of a 6-layer model
+    1.6e-4 (1.25 per group), each warmed up by STLR and trained only once unfrozen. Chosen by measurement on rows never
     used for the reported figures (all-MiniLM-L6-v2, 1,000 training sentences, 3 epochs, `tl-nlp train-classifier`,
-    BENCHMARKS.md): SST-2 held-out accuracy 0.811 at 5e-5, 0.826 at 1e-4, 0.832 at 2e-4, 0.815 at 5e-4, 0.805 at
-    1e-3 (`Trainer` at its defaults 0.834); SST-5 validation 0.328 at 5e-5, 0.412 at 1e-4, 0.431 at 2e-4 (`Trainer`
-    0.430). At 5e-5 the head and the lower groups, trained for a part of the run only and at divided rates, do not
-    catch up with `Trainer`, which trains everything at 5e-5 from the first step."""
+    BENCHMARKS.md): SST-2 held-out accuracy 0.811 at 5e-5, 0.826 at 1e-4, 0.832 at 2e-4, 0.815 at 5e-4, 0.805 at 1e-3
+    (`Trainer` at its defaults 0.834); SST-5 validation 0.328 at 5e-5, 0.412 at 1e-4, 0.431 at 2e-4 (`Trainer` 0.430).
+    At 5e-5 the head and the lower groups, trained for a part of the run only and at divided rates, do not catch up with
+    `Trainer`, which trains everything at 5e-5 from the first step."""
 
     stage: ClassVar[str] = "classifier"
     LEARNING_RATES: ClassVar[dict[str, float]] = {"awd_lstm": 1e-2, "transformer": 2e-4}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
@@ -11,7 +12,8 @@ from transformers import TrainingArguments
 from .callbacks import UNFREEZING_SCHEDULES
 
 # What `ULMFiTTrainer` fills in for the fields left None, by model family (see `model_family`). AWD-LSTM gets fastai's
-# text learners' settings; Transformers keep transformers' optimizer settings with a gentler layer-wise decay.
+# text learners' settings; Transformers keep transformers' optimizer settings, and their decay depends on the depth
+# (`transformer_lr_decay`), so it is not in this table.
 MODEL_FAMILY_DEFAULTS = {
     "awd_lstm": {
         "discriminative_lr_decay": 2.6,
@@ -21,13 +23,19 @@ MODEL_FAMILY_DEFAULTS = {
         "momentum_cycle": [0.8, 0.7, 0.8],
     },
     "transformer": {
-        "discriminative_lr_decay": 1.25,
         "adam_beta2": 0.999,
         "adam_epsilon": 1e-8,
         "weight_decay": 0.0,
         "momentum_cycle": [],
     },
 }
+
+# How many times more slowly a Transformer's bottom layer group (the embeddings) learns than its top group (the head)
+# by default: 1.25 per group over all-MiniLM-L6-v2's 8 groups, the decay measured there (BENCHMARKS.md). One span for
+# every depth, as ELECTRA (Clark et al. 2020) tuned its layer-wise decay per size: 0.8 per layer for 12 layers and 0.9
+# for 24 leave the embeddings at the top rate / 14.6 and / 12.6. A fixed decay per group would not: 1.25 over
+# SmolLM2-135M's 32 groups leaves its embeddings at / 1,000, where they hardly move.
+TRANSFORMER_LR_SPAN = 1.25**7
 
 
 @dataclass
@@ -44,7 +52,7 @@ class ULMFiTTrainingArguments(TrainingArguments):
 
       | field | AWD-LSTM (fastai's `TextLearner`) | Transformers | `TrainingArguments` |
       |---|---|---|---|
-      | `discriminative_lr_decay` | 2.6 (the paper) | 1.25 per group (ELECTRA's 0.8 layer-wise decay) | - |
+      | `discriminative_lr_decay` | 2.6 (the paper) | bottom group at top rate / 4.77 (`transformer_lr_decay`) | - |
       | `adam_beta2` | 0.99 (fastai's `Adam`) | 0.999 | 0.999 |
       | `adam_epsilon` | 1e-5 (fastai's `Adam`) | 1e-8 | 1e-8 |
       | `weight_decay` | 0.01 (fastai's `Adam`, decoupled like AdamW) | 0.0 | 0.0 |
@@ -54,7 +62,10 @@ class ULMFiTTrainingArguments(TrainingArguments):
       cycle it along STLR's triangle. For Transformers the decay follows the layer-wise decays that fine-tuning
       work found (0.95 per layer in Sun et al. 2019, "How to Fine-Tune BERT for Text Classification?"; 0.8 in
       ELECTRA, Clark et al. 2020), chosen by a measurement on all-MiniLM-L6-v2 (BENCHMARKS.md): 2.6 per group is the
-      paper's value for a 3-layer LSTM and leaves a 12-layer model's embeddings at the top rate / 36,000.
+      paper's value for a 3-layer LSTM and leaves a 12-layer model's embeddings at the top rate / 36,000. The span
+      from the top group to the bottom one is fixed, not the factor per group, so deeper models get a gentler factor
+      (1.25 per group for 6 layers, 1.13 for 12, 1.05 for 30), as ELECTRA chose 0.9 per layer for 24 layers against
+      0.8 for 12; a SmolLM2-135M classifier with 1.25 per group (embeddings at / 1,000) measured in BENCHMARKS.md.
     - Unlike fastai, gradient clipping stays `TrainingArguments`' (`max_grad_norm=1.0`; fastai clips nothing by
       default) and the no-weight-decay split is transformers' (every bias and norm; fastai decays the LSTM's
       biases, which are not a module's `bias` attribute).
@@ -65,7 +76,8 @@ class ULMFiTTrainingArguments(TrainingArguments):
     Args:
         discriminative_lr_decay (`float`, *optional*):
             Each layer group's learning rate is the rate of the group above it divided by this; 1.0 turns
-            discriminative learning rates off. By model family when unset (2.6 for AWD-LSTM, see above).
+            discriminative learning rates off. By model family when unset (2.6 for AWD-LSTM; for Transformers the
+            factor that puts the bottom group at the top rate / 4.77, see above).
         momentum_cycle (`list[float]`, *optional*):
             Adam's beta1 (SGD's momentum) at the start, at the peak rate and at the end of each STLR triangle (or
             one-cycle stage), as fastai's `moms`; `[]` keeps it fixed. By model family when unset.
@@ -130,7 +142,8 @@ class ULMFiTTrainingArguments(TrainingArguments):
         default=None,
         metadata={
             "help": "Each layer group's rate is the rate of the group above divided by this; 1.0 turns it off "
-            "(default: 2.6 for AWD-LSTM, 1.25 for Transformers)."
+            "(default: 2.6 for AWD-LSTM; for Transformers the factor that puts the bottom group at the top rate / "
+            "4.77: 1.25 for 6 layers, 1.13 for 12)."
         },
     )
     momentum_cycle: list[float] | None = field(
@@ -290,11 +303,26 @@ def model_family(model) -> str:
     return "awd_lstm" if getattr(config, "model_type", None) == "awd_lstm" else "transformer"
 
 
-def with_model_family_defaults(args: ULMFiTTrainingArguments, model) -> ULMFiTTrainingArguments:
-    """A shallow copy of `args` whose `None` fields of `MODEL_FAMILY_DEFAULTS` hold the values for `model`'s family
-    (the caller's arguments are left alone, so that one object can serve models of different families)."""
+def transformer_lr_decay(num_groups: int) -> float:
+    """The Transformer family's default `discriminative_lr_decay` for a model of `num_groups` layer groups: the factor
+    per group that leaves the bottom group (the embeddings) at the top rate / `TRANSFORMER_LR_SPAN`, whatever the
+    depth. That is 1.25 per group for a 6-layer model (8 groups, where it was measured), 1.13 for a 12-layer one,
+    1.05 for SmolLM2-135M's 30 layers; one group (or none) gets 1.0."""
+    return TRANSFORMER_LR_SPAN ** (1 / (num_groups - 1)) if num_groups > 1 else 1.0
+
+
+def with_model_family_defaults(
+    args: ULMFiTTrainingArguments, model, count_groups: Callable[[], int]
+) -> ULMFiTTrainingArguments:
+    """A shallow copy of `args` whose `None` fields of `MODEL_FAMILY_DEFAULTS` hold the values for `model`'s family,
+    and an unset `discriminative_lr_decay` the family's: 2.6 for AWD-LSTM, for Transformers
+    `transformer_lr_decay` of the number of layer groups (`count_groups()`, called only then). The caller's arguments
+    are left alone, so that one object can serve models of different families."""
     resolved = copy.copy(args)
-    for name, value in MODEL_FAMILY_DEFAULTS[model_family(model)].items():
+    family = model_family(model)
+    for name, value in MODEL_FAMILY_DEFAULTS[family].items():
         if getattr(resolved, name) is None:
             setattr(resolved, name, copy.copy(value))
+    if resolved.discriminative_lr_decay is None:  # AWD-LSTM's 2.6 came from the table
+        resolved.discriminative_lr_decay = transformer_lr_decay(count_groups())
     return resolved

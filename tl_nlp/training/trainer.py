@@ -133,8 +133,12 @@ class ULMFiTTrainer(Trainer):
                 f"ULMFiTTrainer needs ULMFiTTrainingArguments, got {type(self.args).__name__}: build the arguments "
                 "with tl_nlp.ULMFiTTrainingArguments (same fields as TrainingArguments, plus the ULMFiT ones)."
             )
-        # The fields left None take the model family's defaults (fastai's for AWD-LSTM), in a copy of the arguments.
-        self.args = with_model_family_defaults(self.args, self.accelerator.unwrap_model(self.model))
+        # The fields left None take the model family's defaults (fastai's for AWD-LSTM), in a copy of the arguments;
+        # a Transformer's decay depends on how many layer groups it has.
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        self.args = with_model_family_defaults(
+            self.args, unwrapped, count_groups=lambda: len(layer_groups(unwrapped, custom_layer_groups))
+        )
         check_fsdp_supports_layer_groups(self.accelerator, self.args)
         if self.is_deepspeed_enabled:
             check_deepspeed_supports_ulmfit(deepspeed_config_of(self.accelerator), self.args.gradual_unfreezing)
