@@ -265,9 +265,8 @@ def test_transformer_decay_follows_custom_groups_and_a_decay_given_or_of_another
     assert peak_rates_by_group(tmp_path, tiny_bert(layers=6), discriminative_lr_decay=2.0)[-2:] == pytest.approx(
         [5e-4, 1e-3]
     )
-    rates = peak_rates_by_group(
-        tmp_path, tiny_awd_lstm_classifier()
-    )  # AWD-LSTM: the paper's 2.6 per group at any depth
+    # AWD-LSTM: the paper's 2.6 per group at any depth.
+    rates = peak_rates_by_group(tmp_path, tiny_awd_lstm_classifier())
     assert [upper / lower for lower, upper in zip(rates, rates[1:], strict=False)] == pytest.approx(
         [2.6] * (len(rates) - 1)
     )
