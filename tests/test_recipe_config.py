@@ -11,7 +11,7 @@ import pytest
 import torch
 from recipe_fixtures import save_tiny_bert, save_tiny_gpt2, write_corpora
 from test_trainer_hub import RecordingHubApi
-from transformers import AutoTokenizer, pipeline
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 import tl_nlp.hub
 from tl_nlp.cli import main
@@ -20,7 +20,7 @@ from tl_nlp.models.awd_lstm import AWDLSTMConfig, AWDLSTMForCausalLM
 from tl_nlp.recipe import RecipeError, TextData, prepare_classifier, train_classifier
 from tl_nlp.recipe.config import ClassifierTrainingArguments, HubArguments
 from tl_nlp.recipe.evaluation import load_classifiers
-from tl_nlp.training import ULMFiTTrainingArguments
+from tl_nlp.training import ULMFiTTrainingArguments, layer_groups
 
 
 def family_default_rates(family: str, top_rate: float, num_groups: int) -> list[float]:
@@ -111,6 +111,28 @@ def test_cli_learning_rate_reaches_the_optimizer_as_the_python_api_sets_it(
     record = json.loads((tmp_path / "cli" / "ulmfit_training_record.json").read_text())
     assert record["stages"][-1]["learning_rate"] == pytest.approx(top_rate)
     assert record["stages"][-1]["settings"]["learning_rate"] == "default"
+
+
+@pytest.mark.parametrize(("family", "top_rate"), [("bert", 1e-3), ("awd_lstm", 1e-2)])
+def test_cli_lora_trains_at_the_lora_rate_by_default(family, top_rate, request, corpora, tmp_path):
+    """`--method lora` without --learning_rate: a Transformer's adapters and head peak at 1e-3 (LoRA's default, not
+    the 2e-4 of full fine-tuning), an AWD-LSTM's at its family's 1e-2; each lower group's adapters get the rate above
+    divided by the decay; the Python API's `method="lora"` builds the same optimizer; the record says "default"."""
+    pytest.importorskip("peft")
+    model = request.getfixturevalue(family)
+    flags = ("--method", "lora", "--save_strategy", "steps", "--save_steps", "1")
+    assert train_classifier_command(model, corpora, tmp_path / "cli", *flags) == 0
+    rates = sorted(set(peak_rates_in_checkpoint(tmp_path / "cli")), reverse=True)
+    assert rates[0] == pytest.approx(top_rate)
+    num_groups = len(layer_groups(AutoModelForSequenceClassification.from_pretrained(model)))
+    assert rates == pytest.approx(family_default_rates(family, top_rate, num_groups)[: len(rates)])
+    assert len(rates) >= 3
+
+    prepared = prepare_classifier(str(model), TextData(str(corpora["train"])), tmp_path / "api", method="lora")
+    optimizer = prepared.trainer.create_optimizer()
+    assert sorted({group["lr"] for group in optimizer.param_groups}, reverse=True) == pytest.approx(rates)
+    stage = json.loads((tmp_path / "cli" / "ulmfit_training_record.json").read_text())["stages"][-1]
+    assert stage["learning_rate"] == pytest.approx(top_rate) and stage["settings"]["learning_rate"] == "default"
 
 
 def test_a_rate_you_give_is_recorded_as_set_by_you_and_reaches_the_top_group(bert, corpora, tmp_path):

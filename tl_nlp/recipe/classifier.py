@@ -88,8 +88,8 @@ def prepare_classifier(
         eval_data: held-out labelled texts: accuracy and macro-F1 after training.
         label_names: the class names, in id order (integer labels index them; string labels must be among them).
         training_args: `ClassifierTrainingArguments` (an unset learning rate becomes the stage's rate for the model
-            family: 1e-2 for AWD-LSTM, 2e-4 for transformers), a dict of its fields, or any
-            `ULMFiTTrainingArguments` (used as it is).
+            family and method: 1e-2 for AWD-LSTM, 2e-4 for transformers, 1e-3 for their LoRA adapters), a dict of
+            its fields, or any `ULMFiTTrainingArguments` (used as it is).
         max_length: longest input in tokens, saved as the tokenizer's `model_max_length` so that evaluation reads
             the same length. Transformers: default 512, capped by the context length. AWD-LSTM reads whole
             documents (BPT3C) by default; with `max_length` it reads their first `max_length` tokens (faster).
@@ -130,7 +130,7 @@ def prepare_classifier(
         method, auxiliary_lm_weight, config, objective_or_none(config, tokenizer), str(model_name_or_path)
     )
     args, settings = stage_training_arguments(
-        "classifier", training_args, output_dir, model_family(config), data_description(train_data)
+        "classifier", training_args, output_dir, model_family(config), data_description(train_data), method
     )
     training_length = set_truncation(tokenizer, config, max_length, truncation_side, inference_max_length)
     encode = classification_tokenizer(tokenizer, config, training_length)
