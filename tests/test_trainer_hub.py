@@ -26,7 +26,7 @@ from tl_nlp.cli import main
 from tl_nlp.data import LanguageModelStreams, tokenize_dataset, tokenize_for_language_model, train_ulmfit_tokenizer
 from tl_nlp.hub import TRAINING_RECORD_FILE, ULMFiTStage, ULMFiTTrainingRecord, build_model_card
 from tl_nlp.training import ClassificationTrainer, LanguageModelTrainer, ULMFiTTrainer, ULMFiTTrainingArguments
-from tl_nlp.training.model_card import unfreezing_sentence
+from tl_nlp.training.model_card import stage_paragraph, unfreezing_sentence
 from tl_nlp.training.training_record import final_metrics
 
 CORPUS = [
@@ -438,3 +438,20 @@ def test_the_card_of_a_run_too_short_to_unfreeze_says_only_the_top_group_trained
     assert unfreezing_sentence(everything, "at each epoch") == (
         f"Gradual unfreezing: all {stage.num_layer_groups} layer groups trained from the start."
     )
+
+
+def test_the_card_gives_the_bottom_groups_share_of_the_top_rate():
+    """The decay per group means little without the depth: the card also says where the bottom group ended up,
+    the factor raised to the number of groups below the top (1.05168 over 32 groups: the top rate / 4.77, the
+    Transformer default's span; 2.6 over an AWD-LSTM classifier's 5 groups: / 45.7). Without a group count, or
+    without discriminative rates, it says no more than before."""
+    base = ULMFiTStage(name="classifier", objective="classification", dataset="d", learning_rate=1e-3)
+    deep = stage_paragraph(dataclasses.replace(base, discriminative_lr_decay=1.05168, num_layer_groups=32))
+    assert "1.05168 times more slowly than the group above it (discriminative fine-tuning: the bottom of the 32 " in deep
+    assert "groups at the top rate / 4.77)." in deep
+    lstm = stage_paragraph(dataclasses.replace(base, discriminative_lr_decay=2.6, num_layer_groups=5))
+    assert "the bottom of the 5 groups at the top rate / 45.7)." in lstm
+    unknown = stage_paragraph(dataclasses.replace(base, discriminative_lr_decay=2.6))
+    assert "2.6 times more slowly than the group above it (discriminative fine-tuning)." in unknown
+    flat = stage_paragraph(dataclasses.replace(base, discriminative_lr_decay=1.0, num_layer_groups=8))
+    assert "bottom" not in flat

@@ -100,6 +100,17 @@ def unfreezing_sentence(stage: ULMFiTStage, when: str) -> str:
     return sentence
 
 
+def _decay_sentence(stage: ULMFiTStage) -> str:
+    """How much more slowly each lower layer group learned, and, when the record knows the number of groups, the
+    bottom group's share of the top rate (the span: what a per-group factor means depends on the depth)."""
+    decay = stage.discriminative_lr_decay
+    sentence = f"{format_number(decay)} times more slowly than the group above it (discriminative fine-tuning"
+    groups = stage.num_layer_groups
+    if groups and groups > 1 and decay != 1:
+        sentence += f": the bottom of the {groups} groups at the top rate / {decay ** (groups - 1):.3g}"
+    return sentence + ")."
+
+
 def stage_paragraph(stage: ULMFiTStage) -> str:
     """The facts of one stage, as sentences; nothing is said about what the record does not know."""
     what = {
@@ -127,18 +138,12 @@ def stage_paragraph(stage: ULMFiTStage) -> str:
     if stage.learning_rate:
         rate = f"The top layer group's peak learning rate was {format_number(stage.learning_rate)}"
         if stage.discriminative_lr_decay:
-            rate += (
-                f"; each lower group learned {format_number(stage.discriminative_lr_decay)} times more slowly than the "
-                "group above it (discriminative fine-tuning)."
-            )
+            rate += f"; each lower group learned {_decay_sentence(stage)}"
         else:
             rate += ", shared by all layers."
         sentences.append(rate)
     elif stage.discriminative_lr_decay:
-        sentences.append(
-            f"Each lower layer group learned {format_number(stage.discriminative_lr_decay)} times more slowly than the "
-            "group above it (discriminative fine-tuning)."
-        )
+        sentences.append(f"Each lower layer group learned {_decay_sentence(stage)}")
     if stage.use_stlr:
         sentences.append(
             "The learning rate followed a slanted triangular schedule (STLR): a linear rise over the first "
