@@ -447,7 +447,9 @@ def test_the_card_gives_the_bottom_groups_share_of_the_top_rate():
     without discriminative rates, it says no more than before."""
     base = ULMFiTStage(name="classifier", objective="classification", dataset="d", learning_rate=1e-3)
     deep = stage_paragraph(dataclasses.replace(base, discriminative_lr_decay=1.05168, num_layer_groups=32))
-    assert "1.05168 times more slowly than the group above it (discriminative fine-tuning: the bottom of the 32 " in deep
+    assert (
+        "1.05168 times more slowly than the group above it (discriminative fine-tuning: the bottom of the 32 " in deep
+    )
     assert "groups at the top rate / 4.77)." in deep
     lstm = stage_paragraph(dataclasses.replace(base, discriminative_lr_decay=2.6, num_layer_groups=5))
     assert "the bottom of the 5 groups at the top rate / 45.7)." in lstm
