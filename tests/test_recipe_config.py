@@ -135,6 +135,38 @@ def test_cli_lora_trains_at_the_lora_rate_by_default(family, top_rate, request, 
     assert stage["learning_rate"] == pytest.approx(top_rate) and stage["settings"]["learning_rate"] == "default"
 
 
+def test_lr_find_sweeps_the_model_the_method_trains(bert, corpora, tmp_path, monkeypatch, capsys):
+    """`tl-nlp lr-find --method lora` sweeps the LoRA-wrapped classifier that `train-classifier --method lora` trains
+    (its adapters and head, at their own rates), not the full model; a method no Trainer trains, or one given to a
+    language-model sweep, is one line with exit status 2."""
+    pytest.importorskip("peft")
+    import tl_nlp.cli.recipe as cli_recipe
+
+    swept = []
+    real = cli_recipe.find_learning_rate
+
+    def recording(trainer, finder):
+        model = trainer.model
+        swept.append((type(model).__name__, sum(p.numel() for p in model.parameters() if p.requires_grad)))
+        return real(trainer, finder)
+
+    monkeypatch.setattr(cli_recipe, "find_learning_rate", recording)
+    argv = ["lr-find", "--model_name_or_path", str(bert), "--train_file", str(corpora["train"])]
+    argv += ["--class_names", "neg", "pos", "--num_steps", "8", "--per_device_train_batch_size", "4"]
+    assert main([*argv, "--output_dir", str(tmp_path / "full")]) == 0
+    assert main([*argv, "--output_dir", str(tmp_path / "lora"), "--method", "lora"]) == 0
+    (full_name, full_trainable), (lora_name, lora_trainable) = swept
+    assert lora_name == "PeftModel" and full_name == "BertForSequenceClassification"
+    assert 0 < lora_trainable < full_trainable
+    assert json.loads((tmp_path / "lora" / "lr_find.json").read_text())["losses"]
+    capsys.readouterr()
+    assert main([*argv, "--output_dir", str(tmp_path / "fe"), "--method", "feature_extraction"]) == 2
+    assert "--method feature_extraction fits its head with its own settings" in capsys.readouterr().err
+    lm = ["lr-find", "--task", "finetune", "--model_name_or_path", str(bert), "--train_file", str(corpora["train"])]
+    assert main([*lm, "--output_dir", str(tmp_path / "lm"), "--method", "lora"]) == 2
+    assert "--method lora is for lr-find --task classifier" in capsys.readouterr().err
+
+
 def test_a_rate_you_give_is_recorded_as_set_by_you_and_reaches_the_top_group(bert, corpora, tmp_path):
     flags = ("--learning_rate", "3e-4", "--save_strategy", "steps", "--save_steps", "1")
     assert train_classifier_command(bert, corpora, tmp_path, *flags) == 0

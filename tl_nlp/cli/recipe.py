@@ -193,9 +193,17 @@ def run_lr_find_command(
     finder: LRFinderArguments,
     data: DataArguments,
     model: ModelArguments,
+    method: ClassifierMethodArguments,
     training: ClassifierTrainingArguments,
 ) -> None:
     output_dir = Path(training.output_dir)
+    if task.task != "classifier" and method.method != "full":
+        raise RecipeError(f"--method {method.method} is for lr-find --task classifier; {task.task} trains every layer")
+    if method.method == "feature_extraction":
+        raise RecipeError(
+            "lr-find sweeps a model that a Trainer trains; --method feature_extraction fits its head with its own "
+            "settings (--feature_head_learning_rate): sweep --method full or lora"
+        )
     if task.task == "classifier":
         if model.model_name_or_path is None:
             raise RecipeError("lr-find --task classifier needs --model_name_or_path")
@@ -209,6 +217,7 @@ def run_lr_find_command(
             truncation_side=model.truncation_side,
             inference_max_length=model.inference_max_length,
             trust_remote_code=model.trust_remote_code,
+            method=method,
         )
     else:
         arguments_class = PretrainTrainingArguments if task.task == "pretrain" else FinetuneTrainingArguments
@@ -277,7 +286,14 @@ RECIPE_COMMANDS: dict[str, tuple[tuple[type, ...], Callable[..., None], str | No
         "runs/ulmfit",
     ),
     "lr-find": (
-        (LRFindTaskArguments, LRFinderArguments, DataArguments, ModelArguments, ClassifierTrainingArguments),
+        (
+            LRFindTaskArguments,
+            LRFinderArguments,
+            DataArguments,
+            ModelArguments,
+            ClassifierMethodArguments,
+            ClassifierTrainingArguments,
+        ),
         run_lr_find_command,
         "runs/lr_find",
     ),
