@@ -8,7 +8,15 @@ from pathlib import Path
 import datasets
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
-from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from transformers import (
+    BertConfig,
+    BertForMaskedLM,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
+    GPT2Config,
+    GPT2LMHeadModel,
+    PreTrainedTokenizerFast,
+)
 
 GOOD = ["great", "wonderful", "moving", "funny", "superb"]
 BAD = ["awful", "dull", "boring", "terrible", "bad"]
@@ -90,5 +98,30 @@ def save_tiny_gpt2(folder: Path, texts: list[str]) -> Path:
         bos_token_id=1,
     )
     GPT2LMHeadModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def save_tiny_gemma3(folder: Path, texts: list[str]) -> Path:
+    """A 2-layer Gemma-3 text model (an architecture without LoRA targets of our own) with a word-level tokenizer."""
+    backend = _word_tokenizer(texts, ["<unk>", "<pad>", "<eos>"])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>", model_max_length=64
+    )
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(
+        vocab_size=backend.get_vocab_size(),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=8,
+        max_position_embeddings=64,
+        pad_token_id=1,
+        eos_token_id=2,
+        bos_token_id=2,
+    )
+    Gemma3ForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from recipe_fixtures import save_tiny_bert, save_tiny_gpt2, write_corpora
+from recipe_fixtures import save_tiny_bert, save_tiny_gemma3, save_tiny_gpt2, write_corpora
 from test_trainer_hub import RecordingHubApi
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
@@ -165,6 +165,27 @@ def test_lr_find_sweeps_the_model_the_method_trains(bert, corpora, tmp_path, mon
     lm = ["lr-find", "--task", "finetune", "--model_name_or_path", str(bert), "--train_file", str(corpora["train"])]
     assert main([*lm, "--output_dir", str(tmp_path / "lm"), "--method", "lora"]) == 2
     assert "--method lora is for lr-find --task classifier" in capsys.readouterr().err
+
+
+def test_lora_on_an_architecture_without_targets_of_our_own(corpora, tmp_path):
+    """Gemma-3 (the family of gemma-3-270m) has no LoRA targets in our table: `--method lora` adapts every linear
+    layer outside the head, as peft's "all-linear" would, and trains the score head in full;
+    `--lora_target_modules` narrows it to the modules named, as peft's `target_modules` does. The merged classifier
+    serves through `pipeline()`."""
+    pytest.importorskip("peft")
+    gemma = save_tiny_gemma3(tmp_path / "gemma", TextData(str(corpora["train"])).load()["text"])
+    lora = ("--method", "lora", "--lora_save_adapter")
+    assert train_classifier_command(gemma, corpora, tmp_path / "all", *lora) == 0
+    adapter = json.loads((tmp_path / "all" / "adapter" / "adapter_config.json").read_text())
+    projections = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert set(adapter["target_modules"]) == projections and adapter["modules_to_save"] == ["score"]
+    assert (
+        train_classifier_command(gemma, corpora, tmp_path / "qv", *lora, "--lora_target_modules", "q_proj", "v_proj")
+        == 0
+    )
+    adapter = json.loads((tmp_path / "qv" / "adapter" / "adapter_config.json").read_text())
+    assert set(adapter["target_modules"]) == {"q_proj", "v_proj"}
+    assert pipeline("text-classification", model=str(tmp_path / "qv"))("a good film")[0]["label"] in {"neg", "pos"}
 
 
 def test_a_rate_you_give_is_recorded_as_set_by_you_and_reaches_the_top_group(bert, corpora, tmp_path):

@@ -297,6 +297,12 @@ class ClassifierMethodArguments:
         default=16.0, metadata={"help": "--method lora: scale, update = alpha / r * B @ A (> 0)."}
     )
     lora_dropout: float = field(default=0.0, metadata={"help": "--method lora: adapter input dropout, in [0, 1)."})
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "--method lora: modules to adapt, as peft names them (default: every projection outside the head)."
+        },
+    )
     lora_save_adapter: bool = field(
         default=False,
         metadata={
@@ -335,7 +341,12 @@ class ClassifierMethodArguments:
 
     def lora_arguments(self) -> ULMFiTLoraArguments:
         """The LoRA settings as `ULMFiTLoraArguments`."""
-        return ULMFiTLoraArguments(r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout)
+        return ULMFiTLoraArguments(
+            r=self.lora_r,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            target_modules=self.lora_target_modules or None,
+        )
 
     def feature_head_arguments(self, seed: int = 0) -> FeatureHeadArguments:
         """The feature-extraction head's settings as `FeatureHeadArguments` (seeded with the training seed)."""
@@ -413,8 +424,7 @@ class StageTrainingArguments(ULMFiTTrainingArguments):
         default=None,
         metadata={
             "help": "Peak learning rate of the top layer group (lower groups: divided by discriminative_lr_decay "
-            "per group; the STLR peak). Default: the stage's rate for the model family (AWD-LSTM or transformer) "
-            "and, for the classifier, its method (a transformer's LoRA adapters: 1e-3)."
+            "per group; the STLR peak). Default: the stage's rate for the model family and method."
         },
     )
     report_to: list[str] | None = field(default_factory=list, metadata={"help": "Integrations to report to."})

@@ -11,6 +11,17 @@ of frozen groups still. This module picks sensible LoRA targets per architecture
 - BERT-style encoders: every attention and feed-forward projection; the pooler and classification head in full.
 - GPT-2: `c_attn`, `c_proj` and `c_fc` (Conv1D, hence `fan_in_fan_out=True`); the score head in full.
 - Llama-style decoders: the attention and MLP projections.
+- Any other architecture: every linear layer (`nn.Linear`, transformers' `Conv1D`; not a mixture-of-experts router)
+  outside the head, as peft's `target_modules="all-linear"` picks them (QLoRA's finding, Dettmers et al. 2023:
+  adapting every linear layer is what matches full fine-tuning), but with the whole head left out: peft's shorthand
+  leaves out only a head module named `classifier` or `score` itself, and would adapt the layers inside a head such
+  as RoBERTa's or T5's. `tests/test_peft_ulmfit.py` checks this against peft on every sequence-classification
+  architecture of transformers that builds small.
+
+The head trained in full is every child of the model beside its backbone (`base_model_prefix`) that has parameters,
+and the pooler: `classifier` / `score`, but also DistilBERT's `pre_classifier`, T5's and BART's
+`classification_head`, DeBERTa's `pooler`. peft's `task_type="SEQ_CLS"` saves `classifier` and `score` only, so
+the others would stay at their random initialisation, frozen. A language model's output layer is never part of it.
 
 Adapters save, load (`PeftModel.from_pretrained`), merge (`merge_and_unload`) and push as peft does it; see
 `tl_nlp.hub_adapters` for a folder with a model card.
@@ -42,7 +53,8 @@ LORA_TARGET_MODULES_BY_MODEL_TYPE = {
 }
 # AWD-LSTM's recurrent matrices are parameters of `AWDLSTMLayer`, not `nn.Linear`s: peft's `target_parameters`.
 AWD_LSTM_TARGET_PARAMETERS = ["weight_ih", "weight_hh"]
-# Heads that a classifier trains in full: they are new, so there is nothing to adapt.
+# Heads that a classifier trains in full (they are new, so there is nothing to adapt), for a model that does not say
+# which of its children is the backbone (`head_modules`).
 CLASSIFIER_HEADS = ["classifier", "score"]
 
 
@@ -83,6 +95,52 @@ class ULMFiTLoraArguments:
             raise ValueError("target_modules must name at least one module, or be None for the defaults.")
 
 
+def head_modules(model: nn.Module) -> list[str]:
+    """The names of the modules a LoRA classifier trains in full: every top-level child with parameters beside the
+    backbone (the child `base_model_prefix` names) and the output embeddings, or, for a model without a backbone
+    child, those of `CLASSIFIER_HEADS` it has; then `pooler` wherever the model has one (a BERT-style classifier reads
+    the pooler, a dense layer that pretraining may have left untrained)."""
+    output_embeddings = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    backbone = getattr(model, "base_model_prefix", "")
+    children = dict(model.named_children())
+    if backbone and backbone in children:
+        heads = [
+            name
+            for name, child in children.items()
+            if name != backbone and child is not output_embeddings and any(True for _ in child.parameters())
+        ]
+    else:
+        heads = [name for name in CLASSIFIER_HEADS if name in children]
+    if heads and "pooler" not in heads and any(name.split(".")[-1] == "pooler" for name, _ in model.named_modules()):
+        heads.append("pooler")
+    return heads
+
+
+def linear_targets(model: nn.Module, heads: list[str]) -> list[str]:
+    """Every linear layer (`nn.Linear`, `Conv1D`) of `model` outside `heads` and its output embeddings, as peft's
+    `target_modules` names them: by their last name part (`q_proj`) where no other module's name ends the same way
+    (peft would adapt it too: a head's `dense`, a block list's `0`), by their full name otherwise."""
+    from transformers.pytorch_utils import Conv1D
+
+    output_embeddings = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+
+    def in_head(name: str) -> bool:
+        parts = name.split(".")
+        return parts[0] in heads or ("pooler" in heads and "pooler" in parts)
+
+    # A mixture-of-experts router chooses experts (some are nn.Linear subclasses returning a tuple): not adapted.
+    linears = [
+        (name, module)
+        for name, module in model.named_modules()
+        if name and isinstance(module, (nn.Linear, Conv1D)) and "router" not in type(module).__name__.lower()
+    ]
+    targets = [name for name, module in linears if not in_head(name) and module is not output_embeddings]
+    short = {name.split(".")[-1] for name in targets}
+    chosen = set(targets)
+    ambiguous = any(name.split(".")[-1] in short and name not in chosen for name, _ in model.named_modules())
+    return targets if ambiguous else sorted(short)
+
+
 def ulmfit_lora_config(model: nn.Module, arguments: ULMFiTLoraArguments | None = None) -> LoraConfig:
     """The `LoraConfig` that adapts `model`'s blocks (and AWD-LSTM's embeddings) and trains a classifier's head.
 
@@ -94,29 +152,29 @@ def ulmfit_lora_config(model: nn.Module, arguments: ULMFiTLoraArguments | None =
         `peft.LoraConfig`.
 
     Raises:
-        `ValueError`: for a model type without default targets when `arguments.target_modules` is not given.
+        `ValueError`: for a model with no linear layer to adapt outside its head when `arguments.target_modules` is
+            not given.
     """
     arguments = arguments if arguments is not None else ULMFiTLoraArguments()
     model_type = getattr(getattr(model, "config", None), "model_type", None)
+    heads = head_modules(model)
     target_modules = arguments.target_modules
     target_parameters = None
     if target_modules is None:
-        if model_type not in LORA_TARGET_MODULES_BY_MODEL_TYPE:
-            raise ValueError(
-                f"No default LoRA targets for model type {model_type!r} (known: "
-                f"{sorted(LORA_TARGET_MODULES_BY_MODEL_TYPE)}): set ULMFiTLoraArguments.target_modules."
-            )
-        target_modules = list(LORA_TARGET_MODULES_BY_MODEL_TYPE[model_type])
+        if model_type in LORA_TARGET_MODULES_BY_MODEL_TYPE:
+            target_modules = list(LORA_TARGET_MODULES_BY_MODEL_TYPE[model_type])
+        else:
+            target_modules = linear_targets(model, heads)
+            if not target_modules:
+                raise ValueError(
+                    f"No linear layer to adapt outside the head ({', '.join(heads) or 'none'}) of "
+                    f"{type(model).__name__}: set ULMFiTLoraArguments.target_modules."
+                )
     if model_type == "awd_lstm":
         target_parameters = list(AWD_LSTM_TARGET_PARAMETERS)
         if not arguments.adapt_embeddings and arguments.target_modules is None:
             target_modules = []
-    head_names = {name.split(".")[0] for name, _ in model.named_children()}
-    modules_to_save = [name for name in CLASSIFIER_HEADS if name in head_names] if arguments.train_head else []
-    if modules_to_save and any(name.endswith("pooler") for name, _ in model.named_modules()):
-        # BERT-style classifiers read the pooler (a dense layer that pretraining may have left untrained): it is
-        # part of the head.
-        modules_to_save.append("pooler")
+    modules_to_save = heads if arguments.train_head else []
     return import_extra("peft", "LoRA").LoraConfig(
         r=arguments.r,
         lora_alpha=arguments.lora_alpha,
