@@ -81,47 +81,37 @@ def save_tiny_bert(folder: Path, texts: list[str]) -> Path:
     return folder
 
 
-def save_tiny_gpt2(folder: Path, texts: list[str]) -> Path:
-    """A 2-layer GPT2LMHeadModel with a word-level tokenizer (no pad token, as GPT-2) trained on `texts`."""
-    backend = _word_tokenizer(texts, ["<|unk|>", "<|endoftext|>"])
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, unk_token="<|unk|>", eos_token="<|endoftext|>", model_max_length=64
-    )
+def _save_word_level_lm(folder: Path, texts: list[str], special_tokens: dict[str, str], build) -> Path:
+    """`build(vocab_size)`'s model (seeded), saved with a word-level tokenizer trained on `texts` whose special tokens
+    are `special_tokens` (`{"unk_token": "<unk>", ...}`, ids in that order)."""
+    backend = _word_tokenizer(texts, list(special_tokens.values()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, model_max_length=64, **special_tokens)
     torch.manual_seed(0)
-    config = GPT2Config(
-        vocab_size=backend.get_vocab_size(),
-        n_embd=16,
-        n_layer=2,
-        n_head=2,
-        n_positions=64,
-        eos_token_id=1,
-        bos_token_id=1,
-    )
-    GPT2LMHeadModel(config).save_pretrained(folder)
+    build(backend.get_vocab_size()).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def save_tiny_gpt2(folder: Path, texts: list[str]) -> Path:
+    """A 2-layer GPT2LMHeadModel with a word-level tokenizer (no pad token, as GPT-2) trained on `texts`."""
+    sizes = dict(n_embd=16, n_layer=2, n_head=2, n_positions=64, eos_token_id=1, bos_token_id=1)
+    return _save_word_level_lm(
+        folder,
+        texts,
+        {"unk_token": "<|unk|>", "eos_token": "<|endoftext|>"},
+        lambda vocab_size: GPT2LMHeadModel(GPT2Config(vocab_size=vocab_size, **sizes)),
+    )
 
 
 def save_tiny_gemma3(folder: Path, texts: list[str]) -> Path:
     """A 2-layer Gemma-3 text model (an architecture without LoRA targets of our own) with a word-level tokenizer."""
-    backend = _word_tokenizer(texts, ["<unk>", "<pad>", "<eos>"])
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>", model_max_length=64
+    sizes = dict(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+        head_dim=8, max_position_embeddings=64, pad_token_id=1, eos_token_id=2, bos_token_id=2,
+    )  # fmt: skip
+    return _save_word_level_lm(
+        folder,
+        texts,
+        {"unk_token": "<unk>", "pad_token": "<pad>", "eos_token": "<eos>"},
+        lambda vocab_size: Gemma3ForCausalLM(Gemma3TextConfig(vocab_size=vocab_size, **sizes)),
     )
-    torch.manual_seed(0)
-    config = Gemma3TextConfig(
-        vocab_size=backend.get_vocab_size(),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=8,
-        max_position_embeddings=64,
-        pad_token_id=1,
-        eos_token_id=2,
-        bos_token_id=2,
-    )
-    Gemma3ForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
