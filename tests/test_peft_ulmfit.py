@@ -227,7 +227,8 @@ def adapted_linear_layers(peft_model) -> set[str]:
 def test_lora_on_every_sequence_classification_architecture():
     """`ulmfit_lora_model` on a tiny model of every architecture in transformers' sequence-classification mapping:
     only adapters and the head train, the head is every child beside the backbone (T5's `classification_head`,
-    DistilBERT's `pre_classifier`...), a loss flows back to the head, and for the architectures without targets of
+    DistilBERT's `pre_classifier`...), every trainable parameter has a layer group (the head the top one), a loss
+    flows back to the head, and for the architectures without targets of
     our own the adapted layers are peft's `target_modules="all-linear"` less the head (and routers). An architecture
     with no plain linear layer is refused in one line naming `target_modules`."""
     from auto_tiny_models import Unbuildable, build_tiny_model, one_class_per_model_type, runnable_inputs
@@ -276,6 +277,16 @@ def test_lora_on_every_sequence_classification_architecture():
                 if adapted_linear_layers(peft_model) != expected:
                     difference = sorted(adapted_linear_layers(peft_model) ^ expected)
                     problems.append(f"{class_name}: adapted {difference[:4]}")
+            # The discriminative rates and unfreezing reach every adapter and the head: each trainable parameter is
+            # in a layer group, the head's in the top one (Canine's pooler reads its deep encoder before the final
+            # character encoder runs, so data flow puts it one group lower).
+            groups = layer_groups(peft_model)
+            placed = {name for group in groups for name in group.parameter_names}
+            if not set(trainable) <= placed:
+                problems.append(f"{class_name}: not in a layer group {sorted(set(trainable) - placed)[:2]}")
+            saved = {name for name in trainable if "modules_to_save" in name}
+            if not saved <= set(groups[-1].parameter_names) and class_name != "CanineForSequenceClassification":
+                problems.append(f"{class_name}: head below the top group")
             logits = peft_model(**inputs).logits
             logits.float().pow(2).mean().backward()
             head_grads = [
