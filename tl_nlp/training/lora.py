@@ -95,12 +95,17 @@ class ULMFiTLoraArguments:
             raise ValueError("target_modules must name at least one module, or be None for the defaults.")
 
 
+def _output_embeddings(model: nn.Module) -> nn.Module | None:
+    """A language model's output layer (never adapted, never a head to train in full); None for a classifier."""
+    return model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+
+
 def head_modules(model: nn.Module) -> list[str]:
     """The names of the modules a LoRA classifier trains in full: every top-level child with parameters beside the
     backbone (the child `base_model_prefix` names) and the output embeddings, or, for a model without a backbone
     child, those of `CLASSIFIER_HEADS` it has; then `pooler` wherever the model has one (a BERT-style classifier reads
     the pooler, a dense layer that pretraining may have left untrained)."""
-    output_embeddings = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    output_embeddings = _output_embeddings(model)
     backbone = getattr(model, "base_model_prefix", "")
     children = dict(model.named_children())
     if backbone and backbone in children:
@@ -122,7 +127,7 @@ def linear_targets(model: nn.Module, heads: list[str]) -> list[str]:
     (peft would adapt it too: a head's `dense`, a block list's `0`), by their full name otherwise."""
     from transformers.pytorch_utils import Conv1D
 
-    output_embeddings = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    output_embeddings = _output_embeddings(model)
 
     def in_head(name: str) -> bool:
         parts = name.split(".")
