@@ -188,6 +188,10 @@ def test_lora_arguments_and_config_errors_name_the_field():
         ULMFiTLoraArguments(lora_dropout=1.0)
     with pytest.raises(ValueError, match="target_modules"):
         ulmfit_lora_config(torch.nn.Linear(2, 2))
+    with pytest.raises(
+        ValueError, match=r"target_modules \['c_atn'\] name no module of GPT2ForSequenceClassification"
+    ):
+        ulmfit_lora_config(tiny_gpt2_classifier(), ULMFiTLoraArguments(target_modules=["c_attn", "c_atn"]))
     config = ulmfit_lora_config(tiny_gpt2_classifier())
     assert config.fan_in_fan_out and set(config.target_modules) == {"c_attn", "c_proj", "c_fc"}
     assert config.modules_to_save == ["score"]

@@ -167,11 +167,11 @@ def test_lr_find_sweeps_the_model_the_method_trains(bert, corpora, tmp_path, mon
     assert "--method lora is for lr-find --task classifier" in capsys.readouterr().err
 
 
-def test_lora_on_an_architecture_without_targets_of_our_own(corpora, tmp_path):
+def test_lora_on_an_architecture_without_targets_of_our_own(corpora, tmp_path, capsys):
     """Gemma-3 (the family of gemma-3-270m) has no LoRA targets in our table: `--method lora` adapts every linear
     layer outside the head, as peft's "all-linear" would, and trains the score head in full;
-    `--lora_target_modules` narrows it to the modules named, as peft's `target_modules` does. The merged classifier
-    serves through `pipeline()`."""
+    `--lora_target_modules` narrows it to the modules named, as peft's `target_modules` does, and a name that matches
+    nothing is refused in one line. The merged classifier serves through `pipeline()`."""
     pytest.importorskip("peft")
     gemma = save_tiny_gemma3(tmp_path / "gemma", TextData(str(corpora["train"])).load()["text"])
     lora = ("--method", "lora", "--lora_save_adapter")
@@ -185,6 +185,12 @@ def test_lora_on_an_architecture_without_targets_of_our_own(corpora, tmp_path):
     )
     adapter = json.loads((tmp_path / "qv" / "adapter" / "adapter_config.json").read_text())
     assert set(adapter["target_modules"]) == {"q_proj", "v_proj"}
+    # A name that no module has: one line naming it and the layers there are, exit status 2 (not peft's traceback).
+    capsys.readouterr()
+    assert train_classifier_command(gemma, corpora, tmp_path / "bad", *lora, "--lora_target_modules", "qproj") == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "['qproj'] name no module" in err.strip().splitlines()[-1]
+    assert "q_proj" in err.strip().splitlines()[-1]
     assert pipeline("text-classification", model=str(tmp_path / "qv"))("a good film")[0]["label"] in {"neg", "pos"}
 
 

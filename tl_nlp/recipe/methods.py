@@ -68,7 +68,10 @@ def wrap_classifier(
     """The model the Trainer trains for `method`: LoRA-wrapped for `"lora"`, inside `ClassifierWithAuxiliaryLM`
     with an auxiliary LM loss."""
     if method == "lora":
-        model = ulmfit_lora_model(model, lora)
+        try:
+            model = ulmfit_lora_model(model, lora)
+        except ValueError as error:  # targets that do not fit the model: a setting, said in one line
+            raise RecipeError(f"method 'lora': {error}") from error
     if auxiliary_lm_weight > 0:
         model = ClassifierWithAuxiliaryLM(model, auxiliary_lm_weight, lm_bias=lm_bias)
     return model

@@ -158,23 +158,32 @@ def ulmfit_lora_config(model: nn.Module, arguments: ULMFiTLoraArguments | None =
 
     Raises:
         `ValueError`: for a model with no linear layer to adapt outside its head when `arguments.target_modules` is
-            not given.
+            not given, or for a name in `arguments.target_modules` that no module of the model has.
     """
     arguments = arguments if arguments is not None else ULMFiTLoraArguments()
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     heads = head_modules(model)
     target_modules = arguments.target_modules
     target_parameters = None
-    if target_modules is None:
-        if model_type in LORA_TARGET_MODULES_BY_MODEL_TYPE:
-            target_modules = list(LORA_TARGET_MODULES_BY_MODEL_TYPE[model_type])
-        else:
-            target_modules = linear_targets(model, heads)
-            if not target_modules:
-                raise ValueError(
-                    f"No linear layer to adapt outside the head ({', '.join(heads) or 'none'}) of "
-                    f"{type(model).__name__}: set ULMFiTLoraArguments.target_modules."
-                )
+    if target_modules is not None:
+        # peft matches a name in the list to a module whose full name is it or ends with "." + it.
+        names = [name for name, _ in model.named_modules() if name]
+        unmatched = [t for t in target_modules if not any(n == t or n.endswith(f".{t}") for n in names)]
+        if unmatched:
+            linears = sorted({name.split(".")[-1] for name in linear_targets(model, heads)})
+            raise ValueError(
+                f"target_modules {unmatched} name no module of {type(model).__name__}; its linear layers outside "
+                f"the head end in: {', '.join(linears) or 'none'}"
+            )
+    elif model_type in LORA_TARGET_MODULES_BY_MODEL_TYPE:
+        target_modules = list(LORA_TARGET_MODULES_BY_MODEL_TYPE[model_type])
+    else:
+        target_modules = linear_targets(model, heads)
+        if not target_modules:
+            raise ValueError(
+                f"No linear layer to adapt outside the head ({', '.join(heads) or 'none'}) of "
+                f"{type(model).__name__}: set ULMFiTLoraArguments.target_modules."
+            )
     if model_type == "awd_lstm":
         target_parameters = list(AWD_LSTM_TARGET_PARAMETERS)
         if not arguments.adapt_embeddings and arguments.target_modules is None:
