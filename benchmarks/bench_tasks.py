@@ -14,7 +14,7 @@ For each task and seed, two runs on the same checkpoint, the same training rows,
   fractions).
 - `recipe` (with `--recipe_model`): `tl_nlp.recipe.train_task_classifier` at its defaults on any checkpoint, for
   the families with no stock class here (the AWD-LSTM language model of the demo, SmolLM2 from its GGUF file: GPT's
-  input transformations, delimiter tokens added to the tokenizer).
+  input transformations, delimiter tokens added to the tokenizer); `--recipe_method lora` trains it with LoRA.
 
 Scores: RTE validation accuracy, STS-B validation Pearson / Spearman, SST-5 test accuracy and macro-F1 (as classes)
 and Pearson / Spearman and rounded accuracy (as a score), GoEmotions test macro-F1 (threshold chosen on validation
@@ -176,17 +176,19 @@ def run_recipe(task_name: str, seed: int, options) -> dict:
     result = train_task_classifier(
         model,
         train,
-        Path(options.output_dir) / f"{task_name}-recipe-{Path(model).name}-seed{seed}",
+        Path(options.output_dir) / f"{task_name}-recipe-{options.recipe_method}-{Path(model).name}-seed{seed}",
         task=TaskArguments(task=task) if task else None,
         eval_data=evaluation,
         training_args={key: value for key, value in training.items() if value is not None},
         max_length=None if is_awd_lstm else options.max_length,
+        method=options.recipe_method,
     )
     seconds = time.perf_counter() - start
     return {
         "task": task_name,
         "trainer": "recipe",
         "model": model,
+        "method": options.recipe_method,
         "seed": seed,
         "num_train": len(train),
         "num_eval": len(evaluation),
@@ -356,7 +358,9 @@ def summary_table(results_file: str) -> str:
         if result["task"] not in MAIN_METRIC:
             continue
         model = Path(result.get("model", "all-MiniLM-L6-v2")).name
-        key = (result["task"], result["trainer"], model, result["num_train"], result["epochs"])
+        method = result.get("method", "full")
+        arm = result["trainer"] + ("" if method == "full" else f" ({method})")
+        key = (result["task"], arm, model, result["num_train"], result["epochs"])
         runs.setdefault(key, {})[result["seed"]] = result["metrics"][MAIN_METRIC[result["task"]]]
     rows = [
         "| task (score) | arm | model | rows x epochs | seeds | mean | std | range |",
@@ -378,6 +382,9 @@ def main() -> None:
     parser.add_argument("--model_dir", default=None, help="all-MiniLM-L6-v2 folder (default: fetched into .cache/)")
     parser.add_argument(
         "--recipe_model", default=None, help="the `recipe` arm's checkpoint: a folder or a .gguf file (any family)"
+    )
+    parser.add_argument(
+        "--recipe_method", default="full", choices=["full", "lora"], help="the `recipe` arm's method (LoRA at 1e-3)"
     )
     parser.add_argument("--smollm_gguf", default=None, help="SmolLM2 GGUF file (default: fetched into .cache/)")
     parser.add_argument("--tasks", nargs="+", default=[*TASKS, "copa_zero_shot"])

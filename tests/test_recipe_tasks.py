@@ -182,3 +182,39 @@ def test_a_pair_task_stage_takes_the_reading_options_and_saves_them_for_predict(
     prepared.tokenizer.save_pretrained(tmp_path / "saved")
     saved = AutoTokenizer.from_pretrained(str(tmp_path / "saved"))
     assert (saved.truncation_side, saved.model_max_length) == ("left", 20)
+
+
+def test_cli_trains_a_similarity_task_with_lora_and_saves_the_merged_model_and_the_adapter(bases, tmp_path, capsys):
+    train = real_rows("glue_stsb", "train", tmp_path / "train.parquet")
+    status, out, err = run(
+        capsys,
+        [
+            "train-classifier", "--model_name_or_path", bases["decoder"], "--train_file", train,
+            "--output_dir", tmp_path / "sts", "--method", "lora", "--lora_r", 2, "--lora_save_adapter",
+            "--num_train_epochs", 1, "--per_device_train_batch_size", 8, "--use_cpu", "--seed", 0,
+        ],
+    )  # fmt: skip
+    assert status == 0, err
+    assert "both orders summed" in out
+    record = json.loads((tmp_path / "sts" / "ulmfit_training_record.json").read_text())
+    stage = record["stages"][-1]
+    # LoRA's default top rate, and only the adapters, the score head and GPT's 3 new token rows trained.
+    assert stage["learning_rate"] == pytest.approx(1e-3) and stage["settings"]["learning_rate"] == "default"
+    counts = json.loads((tmp_path / "sts" / "all_results.json").read_text())
+    assert 0 < counts["trainable_parameters"] < counts["total_parameters"] / 2
+    adapter_config = json.loads((tmp_path / "sts" / "adapter" / "adapter_config.json").read_text())
+    assert adapter_config["modules_to_save"] == ["score"] and len(adapter_config["trainable_token_indices"]) == 3
+    from transformers import AutoConfig
+
+    assert task_of_config(AutoConfig.from_pretrained(tmp_path / "sts")).symmetric_pair  # a plain, merged folder
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(
+        json.dumps({"text": "A man is sleeping.", "text_pair": "A dog runs."})
+        + "\n"
+        + json.dumps({"text": "A dog runs.", "text_pair": "A man is sleeping."})
+        + "\n"
+    )
+    status, out, err = run(capsys, ["predict", "--model_name_or_path", tmp_path / "sts", "--input_file", rows])
+    assert status == 0, err
+    answers = [json.loads(line) for line in out.splitlines()]
+    assert answers[0]["score"] == pytest.approx(answers[1]["score"], abs=1e-5)

@@ -367,3 +367,57 @@ def test_collator_keeps_float_targets_float():
     features = [{"input_ids": [2, 3], "labels": 1.5}, {"input_ids": [4], "labels": 2.0}]
     batch = TaskDataCollator(tokenizer)(features)
     assert batch["labels"].dtype == torch.float32 and batch["input_ids"].tolist() == [[2, 3], [4, 1]]
+
+
+@pytest.mark.parametrize("family", ["encoder", "decoder", "awd_lstm"])
+@pytest.mark.parametrize("task", ["text_pair", "similarity", "multiple_choice"])
+def test_lora_trains_every_task_and_merges_into_the_same_task_model(folders, tmp_path, family, task):
+    from tl_nlp.recipe.methods import model_to_save, wrap_classifier
+    from tl_nlp.training.lora import ULMFiTLoraArguments
+
+    rows = {"text_pair": PAIR_CLASSES, "similarity": PAIRS, "multiple_choice": CHOICES}[task]
+    spec, _ = infer_task(rows, task="text_pair" if task == "text_pair" else None)
+    rows = datasets.concatenate_datasets([rows] * 4)
+    tokenizer, _, encoded, batch, model = task_setup(folders[family], spec, rows)
+    added = list(range(len(AutoTokenizer.from_pretrained(folders[family])), len(tokenizer)))
+    assert (len(added) == 3) == (family == "decoder")  # GPT's start, delimiter and extract tokens
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    model = wrap_classifier(model, "lora", 0.0, ULMFiTLoraArguments(r=2), trained_tokens=added)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    # Adapters, the head in full and (decoders) the new tokens' embedding rows: nothing else trains.
+    assert trainable and all(re.search(r"lora_|modules_to_save|trainable_tokens", name) for name in trainable)
+    assert any("trainable_tokens" in name for name in trainable) == (family == "decoder")
+    groups = layer_groups(model)
+    grouped = {name for group in groups for name in group.parameter_names}
+    assert trainable <= grouped and groups[-1].name == "head"
+    # Every block has its adapters, in its own group: the discriminative rates and the unfreezing reach them.
+    assert all(any("lora_B" in name for name in group.parameter_names) for group in groups if "layer" in group.name)
+    head = {name for name in trainable if re.search(r"(classifier|score)\.modules_to_save", name)}
+    assert head and head <= set(groups[-1].parameter_names)
+    args = ULMFiTTrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=4, num_train_epochs=1, learning_rate=1e-2,
+        unfreeze_at_fractions=[0.2, 0.4, 0.6], report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True,
+        seed=0,
+    )  # fmt: skip
+    trainer = ClassificationTrainer(
+        model=model, args=args, train_dataset=encoded, data_collator=TaskDataCollator(tokenizer)
+    )
+    trainer.train()
+    # Every group unfroze by the end: every adapter's B, which starts at zero, has moved.
+    assert all(p.detach().abs().sum() > 0 for name, p in model.named_parameters() if "lora_B" in name)
+    model.eval()
+    expected = model(**batch).logits
+    merged = model_to_save(model, tmp_path, False, True)
+    # The saved model is the plain task model (no peft inside), with the adapters merged: the same outputs.
+    assert type(merged) is type(task_setup(folders[family], spec, rows)[-1])
+    assert not any("lora_" in name or "modules_to_save" in name for name, _ in merged.named_parameters())
+    torch.testing.assert_close(merged.eval()(**batch).logits, expected, rtol=1e-4, atol=1e-5)
+    weights = dict(merged.named_parameters())
+    if family == "decoder":  # the new tokens' embeddings trained, the pretrained ones did not
+        embeddings_name = next(name for name in before if name.endswith("wte.weight"))
+        old, new = before[embeddings_name], weights[embeddings_name]
+        assert not torch.equal(old[added], new[added]) and torch.equal(old[: added[0]], new[: added[0]])
+    merged.save_pretrained(tmp_path / "folder")
+    reloaded, reloaded_spec = load_task_model(str(tmp_path / "folder"))
+    assert reloaded_spec == spec
+    torch.testing.assert_close(reloaded.eval()(**batch).logits, expected, rtol=1e-4, atol=1e-5)

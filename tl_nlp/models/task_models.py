@@ -15,6 +15,7 @@ which [`load_task_model`] rebuilds the same model.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
@@ -39,11 +40,12 @@ class MultiSequenceClassifier(nn.Module):
 
     Inputs are `(batch, sequences, length)` (see `tl_nlp.data.task_encoding.TaskDataCollator`). `layer_groups`
     groups the wrapper like the classifier it holds, its head in the top group; `save_pretrained` saves that
-    classifier (its config names the task), which [`load_task_model`] wraps again.
+    classifier (its config names the task), which [`load_task_model`] wraps again. The classifier may be LoRA-wrapped
+    (`tl_nlp.ulmfit_lora_model`): the sequences then go through its adapters.
 
     Args:
-        classifier (`PreTrainedModel`): an `AWDLSTMForSequenceClassification` or a decoder's
-            `...ForSequenceClassification` (one label for `"choices"`).
+        classifier (`PreTrainedModel` or `peft.PeftModel`): an `AWDLSTMForSequenceClassification` or a decoder's
+            `...ForSequenceClassification` (one label for `"choices"`), or either wrapped by peft.
         mode (`str`): `"choices"` or `"sum"`.
 
     Example:
@@ -85,14 +87,22 @@ class MultiSequenceClassifier(nn.Module):
         return self.classifier.config
 
     @property
+    def _model(self) -> nn.Module:
+        """The transformers classifier the sequences go through: under its LoRA wrapper, if any (peft adapts the
+        model in place, so its layers run the adapters)."""
+        peft = sys.modules.get("peft")  # imported only by LoRA (the `lora` extra)
+        is_peft = peft is not None and isinstance(self.classifier, peft.PeftModel)
+        return self.classifier.get_base_model() if is_peft else self.classifier
+
+    @property
     def awd_lstm(self) -> nn.Module:
         """The AWD-LSTM encoder (the auxiliary LM loss reads it); AttributeError for decoders."""
-        return self.classifier.awd_lstm
+        return self._model.awd_lstm
 
     @property
     def base_model(self) -> nn.Module:
         """The classifier's backbone (`AWDLSTMModel`, `GPT2Model`, `LlamaModel`...)."""
-        return self.classifier.base_model
+        return self._model.base_model
 
     def get_base_model(self) -> nn.Module:
         """The wrapped classifier (`layer_groups` groups the wrapper like it)."""
@@ -103,30 +113,31 @@ class MultiSequenceClassifier(nn.Module):
         """The classifier's dummy rows as two sequences each: what `layer_groups` traces the data flow with."""
         return {
             key: value.unsqueeze(1).repeat(1, 2, 1)
-            for key, value in self.classifier.dummy_inputs.items()
+            for key, value in self._model.dummy_inputs.items()
             if isinstance(value, torch.Tensor) and value.dim() == 2
         }
 
     def get_input_embeddings(self) -> nn.Module:
-        return self.classifier.get_input_embeddings()
+        return self._model.get_input_embeddings()
 
     def save_pretrained(self, save_directory: str, **kwargs: Any) -> None:
-        """Saves the wrapped classifier: a plain folder whose config carries the task."""
+        """Saves the wrapped classifier: a plain folder whose config carries the task (a LoRA-wrapped classifier
+        saves its adapter, as peft does; the recipe merges it first)."""
         self.classifier.save_pretrained(save_directory, **kwargs)
 
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, Any]:
         """`(rows, features)` before the head, and the last hidden states `(rows, length, hidden)` (decoders)."""
         if self.is_awd_lstm:
-            return self.classifier.pool_document(input_ids, attention_mask), None
+            return self._model.pool_document(input_ids, attention_mask), None
         mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
-        hidden = self.classifier.base_model(input_ids, attention_mask=mask).last_hidden_state
+        hidden = self.base_model(input_ids, attention_mask=mask).last_hidden_state
         # The last real token, wherever the padding is (the extract token of GPT's input transformation).
         positions = torch.arange(input_ids.size(1), device=input_ids.device)
         last = (mask.bool() * positions).argmax(-1)
         return hidden[torch.arange(len(hidden), device=hidden.device), last], hidden
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.classifier.classifier(features) if self.is_awd_lstm else self.classifier.score(features)
+        return self._model.classifier(features) if self.is_awd_lstm else self._model.score(features)
 
     def forward(
         self,
@@ -160,7 +171,7 @@ class MultiSequenceClassifier(nn.Module):
         logits = self.head(features.sum(dim=1))
         loss = None
         if labels is not None:
-            loss = self.classifier.loss_function(labels=labels, pooled_logits=logits, config=self.config)
+            loss = self._model.loss_function(labels=labels, pooled_logits=logits, config=self.config)
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)
 
 

@@ -222,30 +222,30 @@ def train_classifier(
     ```
     """
     task = kwargs.pop("task", None)
-    method_name = getattr(kwargs.get("method", "full"), "method", kwargs.get("method", "full"))
-    if task is not None or method_name == "full":
-        # Pairs, regression, multi-label and multiple choice train in their own stage (inferred from the data
-        # when `task` does not say); a single text with one class goes on here.
-        spec, _, _ = resolve_task(train_data, task)
-        if spec.task != "single_text":
-            method, auxiliary_lm_weight, lora, save_adapter = _method_options(
-                kwargs.pop("method", "full"),
-                kwargs.pop("auxiliary_lm_weight", 0.0),
-                kwargs.pop("lora", None),
-                kwargs.pop("save_adapter", False),
-            )
-            if lora is not None or save_adapter:
-                raise RecipeError(f"{spec.task}: LoRA is for single-text classifiers; use method 'full'")
-            return train_task_classifier(
-                model_name_or_path,
-                train_data,
-                output_dir,
-                hub=hub,
-                task=task,
-                method=method,
-                auxiliary_lm_weight=auxiliary_lm_weight,
-                **kwargs,
-            )
+    # Pairs, regression, multi-label and multiple choice train in their own stage (inferred from the data when
+    # `task` does not say; it refuses feature extraction in one line); a single text with one class goes on here.
+    spec, _, _ = resolve_task(train_data, task)
+    if spec.task != "single_text":
+        method, auxiliary_lm_weight, lora, save_adapter = _method_options(
+            kwargs.pop("method", "full"),
+            kwargs.pop("auxiliary_lm_weight", 0.0),
+            kwargs.pop("lora", None),
+            kwargs.pop("save_adapter", False),
+        )
+        if kwargs.pop("feature_head", None) is not None or kwargs.pop("feature_pooling", "auto") != "auto":
+            method = "feature_extraction"  # its settings: refused for the task in one line
+        return train_task_classifier(
+            model_name_or_path,
+            train_data,
+            output_dir,
+            hub=hub,
+            task=task,
+            method=method,
+            auxiliary_lm_weight=auxiliary_lm_weight,
+            lora=lora,
+            save_adapter=save_adapter,
+            **kwargs,
+        )
     feature_head = kwargs.pop("feature_head", None)
     feature_pooling = kwargs.pop("feature_pooling", "auto")
     method = kwargs.get("method", "full")

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from torch import nn
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from ..feature_extraction import Standardize
+from ..models.task_models import MultiSequenceClassifier
 from ..training import ClassificationTrainer
 from ..training.auxiliary_lm import AuxiliaryLMTrainer, ClassifierWithAuxiliaryLM
 from ..training.lora import ULMFiTLoraArguments, ulmfit_lora_model
@@ -64,14 +66,21 @@ def wrap_classifier(
     auxiliary_lm_weight: float,
     lora: ULMFiTLoraArguments | None,
     lm_bias: torch.Tensor | None = None,
+    trained_tokens: Sequence[int] | None = None,
 ) -> nn.Module:
-    """The model the Trainer trains for `method`: LoRA-wrapped for `"lora"`, inside `ClassifierWithAuxiliaryLM`
-    with an auxiliary LM loss."""
+    """The model the Trainer trains for `method`: LoRA-wrapped for `"lora"` (a `MultiSequenceClassifier`'s
+    classifier inside it; `trained_tokens`: ids of tokens added to the tokenizer, whose embeddings train in full),
+    inside `ClassifierWithAuxiliaryLM` with an auxiliary LM loss."""
     if method == "lora":
+        target = model.classifier if isinstance(model, MultiSequenceClassifier) else model
         try:
-            model = ulmfit_lora_model(model, lora)
+            adapted = ulmfit_lora_model(target, lora, trained_tokens)
         except ValueError as error:  # targets that do not fit the model: a setting, said in one line
             raise RecipeError(f"method 'lora': {error}") from error
+        if isinstance(model, MultiSequenceClassifier):
+            model.classifier = adapted
+        else:
+            model = adapted
     if auxiliary_lm_weight > 0:
         model = ClassifierWithAuxiliaryLM(model, auxiliary_lm_weight, lm_bias=lm_bias)
     return model
@@ -91,6 +100,9 @@ def model_to_save(model: nn.Module, output_dir: Path, save_adapter: bool, is_mai
     to `output_dir/adapter` first with `save_adapter`)."""
     if isinstance(model, ClassifierWithAuxiliaryLM):
         model = model.classifier
+    if isinstance(model, MultiSequenceClassifier):
+        model.classifier = model_to_save(model.classifier, output_dir, save_adapter, is_main_process)
+        return model
     # A PeftModel exists only once peft is imported: peft (the `lora` extra) is not imported for the other methods.
     peft = sys.modules.get("peft")
     if peft is not None and isinstance(model, peft.PeftModel):

@@ -1,6 +1,7 @@
 """ULMFiT stage 3 for tasks beyond one text and one label: text pairs, similarity and other regressions, multi-label
 classes and multiple choice (`tl_nlp.tasks`), for BERT-style, GPT-style and AWD-LSTM checkpoints, with every ULMFiT
-technique of the classifier stage (discriminative rates, STLR, gradual unfreezing, the auxiliary LM loss).
+technique of the classifier stage (discriminative rates, STLR, gradual unfreezing, the auxiliary LM loss), trained in
+full or with LoRA.
 
 [`train_classifier`](tl_nlp.recipe.classifier) hands its data here whenever the task is not a single text with one
 class, so the API, `tl-nlp train-classifier` and `tl-nlp ulmfit` take the same task options ([`TaskArguments`]).
@@ -28,6 +29,7 @@ from ..metrics import task_compute_metrics
 from ..models.task_models import task_model_from_pretrained
 from ..task_predictions import TaskPredictor
 from ..tasks import TaskSpec, infer_task
+from ..training.lora import ULMFiTLoraArguments
 from .config import HubArguments, TaskArguments, TrainingLike, check_method, stage_training_arguments
 from .data import DataLike, RecipeError, TextData, data_description, load_rows, source_name
 from .evaluation import set_truncation
@@ -83,6 +85,8 @@ def prepare_task_classifier(
     trust_remote_code: bool = False,
     method: str = "full",
     auxiliary_lm_weight: float = 0.0,
+    lora: ULMFiTLoraArguments | None = None,
+    save_adapter: bool = False,
     truncation_side: str = "right",
     inference_max_length: int | None = None,
 ) -> PreparedStage:
@@ -99,14 +103,19 @@ def prepare_task_classifier(
         label_names: class names in id order (classes, multi-label; default: the dataset's `ClassLabel` names).
         training_args, max_length, trust_remote_code, truncation_side, inference_max_length: as for
             `prepare_classifier` (a pair is cut on the side `truncation_side` names, its longer text first).
-        method: `"full"` (LoRA and feature extraction are for single texts: use `prepare_classifier`).
+        method: `"full"` or `"lora"` (adapters in the backbone, the head in full; for a decoder the embeddings of
+            GPT's added tokens train too, the rest stays frozen; the folder holds the merged model). Feature
+            extraction is for single texts (`train_classifier`).
         auxiliary_lm_weight: GPT's auxiliary LM loss (AWD-LSTM and GPT-style models; every sequence of a row).
+        lora, save_adapter: `method="lora"`: as for `prepare_classifier`.
     """
-    check_method(method, auxiliary_lm_weight)
-    if method != "full":
+    check_method(method, auxiliary_lm_weight, lora)
+    if method not in ("full", "lora"):
         raise RecipeError(
-            f"method {method!r} is for single-text classifiers; tasks beyond them train with method 'full'"
+            f"method {method!r} is for single-text classifiers; tasks beyond them train with method 'full' or 'lora'"
         )
+    if save_adapter and method != "lora":
+        raise RecipeError(f"save_adapter saves a LoRA adapter, but method is {method!r}: use method 'lora'")
     output_dir = Path(output_dir)
     spec, reason, train_rows = resolve_task(train_data, task)
     config = load_config(model_name_or_path, trust_remote_code)
@@ -128,10 +137,12 @@ def prepare_task_classifier(
         raise RecipeError(f"max_length={max_length}: an AWD-LSTM classifier reads whole documents; drop max_length")
     training_length = set_truncation(tokenizer, config, max_length, truncation_side, inference_max_length)
     args, settings = stage_training_arguments(
-        "classifier", training_args, output_dir, model_family(config), data_description(train_data)
+        "classifier", training_args, output_dir, model_family(config), data_description(train_data), method
     )
+    vocabulary = len(tokenizer)
     if family == "decoder":
         add_task_tokens(tokenizer)
+    added_tokens = list(range(vocabulary, len(tokenizer)))  # GPT's new tokens: no pretrained embedding to keep
     names = list(label_names) if label_names is not None else label_names_of(train_rows, spec.label_column)
     encode = dict(spec=spec, tokenizer=tokenizer, family=family, max_length=training_length)
     train, id2label, _ = encode_task_dataset(train_rows, label_names=names, source=source_name(train_data), **encode)
@@ -152,7 +163,7 @@ def prepare_task_classifier(
         trust_remote_code=trust_remote_code,
         pad_token_id=tokenizer.pad_token_id,
     )
-    model = wrap_classifier(model, method, auxiliary_lm_weight, None)
+    model = wrap_classifier(model, method, auxiliary_lm_weight, lora, trained_tokens=added_tokens)
     trainer, guard = classifier_trainer(
         model,
         args,
@@ -169,6 +180,7 @@ def prepare_task_classifier(
         guard,
         evaluation,
         method=method,
+        save_adapter=save_adapter,
         parameter_counts=parameter_counts(model),
         settings=settings,
         task=spec,
@@ -214,7 +226,7 @@ def train_task_classifier(
         metrics: dict[str, dict] = {"train": {**train_output.metrics, **prepared.parameter_counts}}
         if is_main:
             print_metrics(f"{spec.task}: train", metrics["train"])
-        model = model_to_save(trainer.model, prepared.output_dir, False, is_main)
+        model = model_to_save(trainer.model, prepared.output_dir, prepared.save_adapter, is_main)
         if prepared.eval_dataset is not None:
             predictor = TaskPredictor(model, prepared.tokenizer, spec, trainer.args.per_device_eval_batch_size)
             if spec.task == "multi_label":

@@ -29,6 +29,7 @@ Adapters save, load (`PeftModel.from_pretrained`), merge (`merge_and_unload`) an
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -146,12 +147,17 @@ def linear_targets(model: nn.Module, heads: list[str]) -> list[str]:
     return targets if ambiguous else sorted(short)
 
 
-def ulmfit_lora_config(model: nn.Module, arguments: ULMFiTLoraArguments | None = None) -> LoraConfig:
+def ulmfit_lora_config(
+    model: nn.Module, arguments: ULMFiTLoraArguments | None = None, trained_tokens: Sequence[int] | None = None
+) -> LoraConfig:
     """The `LoraConfig` that adapts `model`'s blocks (and AWD-LSTM's embeddings) and trains a classifier's head.
 
     Args:
         model (`nn.Module`): a transformers model (AWD-LSTM, BERT-style, GPT-2, Llama-style...).
         arguments (`ULMFiTLoraArguments`, *optional*): rank, scale, dropout, targets.
+        trained_tokens (`Sequence[int]`, *optional*): token ids whose input embeddings train in full, the rest of
+            the embedding matrix frozen (peft's `trainable_token_indices`): tokens added to the tokenizer, such as
+            GPT's delimiter and extract tokens, have no pretrained embedding to keep.
 
     Returns:
         `peft.LoraConfig`.
@@ -196,11 +202,14 @@ def ulmfit_lora_config(model: nn.Module, arguments: ULMFiTLoraArguments | None =
         target_modules=target_modules,
         target_parameters=target_parameters,
         modules_to_save=modules_to_save or None,
+        trainable_token_indices=list(trained_tokens) if trained_tokens else None,
         fan_in_fan_out=model_type == "gpt2",
     )
 
 
-def ulmfit_lora_model(model: nn.Module, arguments: ULMFiTLoraArguments | None = None) -> PeftModel:
+def ulmfit_lora_model(
+    model: nn.Module, arguments: ULMFiTLoraArguments | None = None, trained_tokens: Sequence[int] | None = None
+) -> PeftModel:
     """Wrap `model` with LoRA adapters (see `ulmfit_lora_config`); only adapters and a classifier head train.
 
     The result trains with `ULMFiTTrainer` like the full model: the adapters of layer k get layer k's rate, and
@@ -209,6 +218,8 @@ def ulmfit_lora_model(model: nn.Module, arguments: ULMFiTLoraArguments | None = 
     Args:
         model (`nn.Module`): the model to adapt (it is modified in place, as `peft.get_peft_model` does).
         arguments (`ULMFiTLoraArguments`, *optional*): rank, scale, dropout, targets.
+        trained_tokens (`Sequence[int]`, *optional*): token ids whose input embeddings train in full (see
+            `ulmfit_lora_config`).
 
     Returns:
         `peft.PeftModel`.
@@ -222,4 +233,4 @@ def ulmfit_lora_model(model: nn.Module, arguments: ULMFiTLoraArguments | None = 
     >>> trainable, total = peft_model.get_nb_trainable_parameters()
     ```
     """
-    return import_extra("peft", "LoRA").get_peft_model(model, ulmfit_lora_config(model, arguments))
+    return import_extra("peft", "LoRA").get_peft_model(model, ulmfit_lora_config(model, arguments, trained_tokens))
