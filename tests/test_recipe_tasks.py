@@ -218,3 +218,45 @@ def test_cli_trains_a_similarity_task_with_lora_and_saves_the_merged_model_and_t
     assert status == 0, err
     answers = [json.loads(line) for line in out.splitlines()]
     assert answers[0]["score"] == pytest.approx(answers[1]["score"], abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "folder, model_class",
+    [("glue_rte", "BertForSequenceClassification"), ("super_glue_copa", "BertForMultipleChoice")],
+)
+def test_lr_find_sweeps_the_task_model_train_classifier_trains(
+    bases, tmp_path, capsys, monkeypatch, folder, model_class
+):
+    """On pair or multiple-choice rows, lr-find sweeps the model `train-classifier` trains on them (the task inferred
+    from the data), not a single-text classifier of one column."""
+    import tl_nlp.cli.recipe as cli_recipe
+
+    swept = []
+    real = cli_recipe.find_learning_rate
+
+    def recording(trainer, finder=None):
+        swept.append((type(trainer.model).__name__, trainer.train_dataset))
+        return real(trainer, finder)
+
+    monkeypatch.setattr(cli_recipe, "find_learning_rate", recording)
+    train = real_rows(folder, "train", tmp_path / "train.parquet")
+    argv = [
+        "lr-find",
+        "--model_name_or_path",
+        bases["encoder"],
+        "--train_file",
+        train,
+        "--output_dir",
+        tmp_path / "lr",
+    ]
+    status, out, err = run(capsys, [*argv, "--num_steps", 8, "--per_device_train_batch_size", 4])
+    assert status == 0, err
+    assert "(inferred from the data" in out and swept[0][0] == model_class
+    encoded = swept[0][1][0]["input_ids"]
+    tokenizer = AutoTokenizer.from_pretrained(bases["encoder"])
+    rows = datasets.load_dataset("parquet", data_files=str(train), split="train")
+    if folder == "glue_rte":  # both sentences, in BERT's pair encoding
+        assert encoded == tokenizer(rows[0]["sentence1"], rows[0]["sentence2"])["input_ids"]
+    else:  # one sequence per choice
+        assert encoded[1] == tokenizer(rows[0]["premise"], rows[0]["choice2"])["input_ids"]
+    assert json.loads((tmp_path / "lr" / "lr_find.json").read_text())["losses"]

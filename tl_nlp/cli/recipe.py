@@ -207,7 +207,9 @@ def run_lr_find_command(
     if task.task == "classifier":
         if model.model_name_or_path is None:
             raise RecipeError("lr-find --task classifier needs --model_name_or_path")
-        prepared = classifier.prepare_classifier(
+        # The model train-classifier trains: a task beyond one text and one label, inferred from the data, sweeps
+        # its task model (lr-find's --task names the stage).
+        prepared = classifier.prepare_classifier_stage(
             model.model_name_or_path,
             data.train(),
             output_dir,

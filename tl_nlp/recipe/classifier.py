@@ -22,6 +22,7 @@ from ..training.training_record import ULMFiTStage, chain_record, find_starting_
 from .config import (
     ClassifierMethodArguments,
     HubArguments,
+    TaskArguments,
     TrainingLike,
     check_method,
     stage_training_arguments,
@@ -39,7 +40,7 @@ from .methods import (
     wrap_classifier,
 )
 from .results import PreparedStage, StageResult, print_metrics, save_stage, save_trained_stage, stage_folder
-from .task import resolve_task, train_task_classifier
+from .task import prepare_task_classifier, resolve_task, train_task_classifier
 
 MethodLike = str | ClassifierMethodArguments
 
@@ -281,6 +282,39 @@ def train_classifier(
                 print_metrics(f"classifier: {len(prepared.eval_dataset)} held-out texts", metrics["eval"])
         model = model_to_save(trainer.model, prepared.output_dir, prepared.save_adapter, is_main)
         return save_trained_stage(prepared, model, metrics, hub)
+
+
+def prepare_classifier_stage(
+    model_name_or_path: str,
+    train_data: DataLike,
+    output_dir: str | Path,
+    task: TaskArguments | None = None,
+    **kwargs: Any,
+) -> PreparedStage:
+    """The classifier stage before `train()` for the task of `train_data` (`task`, or inferred from the data): the
+    model and trainer [`train_classifier`] would train, e.g. for a learning-rate sweep. A single text with one class
+    goes to [`prepare_classifier`], every other task to `tl_nlp.recipe.task.prepare_task_classifier`; `kwargs` as
+    for [`prepare_classifier`]."""
+    spec, _, _ = resolve_task(train_data, task)
+    if spec.task == "single_text":
+        return prepare_classifier(model_name_or_path, train_data, output_dir, **kwargs)
+    method, auxiliary_lm_weight, lora, save_adapter = _method_options(
+        kwargs.pop("method", "full"),
+        kwargs.pop("auxiliary_lm_weight", 0.0),
+        kwargs.pop("lora", None),
+        kwargs.pop("save_adapter", False),
+    )
+    return prepare_task_classifier(
+        model_name_or_path,
+        train_data,
+        output_dir,
+        task=task,
+        method=method,
+        auxiliary_lm_weight=auxiliary_lm_weight,
+        lora=lora,
+        save_adapter=save_adapter,
+        **kwargs,
+    )
 
 
 def take_lr_finder_suggestion(trainer, is_main: bool = True) -> float:
