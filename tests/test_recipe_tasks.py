@@ -55,6 +55,19 @@ def run(capsys, argv):
     return status, captured.out, captured.err
 
 
+def assert_predict_reads_both_orders_alike(capsys, tmp_path: Path, model: Path, first: dict) -> None:
+    """`tl-nlp predict` on a pair and the same pair the other way round (`first` names the first text's key, its
+    second key `sentence2` or `text_pair` following it): the same score."""
+    second = "sentence2" if "sentence1" in first else "text_pair"
+    rows = tmp_path / "rows.jsonl"
+    pairs = [{"text": "A man is sleeping.", "text_pair": "A dog runs."}, {**first, second: "A man is sleeping."}]
+    rows.write_text("".join(json.dumps(pair) + "\n" for pair in pairs))
+    status, out, err = run(capsys, ["predict", "--model_name_or_path", model, "--input_file", rows])
+    assert status == 0, err
+    answers = [json.loads(line) for line in out.splitlines()]
+    assert answers[0]["score"] == pytest.approx(answers[1]["score"], abs=1e-5)
+
+
 def test_train_classifier_infers_similarity_and_saves_a_model_that_reads_both_orders(bases, tmp_path, capsys):
     train = real_rows("glue_stsb", "train", tmp_path / "train.parquet")
     valid = real_rows("glue_stsb", "validation", tmp_path / "valid.parquet", rows=16)
@@ -71,17 +84,7 @@ def test_train_classifier_infers_similarity_and_saves_a_model_that_reads_both_or
     card_record = json.loads((tmp_path / "sts" / "ulmfit_training_record.json").read_text())
     assert "pearson" in card_record["stages"][-1]["metrics"]
     # tl-nlp predict: JSON lines with generic names; the same score for both orders of a pair.
-    rows = tmp_path / "rows.jsonl"
-    rows.write_text(
-        json.dumps({"text": "A man is sleeping.", "text_pair": "A dog runs."})
-        + "\n"
-        + json.dumps({"sentence1": "A dog runs.", "sentence2": "A man is sleeping."})
-        + "\n"
-    )
-    status, out, err = run(capsys, ["predict", "--model_name_or_path", tmp_path / "sts", "--input_file", rows])
-    assert status == 0, err
-    answers = [json.loads(line) for line in out.splitlines()]
-    assert answers[0]["score"] == pytest.approx(answers[1]["score"], abs=1e-5)
+    assert_predict_reads_both_orders_alike(capsys, tmp_path, tmp_path / "sts", {"sentence1": "A dog runs."})
 
 
 def test_cli_trains_copa_with_awd_lstm_and_evaluate_writes_metrics_and_the_confusion_matrix(bases, tmp_path, capsys):
@@ -207,17 +210,7 @@ def test_cli_trains_a_similarity_task_with_lora_and_saves_the_merged_model_and_t
     from transformers import AutoConfig
 
     assert task_of_config(AutoConfig.from_pretrained(tmp_path / "sts")).symmetric_pair  # a plain, merged folder
-    rows = tmp_path / "rows.jsonl"
-    rows.write_text(
-        json.dumps({"text": "A man is sleeping.", "text_pair": "A dog runs."})
-        + "\n"
-        + json.dumps({"text": "A dog runs.", "text_pair": "A man is sleeping."})
-        + "\n"
-    )
-    status, out, err = run(capsys, ["predict", "--model_name_or_path", tmp_path / "sts", "--input_file", rows])
-    assert status == 0, err
-    answers = [json.loads(line) for line in out.splitlines()]
-    assert answers[0]["score"] == pytest.approx(answers[1]["score"], abs=1e-5)
+    assert_predict_reads_both_orders_alike(capsys, tmp_path, tmp_path / "sts", {"text": "A dog runs."})
 
 
 @pytest.mark.parametrize(

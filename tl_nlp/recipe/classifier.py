@@ -63,6 +63,27 @@ def _method_options(
     return method, auxiliary_lm_weight, lora, save_adapter
 
 
+def _task_method_options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """`kwargs` of a single-text classifier stage as the task stage takes them: the method and its settings unpacked
+    from [`ClassifierMethodArguments`], feature extraction's settings turned into its name (which the task stage
+    refuses in one line)."""
+    method, auxiliary_lm_weight, lora, save_adapter = _method_options(
+        kwargs.pop("method", "full"),
+        kwargs.pop("auxiliary_lm_weight", 0.0),
+        kwargs.pop("lora", None),
+        kwargs.pop("save_adapter", False),
+    )
+    if kwargs.pop("feature_head", None) is not None or kwargs.pop("feature_pooling", "auto") != "auto":
+        method = "feature_extraction"
+    return {
+        **kwargs,
+        "method": method,
+        "auxiliary_lm_weight": auxiliary_lm_weight,
+        "lora": lora,
+        "save_adapter": save_adapter,
+    }
+
+
 def prepare_classifier(
     model_name_or_path: str,
     train_data: DataLike,
@@ -227,26 +248,8 @@ def train_classifier(
     # `task` does not say; it refuses feature extraction in one line); a single text with one class goes on here.
     spec, _, _ = resolve_task(train_data, task)
     if spec.task != "single_text":
-        method, auxiliary_lm_weight, lora, save_adapter = _method_options(
-            kwargs.pop("method", "full"),
-            kwargs.pop("auxiliary_lm_weight", 0.0),
-            kwargs.pop("lora", None),
-            kwargs.pop("save_adapter", False),
-        )
-        if kwargs.pop("feature_head", None) is not None or kwargs.pop("feature_pooling", "auto") != "auto":
-            method = "feature_extraction"  # its settings: refused for the task in one line
-        return train_task_classifier(
-            model_name_or_path,
-            train_data,
-            output_dir,
-            hub=hub,
-            task=task,
-            method=method,
-            auxiliary_lm_weight=auxiliary_lm_weight,
-            lora=lora,
-            save_adapter=save_adapter,
-            **kwargs,
-        )
+        options = _task_method_options(kwargs)
+        return train_task_classifier(model_name_or_path, train_data, output_dir, hub=hub, task=task, **options)
     feature_head = kwargs.pop("feature_head", None)
     feature_pooling = kwargs.pop("feature_pooling", "auto")
     method = kwargs.get("method", "full")
@@ -298,22 +301,8 @@ def prepare_classifier_stage(
     spec, _, _ = resolve_task(train_data, task)
     if spec.task == "single_text":
         return prepare_classifier(model_name_or_path, train_data, output_dir, **kwargs)
-    method, auxiliary_lm_weight, lora, save_adapter = _method_options(
-        kwargs.pop("method", "full"),
-        kwargs.pop("auxiliary_lm_weight", 0.0),
-        kwargs.pop("lora", None),
-        kwargs.pop("save_adapter", False),
-    )
     return prepare_task_classifier(
-        model_name_or_path,
-        train_data,
-        output_dir,
-        task=task,
-        method=method,
-        auxiliary_lm_weight=auxiliary_lm_weight,
-        lora=lora,
-        save_adapter=save_adapter,
-        **kwargs,
+        model_name_or_path, train_data, output_dir, task=task, **_task_method_options(kwargs)
     )
 
 
