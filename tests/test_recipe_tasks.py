@@ -214,21 +214,24 @@ def test_cli_trains_a_similarity_task_with_lora_and_saves_the_merged_model_and_t
 
 
 @pytest.mark.parametrize(
-    "folder, model_class",
-    [("glue_rte", "BertForSequenceClassification"), ("super_glue_copa", "BertForMultipleChoice")],
+    "folder, method, model_class",
+    [("glue_rte", "full", "BertForSequenceClassification"), ("super_glue_copa", "lora", "BertForMultipleChoice")],
 )
 def test_lr_find_sweeps_the_task_model_train_classifier_trains(
-    bases, tmp_path, capsys, monkeypatch, folder, model_class
+    bases, tmp_path, capsys, monkeypatch, folder, method, model_class
 ):
     """On pair or multiple-choice rows, lr-find sweeps the model `train-classifier` trains on them (the task inferred
-    from the data), not a single-text classifier of one column."""
+    from the data; with `--method lora`, LoRA-wrapped), not a single-text classifier of one column."""
     import tl_nlp.cli.recipe as cli_recipe
 
     swept = []
     real = cli_recipe.find_learning_rate
 
     def recording(trainer, finder=None):
-        swept.append((type(trainer.model).__name__, trainer.train_dataset))
+        model = trainer.model
+        is_lora = hasattr(model, "peft_config")
+        swept.append((type(model.get_base_model() if is_lora else model).__name__, trainer.train_dataset))
+        assert is_lora == (method == "lora")
         return real(trainer, finder)
 
     monkeypatch.setattr(cli_recipe, "find_learning_rate", recording)
@@ -242,7 +245,7 @@ def test_lr_find_sweeps_the_task_model_train_classifier_trains(
         "--output_dir",
         tmp_path / "lr",
     ]
-    status, out, err = run(capsys, [*argv, "--num_steps", 8, "--per_device_train_batch_size", 4])
+    status, out, err = run(capsys, [*argv, "--num_steps", 8, "--per_device_train_batch_size", 4, "--method", method])
     assert status == 0, err
     assert "(inferred from the data" in out and swept[0][0] == model_class
     encoded = swept[0][1][0]["input_ids"]
