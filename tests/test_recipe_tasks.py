@@ -205,6 +205,12 @@ def test_cli_trains_a_similarity_task_with_lora_and_saves_the_merged_model_and_t
     assert stage["learning_rate"] == pytest.approx(1e-3) and stage["settings"]["learning_rate"] == "default"
     counts = json.loads((tmp_path / "sts" / "all_results.json").read_text())
     assert 0 < counts["trainable_parameters"] < counts["total_parameters"] / 2
+    trained = f"{counts['trainable_parameters']:,} of {counts['total_parameters']:,} parameters"
+    assert f"Trained with LoRA: the adapters and the new head, {trained}" in stage["notes"]
+    from tl_nlp.training.model_card import stage_paragraph
+    from tl_nlp.training.training_record import ULMFiTStage
+
+    assert trained in stage_paragraph(ULMFiTStage(**stage))  # the model card's paragraph on the stage says so
     adapter_config = json.loads((tmp_path / "sts" / "adapter" / "adapter_config.json").read_text())
     assert adapter_config["modules_to_save"] == ["score"] and len(adapter_config["trainable_token_indices"]) == 3
     from transformers import AutoConfig

@@ -154,7 +154,7 @@ def save_trained_stage(
             model,
             prepared.tokenizer,
             metrics,
-            record=trainer.training_record(),
+            record=_with_method_note(trainer.training_record(), prepared, trainer.state.global_step),
             settings=prepared.settings,
             training_args=trainer.args,
             hub=hub,
@@ -164,6 +164,21 @@ def save_trained_stage(
             checkpoints.rmdir()  # Trainer creates it even when it saves no checkpoint
     trainer.accelerator.wait_for_everyone()
     return StageResult(prepared.output_dir, flatten_metrics(metrics))
+
+
+def _with_method_note(record: Any, prepared: PreparedStage, steps: int) -> Any:
+    """The training record, its last stage saying that LoRA trained it (the card repeats it): how many of the
+    parameters trained, and that the adapters are merged. Unchanged for full fine-tuning, or when no step ran (the
+    last stage is then an earlier one)."""
+    counts = prepared.parameter_counts
+    if record is None or prepared.method != "lora" or not steps or not counts:
+        return record
+    note = (
+        f"Trained with LoRA: the adapters and the new head, {counts['trainable_parameters']:,} of "
+        f"{counts['total_parameters']:,} parameters; the adapters are merged into these weights."
+    )
+    last = dataclasses.replace(record.stages[-1], notes=note)
+    return dataclasses.replace(record, stages=[*record.stages[:-1], last])
 
 
 def _option(training_args: Any, name: str, default: Any = None) -> Any:
