@@ -7,6 +7,7 @@ that names the extra to install, and everything else works.
 from __future__ import annotations
 
 import importlib
+import sys
 from types import ModuleType
 
 
@@ -35,3 +36,10 @@ def import_extra(module: str, feature: str) -> ModuleType:
         raise MissingExtraError(
             f"{feature} needs {package}, which is not installed: pip install 'tl_nlp[{EXTRA_OF_MODULE[module]}]'"
         ) from error
+
+
+def is_peft_model(model: object) -> bool:
+    """Whether `model` is a `peft.PeftModel`, without importing peft: one exists only once peft is imported, and a
+    run without LoRA never imports it."""
+    peft = sys.modules.get("peft")
+    return peft is not None and isinstance(model, peft.PeftModel)

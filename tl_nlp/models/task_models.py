@@ -15,7 +15,6 @@ which [`load_task_model`] rebuilds the same model.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import torch
@@ -24,6 +23,7 @@ from transformers import AutoConfig, AutoModelForMultipleChoice, AutoModelForSeq
 from transformers.modeling_outputs import MultipleChoiceModelOutput, SequenceClassifierOutput
 
 from .. import gguf
+from ..extras import is_peft_model
 from ..tasks import TaskSpec, task_of_config
 
 MODES = ("choices", "sum")
@@ -90,9 +90,7 @@ class MultiSequenceClassifier(nn.Module):
     def _model(self) -> nn.Module:
         """The transformers classifier the sequences go through: under its LoRA wrapper, if any (peft adapts the
         model in place, so its layers run the adapters)."""
-        peft = sys.modules.get("peft")  # imported only by LoRA (the `lora` extra)
-        is_peft = peft is not None and isinstance(self.classifier, peft.PeftModel)
-        return self.classifier.get_base_model() if is_peft else self.classifier
+        return self.classifier.get_base_model() if is_peft_model(self.classifier) else self.classifier
 
     @property
     def awd_lstm(self) -> nn.Module:

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from safetensors import safe_open
 from torch import nn
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
+from ..extras import is_peft_model
 from ..feature_extraction import Standardize
 from ..models.task_models import MultiSequenceClassifier
 from ..training import ClassificationTrainer
@@ -103,9 +103,7 @@ def model_to_save(model: nn.Module, output_dir: Path, save_adapter: bool, is_mai
     if isinstance(model, MultiSequenceClassifier):
         model.classifier = model_to_save(model.classifier, output_dir, save_adapter, is_main_process)
         return model
-    # A PeftModel exists only once peft is imported: peft (the `lora` extra) is not imported for the other methods.
-    peft = sys.modules.get("peft")
-    if peft is not None and isinstance(model, peft.PeftModel):
+    if is_peft_model(model):
         if save_adapter and is_main_process:
             model.save_pretrained(output_dir / "adapter")
         model = model.merge_and_unload()

@@ -40,6 +40,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from ..extras import is_peft_model
+
 try:
     from torch.distributed.tensor import DTensor as _DTensor
 except ImportError:  # torch built without distributed support
@@ -152,19 +154,11 @@ def _traced_module(model: nn.Module) -> tuple[nn.Module, list[nn.Parameter]]:
     while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
         model = model.module
     get_base_model = getattr(model, "get_base_model", None)
-    if get_base_model is None or _is_peft_model(model):
+    if get_base_model is None or is_peft_model(model):
         return model, []
     base = get_base_model()
     inside = {id(parameter) for parameter in base.parameters()}
     return base, [parameter for parameter in model.parameters() if id(parameter) not in inside]
-
-
-def _is_peft_model(model: nn.Module) -> bool:
-    try:
-        from peft import PeftModel
-    except ImportError:  # peft is optional for layer groups
-        return False
-    return isinstance(model, PeftModel)
 
 
 # ---- stacks of blocks ----------------------------------------------------------------------------------------------
