@@ -6,7 +6,9 @@ Each rank writes OUT_DIR/rank{N}.json with:
 - `unfreezing`: after every optimizer step of a gradually unfrozen ULMFiTTrainer run, the largest difference between
   the ranks' parameters, which layer groups differ from their initial weights, and which groups' parameters require
   a gradient (frozen groups left out of the backward); `unfreezing_without_unused_detection`: the same run with
-  `ddp_find_unused_parameters=False`, where frozen gradients are computed and dropped instead;
+  `ddp_find_unused_parameters=False`, where frozen gradients are computed and dropped instead; `lora_unfreezing`: the
+  first run with the model wrapped in LoRA adapters (`ulmfit_lora_model`), which peft freezes before DDP wraps it:
+  only the adapters and the head are counted there;
 - `loss`: the training loss that ULMFiTTrainer and transformers' Trainer report with the learning rate at 0, and the
   true mean cross-entropy over the same examples;
 - `naive_divergence`: the control experiment, plain DDP wrapping a model whose first layer was frozen by
@@ -26,16 +28,22 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ulmfit_tiny_models import classification_dataset, snapshot, tiny_bert  # noqa: E402
 
 from tl_nlp.training import ULMFiTTrainer, ULMFiTTrainingArguments, layer_groups  # noqa: E402
+from tl_nlp.training.lora import ulmfit_lora_model  # noqa: E402
 
 COMMON = dict(report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True, per_device_train_batch_size=4)
 
 
 class RankSyncRecorder(TrainerCallback):
-    """After every optimizer step: max |rank 0 - rank 1| over all parameters, and the groups that moved so far."""
+    """After every optimizer step: max |rank 0 - rank 1| over all parameters, and the groups that moved so far.
+
+    A group is counted by the parameters that were trainable before training (with LoRA: its adapters; a group
+    with none, such as BERT's embeddings under LoRA, never counts as changed or in the backward).
+    """
 
     def __init__(self, model):
         self.initial = snapshot(model)
-        self.groups = layer_groups(model)
+        trainable = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
+        self.groups = [[name for name in group.parameter_names if name in trainable] for group in layer_groups(model)]
         self.steps = []
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
@@ -46,14 +54,14 @@ class RankSyncRecorder(TrainerCallback):
         changed = [
             index
             for index, group in enumerate(self.groups)
-            if any(not torch.equal(current[name], self.initial[name]) for name in group.parameter_names)
+            if any(not torch.equal(current[name], self.initial[name]) for name in group)
         ]
         difference = max((other - gathered[0]).abs().max().item() for other in gathered[1:])
         parameters = dict(model.named_parameters())
         in_backward = [
             index
             for index, group in enumerate(self.groups)
-            if all(parameters[name].requires_grad for name in group.parameter_names)
+            if group and all(parameters[name].requires_grad for name in group)
         ]
         self.steps.append(
             {
@@ -65,9 +73,9 @@ class RankSyncRecorder(TrainerCallback):
         )
 
 
-def unfreezing_run(out_dir, find_unused_parameters=None):
+def unfreezing_run(out_dir, find_unused_parameters=None, lora=False):
     torch.manual_seed(0)  # the same initial weights on both ranks; DistributedSampler gives them different data
-    model = tiny_bert()
+    model = ulmfit_lora_model(tiny_bert()) if lora else tiny_bert()
     args = ULMFiTTrainingArguments(
         output_dir=out_dir,
         max_steps=8,
@@ -134,6 +142,7 @@ def main():
     out_dir = sys.argv[1]
     results = {"unfreezing": unfreezing_run(out_dir), "loss": loss_runs(out_dir)}
     results["unfreezing_without_unused_detection"] = unfreezing_run(out_dir, find_unused_parameters=False)
+    results["lora_unfreezing"] = unfreezing_run(out_dir, lora=True)
     results["naive_divergence"] = naive_divergence()
     rank = dist.get_rank()
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as handle:

@@ -45,6 +45,20 @@ def test_parameters_are_identical_on_every_rank_after_every_unfreezing_step(ddp_
 
 
 @pytest.mark.slow
+def test_lora_adapters_unfreeze_in_sync_on_every_rank(ddp_results):
+    # peft freezes the base weights before DDP wraps the model, and the unfreezing callback freezes the adapters of
+    # the lower groups after it: every adapter must still be all-reduced once its group is unfrozen. BERT's
+    # embeddings (group 0) have no adapter under LoRA, so nothing in group 0 trains.
+    for rank_results in ddp_results:
+        unfreezing = rank_results["lora_unfreezing"]
+        assert unfreezing["freeze_method"] == "requires_grad"
+        assert [step["max_rank_difference"] for step in unfreezing["steps"]] == [0.0] * 8
+        expected = [[group for group in groups if group != 0] for groups in EXPECTED_CHANGED]
+        assert [step["changed_groups"] for step in unfreezing["steps"]] == expected
+        assert [step["groups_in_backward"] for step in unfreezing["steps"]] == expected
+
+
+@pytest.mark.slow
 def test_the_hazard_is_real_for_plain_ddp(ddp_results):
     # The control experiment: with plain DDP, a layer frozen by requires_grad=False when DDP wrapped the model and
     # unfrozen afterwards is never all-reduced, and the ranks drift apart. The test above would catch that.
