@@ -64,7 +64,12 @@ from transformers import (  # noqa: E402
     set_seed,
 )
 
-from tl_nlp.data.task_encoding import TaskDataCollator, encode_task_dataset, label_names_of  # noqa: E402
+from tl_nlp.data.task_encoding import (  # noqa: E402
+    TaskDataCollator,
+    encode_task_dataset,
+    label_names_of,
+    task_family,
+)
 from tl_nlp.metrics import (  # noqa: E402
     accuracy_interval,
     choose_threshold,
@@ -72,7 +77,7 @@ from tl_nlp.metrics import (  # noqa: E402
     multi_label_metrics,
     regression_metrics,
 )
-from tl_nlp.models.task_models import task_model_from_pretrained  # noqa: E402
+from tl_nlp.models.task_models import start_head_at_training_labels, task_model_from_pretrained  # noqa: E402
 from tl_nlp.recipe.config import ClassifierTrainingArguments  # noqa: E402
 from tl_nlp.tasks import infer_task  # noqa: E402
 from tl_nlp.training import ClassificationTrainer  # noqa: E402
@@ -162,7 +167,9 @@ def run_recipe(task_name: str, seed: int, options) -> dict:
         raise SystemExit(f"--trainers recipe: {task_name} chooses a threshold on other rows; use stock / ulmfit")
     train, evaluation = task_rows(task_name, options)
     model = options.recipe_model
-    is_awd_lstm = model_family(load_config(model)) == "awd_lstm"  # reads whole documents: no max_length
+    config = load_config(model)
+    is_awd_lstm = model_family(config) == "awd_lstm"  # reads whole documents: no max_length
+    family = task_family(config)
     training = {
         "num_train_epochs": options.epochs,
         "per_device_train_batch_size": options.batch_size,
@@ -191,6 +198,8 @@ def run_recipe(task_name: str, seed: int, options) -> dict:
         "trainer": "recipe",
         "model": model,
         "method": options.recipe_method,
+        # GPT-2's and Llama's `score` layer has no bias to start from the labels.
+        **({"head_bias": "zero" if family == "decoder" else "labels"} if task_name in HEAD_BIAS_TASKS else {}),
         "seed": seed,
         "num_train": len(train),
         "num_eval": len(evaluation),
@@ -270,6 +279,8 @@ def run_fine_tuning(task_name: str, kind: str, seed: int, options, model_dir: Pa
         trainer = ClassificationTrainer(
             model=model, args=args, train_dataset=train_set, data_collator=TaskDataCollator(tokenizer)
         )
+    if kind == "stock" and options.stock_head_bias == "labels" or kind == "ulmfit" and options.head_bias == "labels":
+        start_head_at_training_labels(model, spec, train_set["labels"])  # multi-label and regression only
     start = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - start
@@ -303,6 +314,7 @@ def run_fine_tuning(task_name: str, kind: str, seed: int, options, model_dir: Pa
             if kind == "ulmfit"
             else {}
         ),
+        **({"head_bias": head_bias_of(kind, options)} if task_name in HEAD_BIAS_TASKS else {}),
         "train_seconds": round(train_seconds, 1),
         "metrics": metrics,
     }
@@ -351,6 +363,16 @@ MAIN_METRIC = {
 }
 
 
+# Tasks whose head starts from the training labels in the task stage (multi-label, regression); their records say
+# `head_bias`, and those written before it was recorded started from zero.
+HEAD_BIAS_TASKS = {"go_emotions", "sst5_regression", "stsb"}
+
+
+def head_bias_of(kind: str, options) -> str:
+    """How the stock or ulmfit arm's head bias started: `labels` or `zero`."""
+    return options.head_bias if kind == "ulmfit" else options.stock_head_bias
+
+
 def summary_table(results_file: str) -> str:
     """A markdown table of a results file: per task, arm and model, the mean, standard deviation and range of the
     task's main score over seeds (runs of the same settings; a re-run of a seed counts once, its last)."""
@@ -362,6 +384,11 @@ def summary_table(results_file: str) -> str:
         model = Path(result.get("model", "all-MiniLM-L6-v2")).name
         method = result.get("method", "full")
         arm = result["trainer"] + ("" if method == "full" else f" ({method})")
+        if result["task"] in HEAD_BIAS_TASKS:
+            # The arms' defaults: the stock arm from zero, the recipe's arms from the training labels.
+            bias = result.get("head_bias", "zero")
+            if bias != ("zero" if result["trainer"] == "stock" else "labels"):
+                arm += f" (head bias: {bias})"
         key = (result["task"], arm, model, result["num_train"], result["epochs"])
         runs.setdefault(key, {})[result["seed"]] = result["metrics"][MAIN_METRIC[result["task"]]]
     rows = [
@@ -401,6 +428,19 @@ def main() -> None:
     parser.add_argument("--ulmfit_decay", type=float, default=None, help="default: the recipe's (1.25 for MiniLM)")
     parser.add_argument(
         "--unfreeze_at_fractions", type=float, nargs="+", default=None, help="default: the recipe's 'auto' schedule"
+    )
+    parser.add_argument(
+        "--head_bias",
+        choices=["labels", "zero"],
+        default="labels",
+        help="multi-label and regression, ulmfit arm: the head's bias from the training labels (the label rates' "
+        "log-odds, the mean target; the task stage's default) or zero (transformers' default)",
+    )
+    parser.add_argument(
+        "--stock_head_bias",
+        choices=["zero", "labels"],
+        default="zero",
+        help="the same for the stock arm (an ablation: `labels` is not transformers' default)",
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output_dir", default="runs/bench_tasks")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import datasets
 import pytest
+import torch
 from transformers import AutoTokenizer
 
 from tl_nlp.cli import main
@@ -132,6 +133,29 @@ def test_multi_label_go_emotions_threshold_is_chosen_on_validation_and_saved(bas
     spec = task_of_config(AutoConfig.from_pretrained(tmp_path / "emotions"))
     assert spec.task == "multi_label" and spec.threshold == result.metrics["eval_threshold"]
     assert AutoConfig.from_pretrained(tmp_path / "emotions").id2label[27] == "neutral"
+
+
+@pytest.mark.parametrize("folder, method", [("go_emotions", "full"), ("go_emotions", "lora"), ("glue_stsb", "full")])
+def test_task_stage_starts_the_head_from_the_training_labels(bases, tmp_path, folder, method):
+    train = real_rows(folder, "train", tmp_path / "train.parquet", rows=32)
+    prepared = prepare_task_classifier(
+        str(bases["encoder"]), TextData(str(train)), tmp_path / "task", training_args=TRAINING, method=method
+    )
+    rows = datasets.load_dataset("parquet", data_files=str(train), split="train")
+    if folder == "go_emotions":
+        # The rates counted from the file's label lists (28 classes), a label in no row at half a row's rate; the
+        # head's sigmoids start there.
+        expected = torch.tensor([[label in row for label in range(28)] for row in rows["labels"]]).double().mean(0)
+        expected = torch.log(expected.clamp(min=0.5 / 32) / (1 - expected.clamp(min=0.5 / 32)))
+    else:  # STS-B scores: the prediction starts at their mean
+        expected = torch.tensor(rows["label"], dtype=torch.float64).mean().reshape(1)
+    # BERT's output layer, `classifier` (LoRA trains it in full, as peft's `modules_to_save` copy).
+    (bias,) = [
+        parameter
+        for name, parameter in prepared.trainer.model.named_parameters()
+        if "classifier" in name and name.endswith("bias") and parameter.requires_grad
+    ]
+    torch.testing.assert_close(bias.detach().double(), expected, rtol=0, atol=1e-5)
 
 
 def test_pair_task_without_its_second_column_is_one_line(bases, tmp_path, capsys):

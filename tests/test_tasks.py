@@ -5,6 +5,7 @@ reloads, layer groups, and the ULMFiT techniques and the auxiliary LM loss train
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import sys
@@ -25,7 +26,12 @@ from tl_nlp.data.task_encoding import (
     label_names_of,
     task_family,
 )
-from tl_nlp.models.task_models import MultiSequenceClassifier, load_task_model, task_model_from_pretrained
+from tl_nlp.models.task_models import (
+    MultiSequenceClassifier,
+    load_task_model,
+    start_head_at_training_labels,
+    task_model_from_pretrained,
+)
 from tl_nlp.reference_data import NO_REFERENCE_DATA, find_reference_data
 from tl_nlp.tasks import TaskSpec, check_task_rows, infer_task
 from tl_nlp.training import ClassificationTrainer, ULMFiTTrainingArguments, layer_groups
@@ -306,6 +312,68 @@ def test_reloaded_task_model_gives_the_same_outputs_and_its_head_is_the_top_laye
     }
     assert head and head <= set(groups[-1].parameter_names), groups[-1]
     assert groups[0].name == "embeddings" and len(groups) == 4  # embeddings, 2 blocks, head
+
+
+@pytest.mark.parametrize("family", ["encoder", "decoder", "awd_lstm"])
+def test_multi_label_head_starts_at_the_label_rates_of_the_training_rows(folders, family):
+    # Real GoEmotions comments: 28 labels, most on in a few percent of rows, some in none of these 64.
+    rows = real_split("go_emotions", "train")
+    spec = TaskSpec("multi_label", label_column="labels")
+    names = label_names_of(rows, "labels")
+    _, _, encoded, batch, model = task_setup(folders[family], spec, rows, names)
+    rates = torch.tensor(encoded["labels"]).mean(0)
+    assert rates.max() > 0.2 and (rates == 0).any()
+
+    def probabilities():
+        with torch.no_grad():
+            return torch.sigmoid(model.eval()(**{k: v for k, v in batch.items() if k != "labels"}).logits)
+
+    before = probabilities()
+    assert (before.mean(0) - 0.5).abs().max() < 0.1  # transformers' zero bias: every label starts near 0.5
+    changed = start_head_at_training_labels(model, spec, encoded["labels"])
+    if family == "decoder":
+        # GPT-2's `score` layer has no bias: nothing to set, nothing changed.
+        assert changed is False and torch.equal(probabilities(), before)
+        return
+    assert changed is True
+    # The outputs start at the training rates (a label absent from them at half a row's rate, not at -inf).
+    floor = torch.full_like(rates, 0.5 / len(rows))
+    torch.testing.assert_close(probabilities().mean(0), torch.maximum(rates, floor), atol=0.05, rtol=0)
+    # The bias set is the output layer's (BERT's `classifier`, the last Linear of AWD-LSTM's head): the log-odds.
+    output = model.classifier if family == "encoder" else model.classifier.layers[-1]
+    torch.testing.assert_close(torch.sigmoid(output.bias), torch.maximum(rates, floor))
+    # The other tasks keep transformers' zero bias.
+    assert start_head_at_training_labels(model, TaskSpec("single_text"), encoded["labels"]) is False
+
+
+@pytest.mark.parametrize("family", ["encoder", "decoder", "awd_lstm"])
+def test_similarity_regression_head_starts_at_the_mean_score_of_the_training_rows(folders, family):
+    # Real STS-B pairs, scores 0 to 5: an encoder reads a pair once, the others both orders summed (GPT).
+    rows = real_split("glue_stsb", "train")
+    spec, _ = infer_task(rows)
+    if family == "encoder":
+        spec = dataclasses.replace(spec, symmetric_pair=False)
+    _, _, encoded, batch, model = task_setup(folders[family], spec, rows)
+    mean = sum(rows["label"]) / len(rows)
+    assert spec.task == "regression" and mean > 2
+
+    def scores():
+        with torch.no_grad():
+            return model.eval()(**{k: v for k, v in batch.items() if k != "labels"}).logits.reshape(-1)
+
+    before = scores()
+    assert before.abs().mean() < 1  # a new head: every score starts near 0
+    # The output layer: BERT's `classifier`; the last Linear of AWD-LSTM's head, inside the similarity wrapper.
+    output = None if family == "decoder" else model.classifier
+    output = output.classifier.layers[-1] if family == "awd_lstm" else output
+    initial = 0.0 if output is None else output.bias.item()
+    changed = start_head_at_training_labels(model, spec, encoded["labels"])
+    if family == "decoder":  # GPT-2's `score` layer has no bias
+        assert changed is False and torch.equal(scores(), before)
+        return
+    assert changed is True and output.bias.item() == pytest.approx(mean)
+    # One head reads the summed pair (AWD-LSTM's similarity wrapper): the scores move by the bias's change, once.
+    torch.testing.assert_close(scores() - before, torch.full_like(before, mean - initial), atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("family", ["encoder", "decoder", "awd_lstm"])

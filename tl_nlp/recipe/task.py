@@ -26,7 +26,7 @@ from ..data.task_encoding import (
     task_family,
 )
 from ..metrics import task_compute_metrics
-from ..models.task_models import task_model_from_pretrained
+from ..models.task_models import start_head_at_training_labels, task_model_from_pretrained
 from ..task_predictions import TaskPredictor
 from ..tasks import TaskSpec, infer_task
 from ..training.lora import ULMFiTLoraArguments
@@ -163,6 +163,9 @@ def prepare_task_classifier(
         trust_remote_code=trust_remote_code,
         pad_token_id=tokenizer.pad_token_id,
     )
+    if start_head_at_training_labels(model, spec, train["labels"]):
+        start = "each label's rate" if spec.task == "multi_label" else "the mean score"
+        print(f"  head: starts from the training labels ({start}), not from zero")
     model = wrap_classifier(model, method, auxiliary_lm_weight, lora, trained_tokens=added_tokens)
     trainer, guard = classifier_trainer(
         model,
