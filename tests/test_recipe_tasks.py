@@ -286,3 +286,33 @@ def test_lr_find_sweeps_the_task_model_train_classifier_trains(
     else:  # one sequence per choice
         assert encoded[1] == tokenizer(rows[0]["premise"], rows[0]["choice2"])["input_ids"]
     assert json.loads((tmp_path / "lr" / "lr_find.json").read_text())["losses"]
+
+
+def test_lr_find_takes_the_classifier_task_and_its_columns(bases, tmp_path, capsys, monkeypatch):
+    """Columns the inference cannot read (COPA renamed): lr-find takes train-classifier's task options, with
+    `--classifier_task` for its `--task` (which names the stage here)."""
+    import tl_nlp.cli.recipe as cli_recipe
+
+    swept = []
+    real = cli_recipe.find_learning_rate
+
+    def recording(trainer, finder=None):
+        swept.append(trainer)
+        return real(trainer, finder)
+
+    monkeypatch.setattr(cli_recipe, "find_learning_rate", recording)
+    rows = datasets.load_dataset("parquet", data_files=str(real_rows("super_glue_copa", "train", tmp_path / "c.pq")))
+    rows = rows["train"].rename_columns({"premise": "context", "choice1": "a", "choice2": "b"})
+    rows.to_parquet(str(tmp_path / "renamed.parquet"))
+    argv = ["lr-find", "--model_name_or_path", bases["encoder"], "--train_file", tmp_path / "renamed.parquet",
+            "--output_dir", tmp_path / "lr", "--num_steps", 6, "--per_device_train_batch_size", 4]  # fmt: skip
+    status, out, err = run(capsys, argv)
+    # One line: there is no text column to infer the task from.
+    assert status != 0 and err.count("error:") == 1 and "Traceback" not in err and not swept, err
+    options = ["--classifier_task", "multiple_choice", "--text_column", "context", "--choice_columns", "a", "b"]
+    status, out, err = run(capsys, [*argv, *options])
+    assert status == 0, err
+    (trainer,) = swept
+    assert type(trainer.model).__name__ == "BertForMultipleChoice"
+    tokenizer = AutoTokenizer.from_pretrained(bases["encoder"])
+    assert trainer.train_dataset[0]["input_ids"][1] == tokenizer(rows[0]["context"], rows[0]["b"])["input_ids"]

@@ -207,12 +207,13 @@ def run_lr_find_command(
     if task.task == "classifier":
         if model.model_name_or_path is None:
             raise RecipeError("lr-find --task classifier needs --model_name_or_path")
-        # The model train-classifier trains: a task beyond one text and one label, inferred from the data, sweeps
-        # its task model (lr-find's --task names the stage).
+        # The model train-classifier trains: a task beyond one text and one label (--classifier_task and its
+        # columns, or inferred from the data) sweeps its task model (lr-find's --task names the stage).
         prepared = classifier.prepare_classifier_stage(
             model.model_name_or_path,
             data.train(),
             output_dir,
+            task=task.classifier_task_arguments(),
             label_names=data.class_names,
             training_args=training,
             max_length=model.max_length,

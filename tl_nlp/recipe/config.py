@@ -764,7 +764,49 @@ class LRFindTaskArguments:
     task: str = field(
         default="classifier", metadata={"help": "'classifier', 'finetune' (language model) or 'pretrain'."}
     )
+    # `--task` names the stage here, so the classifier's task and its columns (train-classifier's TaskArguments) are
+    # given as `--classifier_task` and the same column options.
+    classifier_task: str | None = field(
+        default=None,
+        metadata={
+            "help": f"--task classifier: the classifier's task, as train-classifier's --task ({', '.join(TASKS)}); "
+            "inferred from the data when not given."
+        },
+    )
+    text_pair_column: str | None = field(
+        default=None, metadata={"help": "--task classifier: second text of a pair; inferred when not given."}
+    )
+    choice_columns: list[str] | None = field(
+        default=None, metadata={"help": "--task classifier: candidate answers of a multiple-choice row."}
+    )
+    symmetric_pair: bool | None = field(
+        default=None, metadata={"help": "--task classifier: as train-classifier's --symmetric_pair."}
+    )
 
     def __post_init__(self):
         if self.task not in ("classifier", "finetune", "pretrain"):
             raise ValueError(f"task must be 'classifier', 'finetune' or 'pretrain', got {self.task!r}")
+        given = [name for name, value in self._classifier_options().items() if value is not None]
+        if given and self.task != "classifier":
+            options = ", ".join(f"--{name}" for name in given)
+            raise ValueError(f"{options} describe the classifier's data; --task {self.task} sweeps a language model")
+        self.classifier_task_arguments()  # the same checks as train-classifier's options
+
+    def _classifier_options(self) -> dict[str, Any]:
+        return {
+            "classifier_task": self.classifier_task,
+            "text_pair_column": self.text_pair_column,
+            "choice_columns": self.choice_columns,
+            "symmetric_pair": self.symmetric_pair,
+        }
+
+    def classifier_task_arguments(self) -> TaskArguments | None:
+        """train-classifier's [`TaskArguments`] from these options (None when none is given: all inferred)."""
+        options = self._classifier_options()
+        if all(value is None for value in options.values()):
+            return None
+        options["task"] = options.pop("classifier_task")
+        try:
+            return TaskArguments(**options)
+        except ValueError as error:  # name the option as lr-find spells it
+            raise ValueError(str(error).replace("task must", "classifier_task must", 1)) from None
