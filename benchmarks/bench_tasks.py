@@ -12,6 +12,8 @@ For each task and seed, two runs on the same checkpoint, the same training rows,
   with the top rate 2e-4, gradual unfreezing on the 'auto' schedule. `--ulmfit_lr`, `--ulmfit_decay` and
   `--unfreeze_at_fractions` override them (the first measurements used 1e-3, 2.6 and the SST-2 benchmark's
   fractions).
+- `probe`: no fine-tuning: a linear layer fitted on the frozen checkpoint's mean-pooled token states (the
+  reference for what fine-tuning adds; not for multiple choice).
 - `recipe` (with `--recipe_model`): `tl_nlp.recipe.train_task_classifier` at its defaults on any checkpoint, for
   the families with no stock class here (the AWD-LSTM language model of the demo, SmolLM2 from its GGUF file: GPT's
   input transformations, delimiter tokens added to the tokenizer); `--recipe_method lora` trains it with LoRA.
@@ -53,6 +55,7 @@ import datasets  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from transformers import (  # noqa: E402
+    AutoModel,
     AutoModelForCausalLM,
     AutoModelForMultipleChoice,
     AutoModelForSequenceClassification,
@@ -214,6 +217,58 @@ def run_recipe(task_name: str, seed: int, options) -> dict:
     }
 
 
+class LinearProbe:
+    """The `probe` arm: the frozen checkpoint's mean-pooled token states (all-MiniLM-L6-v2's own pooling, as
+    sentence-transformers reads it) and a linear layer fitted on them, full batch, Adam at 1e-2 for 300 steps; the
+    loss of the task (cross-entropy, a sigmoid per label, squared error). What a frozen encoder gives without any
+    fine-tuning. Trainer-like: `train()`, `predict(dataset)`."""
+
+    STEPS, LEARNING_RATE = 300, 1e-2
+
+    def __init__(self, spec, train_set, tokenizer, model_dir: Path, seed: int, num_outputs: int):
+        if spec.task == "multiple_choice":
+            raise SystemExit("--trainers probe: a linear probe is for classes, pairs, scores and multi-label")
+        self.spec, self.train_set, self.seed, self.num_outputs = spec, train_set, seed, num_outputs
+        self.encoder = AutoModel.from_pretrained(model_dir).eval()
+        self.collator = DataCollatorWithPadding(tokenizer)
+        self.args = argparse.Namespace(learning_rate=self.LEARNING_RATE)
+
+    def _features(self, dataset) -> tuple[torch.Tensor, np.ndarray]:
+        inputs = dataset.remove_columns([name for name in ("labels", "length") if name in dataset.column_names])
+        pooled = []
+        with torch.no_grad():
+            for start in range(0, len(inputs), 64):
+                batch = self.collator([inputs[index] for index in range(start, min(start + 64, len(inputs)))])
+                states = self.encoder(**batch).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
+                pooled.append((states * mask).sum(1) / mask.sum(1))
+        return torch.cat(pooled), np.asarray(dataset["labels"])
+
+    def train(self) -> None:
+        features, labels = self._features(self.train_set)
+        torch.manual_seed(self.seed)
+        self.head = torch.nn.Linear(features.size(1), self.num_outputs)
+        optimizer = torch.optim.Adam(self.head.parameters(), lr=self.LEARNING_RATE)
+        targets = torch.as_tensor(labels)
+        for _ in range(self.STEPS):
+            optimizer.zero_grad()
+            logits = self.head(features)
+            if self.spec.task == "multi_label":
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets.float())
+            elif self.spec.task == "regression":
+                loss = torch.nn.functional.mse_loss(logits.reshape(-1), targets.float())
+            else:
+                loss = torch.nn.functional.cross_entropy(logits, targets.long())
+            loss.backward()
+            optimizer.step()
+
+    def predict(self, dataset) -> argparse.Namespace:
+        features, labels = self._features(dataset)
+        with torch.no_grad():
+            logits = self.head(features).numpy()
+        return argparse.Namespace(predictions=logits, label_ids=labels)
+
+
 def run_fine_tuning(task_name: str, kind: str, seed: int, options, model_dir: Path) -> dict:
     if kind == "recipe":
         return run_recipe(task_name, seed, options)
@@ -250,7 +305,9 @@ def run_fine_tuning(task_name: str, kind: str, seed: int, options, model_dir: Pa
         disable_tqdm=True,
         use_cpu=True,
     )
-    if kind == "stock":
+    if kind == "probe":
+        trainer = LinearProbe(spec, train_set, tokenizer, model_dir, seed, len(id2label) if id2label else 1)
+    elif kind == "stock":
         problem = {} if spec.task == "multiple_choice" else {"problem_type": spec.problem_type}
         labels = {"num_labels": len(id2label), "id2label": id2label} if id2label else {"num_labels": 1}
         if spec.task == "multiple_choice":
@@ -314,7 +371,7 @@ def run_fine_tuning(task_name: str, kind: str, seed: int, options, model_dir: Pa
             if kind == "ulmfit"
             else {}
         ),
-        **({"head_bias": head_bias_of(kind, options)} if task_name in HEAD_BIAS_TASKS else {}),
+        **({"head_bias": head_bias_of(kind, options)} if task_name in HEAD_BIAS_TASKS and kind != "probe" else {}),
         "train_seconds": round(train_seconds, 1),
         "metrics": metrics,
     }
@@ -384,7 +441,7 @@ def summary_table(results_file: str) -> str:
         model = Path(result.get("model", "all-MiniLM-L6-v2")).name
         method = result.get("method", "full")
         arm = result["trainer"] + ("" if method == "full" else f" ({method})")
-        if result["task"] in HEAD_BIAS_TASKS:
+        if result["task"] in HEAD_BIAS_TASKS and result["trainer"] != "probe":
             # The arms' defaults: the stock arm from zero, the recipe's arms from the training labels.
             bias = result.get("head_bias", "zero")
             if bias != ("zero" if result["trainer"] == "stock" else "labels"):
@@ -417,7 +474,9 @@ def main() -> None:
     )
     parser.add_argument("--smollm_gguf", default=None, help="SmolLM2 GGUF file (default: fetched into .cache/)")
     parser.add_argument("--tasks", nargs="+", default=[*TASKS, "copa_zero_shot"])
-    parser.add_argument("--trainers", nargs="+", default=["stock", "ulmfit"], choices=["stock", "ulmfit", "recipe"])
+    parser.add_argument(
+        "--trainers", nargs="+", default=["stock", "ulmfit"], choices=["stock", "ulmfit", "recipe", "probe"]
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--num_train", type=int, default=2000, help="training rows per task (0: all)")
     parser.add_argument("--num_eval", type=int, default=0, help="evaluation rows per task (0: all)")
