@@ -310,6 +310,8 @@ def test_lr_find_takes_the_classifier_task_and_its_columns(bases, tmp_path, caps
     # One line: there is no text column to infer the task from.
     assert status != 0 and err.count("error:") == 1 and "Traceback" not in err and not swept, err
     options = ["--classifier_task", "multiple_choice", "--text_column", "context", "--choice_columns", "a", "b"]
+    status, out, err = run(capsys, [*argv, "--task", "finetune", *options])  # a language model has no such columns
+    assert status != 0 and "--classifier_task, --choice_columns: for --task classifier only" in err and not swept
     status, out, err = run(capsys, [*argv, *options])
     assert status == 0, err
     (trainer,) = swept

@@ -8,7 +8,6 @@
   sequence classifier and takes the softmax over the choices (GPT, Radford et al. 2018, section 3.3).
 - Similarity (a pair read in both orders): [`MultiSequenceClassifier`] adds the two sequences' representations
   element-wise before the classifier's head, as GPT does.
-
 - Multi-label and regression heads start from the training labels ([`start_head_at_training_labels`]: each label's
   rate, the mean score), where transformers starts every head's bias at zero.
 

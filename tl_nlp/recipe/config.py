@@ -789,7 +789,7 @@ class LRFindTaskArguments:
         given = [name for name, value in self._classifier_options().items() if value is not None]
         if given and self.task != "classifier":
             options = ", ".join(f"--{name}" for name in given)
-            raise ValueError(f"{options} describe the classifier's data; --task {self.task} sweeps a language model")
+            raise ValueError(f"{options}: for --task classifier only; --task {self.task} sweeps a language model")
         self.classifier_task_arguments()  # the same checks as train-classifier's options
 
     def _classifier_options(self) -> dict[str, Any]:
