@@ -158,19 +158,27 @@ def task_rows(task_name: str, options) -> tuple[datasets.Dataset, datasets.Datas
     return train, evaluation
 
 
+def threshold_rows(folder: str, split: str, options) -> datasets.Dataset:
+    """The rows a multi-label threshold is chosen on: the same for every run of every arm."""
+    rows = load_split(Path(options.data_dir), folder, split)
+    return rows.shuffle(seed=1234).select(range(min(options.num_eval or len(rows), len(rows))))
+
+
 def run_recipe(task_name: str, seed: int, options) -> dict:
     """The `recipe` arm: `train_task_classifier` at its defaults (what `tl-nlp train-classifier --task` runs) on any
     checkpoint, e.g. the AWD-LSTM language model of the demo or SmolLM2's GGUF file, which have no stock counterpart
-    here. The evaluation rows are the stage's validation data (multi-label is left out: the stage would choose its
-    threshold on them)."""
+    here. The evaluation rows are the stage's validation data; for multi-label the stage chooses its threshold on the
+    task's threshold rows (as the other arms do) and the saved folder is scored on the evaluation rows."""
     from tl_nlp.recipe.config import TaskArguments
     from tl_nlp.recipe.loading import load_config, model_family
     from tl_nlp.recipe.task import train_task_classifier
+    from tl_nlp.task_predictions import TaskPredictor
 
-    folder, _, _, task, threshold_split = TASKS[task_name]
-    if threshold_split:
-        raise SystemExit(f"--trainers recipe: {task_name} chooses a threshold on other rows; use stock / ulmfit")
+    folder, _, eval_split, task, threshold_split = TASKS[task_name]
     train, evaluation = task_rows(task_name, options)
+    stage_eval = evaluation
+    if threshold_split:  # the stage's validation rows pick the threshold; the test rows score it afterwards
+        stage_eval = threshold_rows(folder, threshold_split, options)
     model = options.recipe_model
     config = load_config(model)
     is_awd_lstm = model_family(config) == "awd_lstm"  # reads whole documents: no max_length
@@ -187,17 +195,21 @@ def run_recipe(task_name: str, seed: int, options) -> dict:
         "dataset_name": f"{folder} ({len(train)} rows)",
     }
     start = time.perf_counter()
+    output_dir = Path(options.output_dir) / f"{task_name}-recipe-{options.recipe_method}-{Path(model).name}-seed{seed}"
     result = train_task_classifier(
         model,
         train,
-        Path(options.output_dir) / f"{task_name}-recipe-{options.recipe_method}-{Path(model).name}-seed{seed}",
+        output_dir,
         task=TaskArguments(task=task) if task else None,
-        eval_data=evaluation,
+        eval_data=stage_eval,
         training_args={key: value for key, value in training.items() if value is not None},
         max_length=None if is_awd_lstm else options.max_length,
         method=options.recipe_method,
     )
     seconds = time.perf_counter() - start
+    metrics = result.metrics
+    if threshold_split:
+        metrics = TaskPredictor.from_pretrained(str(output_dir), device="cpu").evaluate(evaluation, eval_split)
     return {
         "task": task_name,
         "trainer": "recipe",
@@ -213,8 +225,10 @@ def run_recipe(task_name: str, seed: int, options) -> dict:
         "seconds_with_evaluation": round(seconds, 1),
         "metrics": {
             key.removeprefix("eval_"): value
-            for key, value in result.metrics.items()
-            if key in {"eval_accuracy", "eval_macro_f1", "eval_micro_f1", "eval_pearson", "eval_spearman"}
+            for key, value in metrics.items()
+            if key
+            in {"eval_accuracy", "eval_macro_f1", "eval_micro_f1", "eval_exact_match", "eval_threshold"}
+            | {"eval_pearson", "eval_spearman"}
         },
     }
 
@@ -286,8 +300,7 @@ def run_fine_tuning(task_name: str, kind: str, seed: int, options, model_dir: Pa
     eval_set, _, _ = encode_task_dataset(evaluation, label_names=names, source=f"{folder}/{eval_split}", **encode)
     threshold_set = None
     if threshold_split:
-        rows = load_split(Path(options.data_dir), folder, threshold_split)
-        rows = rows.shuffle(seed=1234).select(range(min(options.num_eval or len(rows), len(rows))))
+        rows = threshold_rows(folder, threshold_split, options)
         threshold_set, _, _ = encode_task_dataset(
             rows, label_names=names, source=f"{folder}/{threshold_split}", **encode
         )
