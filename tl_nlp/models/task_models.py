@@ -266,7 +266,8 @@ def start_head_at_training_labels(model: nn.Module, spec: TaskSpec, labels: Any)
 
     Returns:
         Whether the bias was set: not for another task, nor for a head whose output layer has no bias (the `score`
-        layer of GPT-2 and Llama-style classifiers, which transformers builds without one).
+        layer of GPT-2 and Llama-style classifiers, which transformers builds without one; SmolLM2-135M with LoRA
+        learns GoEmotions without it, test macro-F1 0.332 over 3 seeds).
     """
     if spec.task not in ("multi_label", "regression"):
         return False
