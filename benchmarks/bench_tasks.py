@@ -345,6 +345,7 @@ def run_fine_tuning(task_name: str, kind: str, seed: int, options, model_dir: Pa
         overrides = {
             "discriminative_lr_decay": options.ulmfit_decay,
             "unfreeze_at_fractions": options.unfreeze_at_fractions,
+            "gradual_unfreezing": False if options.no_gradual_unfreezing else None,
         }
         args = ClassifierTrainingArguments(
             **common,
@@ -385,7 +386,11 @@ def run_fine_tuning(task_name: str, kind: str, seed: int, options, model_dir: Pa
         "learning_rate": trainer.args.learning_rate,
         # The rate decay and unfreezing schedule the ULMFiT arm trained with (None: the recipe's defaults).
         **(
-            {"ulmfit_decay": options.ulmfit_decay, "unfreeze_at_fractions": options.unfreeze_at_fractions}
+            {
+                "ulmfit_decay": options.ulmfit_decay,
+                "unfreeze_at_fractions": options.unfreeze_at_fractions,
+                **({"gradual_unfreezing": False} if options.no_gradual_unfreezing else {}),
+            }
             if kind == "ulmfit"
             else {}
         ),
@@ -526,6 +531,20 @@ def compare_arms(arm: list[float], reference: list[float], confidence: float = 0
     }
 
 
+def _ablation_of(result: dict) -> str:
+    """How a ulmfit run left the recipe's defaults, for its arm's name in the summary ("" at the defaults)."""
+    changes = []
+    if result.get("learning_rate") not in (None, ClassifierTrainingArguments.LEARNING_RATES["transformer"]):
+        changes.append(f"top rate {result['learning_rate']:g}")
+    if result.get("ulmfit_decay") is not None:
+        changes.append(f"decay {result['ulmfit_decay']:g}")
+    if result.get("unfreeze_at_fractions") is not None:
+        changes.append("unfreezing at " + ", ".join(f"{value:g}" for value in result["unfreeze_at_fractions"]))
+    if result.get("gradual_unfreezing") is False:
+        changes.append("no gradual unfreezing")
+    return f" ({'; '.join(changes)})" if result["trainer"] == "ulmfit" and changes else ""
+
+
 def summary_table(results_file: str) -> str:
     """A markdown table of a results file: per task, arm and model, the mean, standard deviation and range of the
     task's main score over seeds (runs of the same settings; a re-run of a seed counts once, its last)."""
@@ -536,7 +555,7 @@ def summary_table(results_file: str) -> str:
             continue
         model = Path(result.get("model", "all-MiniLM-L6-v2")).name
         method = result.get("method", "full")
-        arm = result["trainer"] + ("" if method == "full" else f" ({method})")
+        arm = result["trainer"] + ("" if method == "full" else f" ({method})") + _ablation_of(result)
         if result["task"] in HEAD_BIAS_TASKS and result["trainer"] != "probe":
             # The arms' defaults: the stock arm from zero, the recipe's arms from the training labels.
             bias = result.get("head_bias", "zero")
@@ -612,6 +631,11 @@ def main() -> None:
     parser.add_argument("--ulmfit_decay", type=float, default=None, help="default: the recipe's (1.25 for MiniLM)")
     parser.add_argument(
         "--unfreeze_at_fractions", type=float, nargs="+", default=None, help="default: the recipe's 'auto' schedule"
+    )
+    parser.add_argument(
+        "--no_gradual_unfreezing",
+        action="store_true",
+        help="ulmfit arm: every layer group trains from the first step (an ablation; STLR and the decay are kept)",
     )
     parser.add_argument(
         "--head_bias",

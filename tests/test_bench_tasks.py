@@ -60,8 +60,16 @@ def test_summary_compares_each_arm_with_stock_and_says_what_the_seeds_settle(ben
                 f'{{"task": "rte", "trainer": "{trainer}", "seed": {seed}, "num_train": 100, "epochs": 3, '
                 f'"metrics": {{"accuracy": {score}}}}}'
             )
+    # An ablation of the ulmfit arm is an arm of its own, named by what it changed.
+    lines += [
+        f'{{"task": "rte", "trainer": "ulmfit", "seed": {seed}, "num_train": 100, "epochs": 3, "learning_rate": 2e-4, '
+        f'"ulmfit_decay": 1.0, "gradual_unfreezing": false, "metrics": {{"accuracy": {score}}}}}'
+        for seed, score in enumerate([0.40, 0.41, 0.42])
+    ]
     record.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    table = bench.summary_table(str(record))
-    row = next(line for line in table.splitlines() if line.startswith("| rte (accuracy) | ulmfit | 3 / 3"))
+    table = bench.summary_table(str(record)).splitlines()
+    row = next(line for line in table if line.startswith("| rte (accuracy) | ulmfit | 3 / 3"))
     assert "+10.0 points" in row and "| higher |" in row
     assert row.endswith("| not settled |")  # equal spreads over 3 seeds settle nothing
+    ablation = next(line for line in table if "(decay 1; no gradual unfreezing) | 3 / 3" in line)
+    assert "-10.0 points" in ablation and "| lower |" in ablation
