@@ -512,11 +512,11 @@ def compare_arms(arm: list[float], reference: list[float], confidence: float = 0
     """`arm` against `reference` (scores over seeds, at least 2 each): the difference of the means with Welch's
     interval, and the ratio of the standard deviations (arm / reference) with its F interval."""
     n_arm, n_ref = len(arm), len(reference)
+    if n_arm < 2 or n_ref < 2 or len(set(reference)) == 1:
+        raise ValueError(f"compare_arms: need 2 seeds per arm and a reference that varies, got {arm} and {reference}.")
     var_arm, var_ref = float(np.var(arm, ddof=1)), float(np.var(reference, ddof=1))
     upper = 1.0 - (1.0 - confidence) / 2
     difference = float(np.mean(arm) - np.mean(reference))
-    if n_arm < 2 or n_ref < 2 or var_ref == 0.0:
-        raise ValueError(f"compare_arms: need 2 seeds per arm and a reference that varies, got {arm} and {reference}.")
     error2 = var_arm / n_arm + var_ref / n_ref
     dof = error2**2 / ((var_arm / n_arm) ** 2 / (n_arm - 1) + (var_ref / n_ref) ** 2 / (n_ref - 1))
     margin = student_t_quantile(upper, dof) * math.sqrt(error2)
@@ -593,7 +593,7 @@ def comparison_table(runs: dict[tuple, dict[int, float]]) -> str:
     ]
     for (task, arm, model, rows_count, epochs), scores in sorted(runs.items()):
         reference = runs.get((task, "stock", model, rows_count, epochs), {})
-        if arm == "stock" or len(scores) < 2 or len(reference) < 2:
+        if arm == "stock" or len(scores) < 2 or len(set(reference.values())) < 2:
             continue
         c = compare_arms(list(scores.values()), list(reference.values()))
         rows.append(
