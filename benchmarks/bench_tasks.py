@@ -596,12 +596,16 @@ def comparison_table(runs: dict[tuple, dict[int, float]]) -> str:
         if arm == "stock" or len(scores) < 2 or len(set(reference.values())) < 2:
             continue
         c = compare_arms(list(scores.values()), list(reference.values()))
+        spread = (
+            f"{c['spread_ratio']:.2f}x ({c['spread_ratio_low']:.2f} to {c['spread_ratio_high']:.2f}) | "
+            f"{_verdict(c['spread_ratio_low'], c['spread_ratio_high'], 1.0, 'smaller', 'larger')} |"
+            if len(set(scores.values())) > 1
+            else "0x (every seed scored the same) | not settled |"  # a count over a small set can repeat
+        )
         rows.append(
             f"| {task} ({MAIN_METRIC[task]}) | {arm} | {len(scores)} / {len(reference)} | "
             f"{100 * c['difference']:+.1f} points ({100 * c['difference_low']:+.1f} to {100 * c['difference_high']:+.1f}) | "
-            f"{_verdict(c['difference_low'], c['difference_high'], 0.0, 'lower', 'higher')} | "
-            f"{c['spread_ratio']:.2f}x ({c['spread_ratio_low']:.2f} to {c['spread_ratio_high']:.2f}) | "
-            f"{_verdict(c['spread_ratio_low'], c['spread_ratio_high'], 1.0, 'smaller', 'larger')} |"
+            f"{_verdict(c['difference_low'], c['difference_high'], 0.0, 'lower', 'higher')} | {spread}"
         )
     return "\n".join(rows)
 

@@ -73,3 +73,18 @@ def test_summary_compares_each_arm_with_stock_and_says_what_the_seeds_settle(ben
     assert row.endswith("| not settled |")  # equal spreads over 3 seeds settle nothing
     ablation = next(line for line in table if "(decay 1; no gradual unfreezing) | 3 / 3" in line)
     assert "-10.0 points" in ablation and "| lower |" in ablation
+
+
+def test_summary_settles_no_spread_from_seeds_that_scored_the_same(bench, tmp_path):
+    record = tmp_path / "runs.jsonl"
+    record.write_text(
+        "".join(
+            f'{{"task": "rte", "trainer": "{trainer}", "seed": {seed}, "num_train": 100, "epochs": 3, '
+            f'"metrics": {{"accuracy": {score}}}}}\n'
+            for seed in range(2)
+            for trainer, score in (("stock", 0.55 + 0.01 * seed), ("ulmfit", 0.5451))
+        ),
+        encoding="utf-8",
+    )
+    row = next(line for line in bench.summary_table(str(record)).splitlines() if "| ulmfit | 2 / 2" in line)
+    assert row.endswith("| 0x (every seed scored the same) | not settled |")
