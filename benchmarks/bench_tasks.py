@@ -583,30 +583,34 @@ def _verdict(low: float, high: float, boundary: float, below: str, above: str) -
 
 
 def comparison_table(runs: dict[tuple, dict[int, float]]) -> str:
-    """Every arm against the `stock` arm of the same task, model, rows and epochs (2 seeds or more each): the
-    difference of the mean main scores and the ratio of their standard deviations, with 95% intervals, and whether
-    the seeds settle the goal "at least stock on the mean, with a smaller spread"."""
+    """Every arm against each `stock` arm (transformers' `Trainer`, and its ablations) of the same task, model, rows
+    and epochs, 2 seeds or more each: the difference of the mean main scores and the ratio of their standard
+    deviations, with 95% intervals, and whether the seeds settle the goal "at least stock on the mean, with a smaller
+    spread"."""
     rows = [
-        "| task (score) | arm, against stock | seeds | difference of means (95% interval) | mean | "
+        "| task (score) | rows x epochs | arm | against | seeds | difference of means (95% interval) | mean | "
         "spread ratio (95% interval) | spread |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for (task, arm, model, rows_count, epochs), scores in sorted(runs.items()):
-        reference = runs.get((task, "stock", model, rows_count, epochs), {})
-        if arm == "stock" or len(scores) < 2 or len(set(reference.values())) < 2:
-            continue
-        c = compare_arms(list(scores.values()), list(reference.values()))
-        spread = (
-            f"{c['spread_ratio']:.2f}x ({c['spread_ratio_low']:.2f} to {c['spread_ratio_high']:.2f}) | "
-            f"{_verdict(c['spread_ratio_low'], c['spread_ratio_high'], 1.0, 'smaller', 'larger')} |"
-            if len(set(scores.values())) > 1
-            else "0x (every seed scored the same) | not settled |"  # a count over a small set can repeat
-        )
-        rows.append(
-            f"| {task} ({MAIN_METRIC[task]}) | {arm} | {len(scores)} / {len(reference)} | "
-            f"{100 * c['difference']:+.1f} points ({100 * c['difference_low']:+.1f} to {100 * c['difference_high']:+.1f}) | "
-            f"{_verdict(c['difference_low'], c['difference_high'], 0.0, 'lower', 'higher')} | {spread}"
-        )
+        for (other_task, reference_arm, *setting), reference in sorted(runs.items()):
+            if (other_task, *setting) != (task, model, rows_count, epochs) or not reference_arm.startswith("stock"):
+                continue
+            if arm in ("stock", reference_arm) or len(scores) < 2 or len(set(reference.values())) < 2:
+                continue
+            c = compare_arms(list(scores.values()), list(reference.values()))
+            spread = (
+                f"{c['spread_ratio']:.2f}x ({c['spread_ratio_low']:.2f} to {c['spread_ratio_high']:.2f}) | "
+                f"{_verdict(c['spread_ratio_low'], c['spread_ratio_high'], 1.0, 'smaller', 'larger')} |"
+                if len(set(scores.values())) > 1
+                else "0x (every seed scored the same) | not settled |"  # a count over a small set can repeat
+            )
+            rows.append(
+                f"| {task} ({MAIN_METRIC[task]}) | {rows_count} x {epochs:g} | {arm} | {reference_arm} | "
+                f"{len(scores)} / {len(reference)} | {100 * c['difference']:+.1f} points "
+                f"({100 * c['difference_low']:+.1f} to {100 * c['difference_high']:+.1f}) | "
+                f"{_verdict(c['difference_low'], c['difference_high'], 0.0, 'lower', 'higher')} | {spread}"
+            )
     return "\n".join(rows)
 
 

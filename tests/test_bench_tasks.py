@@ -68,10 +68,10 @@ def test_summary_compares_each_arm_with_stock_and_says_what_the_seeds_settle(ben
     ]
     record.write_text("\n".join(lines) + "\n", encoding="utf-8")
     table = bench.summary_table(str(record)).splitlines()
-    row = next(line for line in table if line.startswith("| rte (accuracy) | ulmfit | 3 / 3"))
+    row = next(line for line in table if line.startswith("| rte (accuracy) | 100 x 3 | ulmfit | stock | 3 / 3"))
     assert "+10.0 points" in row and "| higher |" in row
     assert row.endswith("| not settled |")  # equal spreads over 3 seeds settle nothing
-    ablation = next(line for line in table if "(decay 1; no gradual unfreezing) | 3 / 3" in line)
+    ablation = next(line for line in table if "(decay 1; no gradual unfreezing) | stock | 3 / 3" in line)
     assert "-10.0 points" in ablation and "| lower |" in ablation
 
 
@@ -86,5 +86,5 @@ def test_summary_settles_no_spread_from_seeds_that_scored_the_same(bench, tmp_pa
         ),
         encoding="utf-8",
     )
-    row = next(line for line in bench.summary_table(str(record)).splitlines() if "| ulmfit | 2 / 2" in line)
+    row = next(line for line in bench.summary_table(str(record)).splitlines() if "| ulmfit | stock | 2 / 2" in line)
     assert row.endswith("| 0x (every seed scored the same) | not settled |")
