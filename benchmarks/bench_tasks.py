@@ -583,8 +583,9 @@ def _verdict(low: float, high: float, boundary: float, below: str, above: str) -
 
 
 def comparison_table(runs: dict[tuple, dict[int, float]]) -> str:
-    """Every arm against each `stock` arm (transformers' `Trainer`, and its ablations) of the same task, model, rows
-    and epochs, 2 seeds or more each: the difference of the mean main scores and the ratio of their standard
+    """Every arm against each `stock` arm (transformers' `Trainer`, and its ablations), and each ablation of the
+    `ulmfit` arm also against the recipe's defaults, of the same task, model, rows and epochs, 2 seeds or more each:
+    the difference of the mean main scores and the ratio of their standard
     deviations, with 95% intervals, and whether the seeds settle the goal "at least stock on the mean, with a smaller
     spread"."""
     rows = [
@@ -594,7 +595,9 @@ def comparison_table(runs: dict[tuple, dict[int, float]]) -> str:
     ]
     for (task, arm, model, rows_count, epochs), scores in sorted(runs.items()):
         for (other_task, reference_arm, *setting), reference in sorted(runs.items()):
-            if (other_task, *setting) != (task, model, rows_count, epochs) or not reference_arm.startswith("stock"):
+            if (other_task, *setting) != (task, model, rows_count, epochs) or not (
+                reference_arm.startswith("stock") or reference_arm == "ulmfit" and arm.startswith("ulmfit (")
+            ):
                 continue
             if arm in ("stock", reference_arm) or len(scores) < 2 or len(set(reference.values())) < 2:
                 continue

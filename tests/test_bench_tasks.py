@@ -73,6 +73,8 @@ def test_summary_compares_each_arm_with_stock_and_says_what_the_seeds_settle(ben
     assert row.endswith("| not settled |")  # equal spreads over 3 seeds settle nothing
     ablation = next(line for line in table if "(decay 1; no gradual unfreezing) | stock | 3 / 3" in line)
     assert "-10.0 points" in ablation and "| lower |" in ablation
+    against_defaults = next(line for line in table if "(decay 1; no gradual unfreezing) | ulmfit | 3 / 3" in line)
+    assert "-20.0 points" in against_defaults
 
 
 def test_summary_settles_no_spread_from_seeds_that_scored_the_same(bench, tmp_path):
