@@ -585,9 +585,8 @@ def _verdict(low: float, high: float, boundary: float, below: str, above: str) -
 def comparison_table(runs: dict[tuple, dict[int, float]]) -> str:
     """Every arm against each `stock` arm (transformers' `Trainer`, and its ablations), and each ablation of the
     `ulmfit` arm also against the recipe's defaults, of the same task, model, rows and epochs, 2 seeds or more each:
-    the difference of the mean main scores and the ratio of their standard
-    deviations, with 95% intervals, and whether the seeds settle the goal "at least stock on the mean, with a smaller
-    spread"."""
+    the difference of the mean main scores and the ratio of their standard deviations, with 95% intervals, and
+    whether the seeds settle each side of the goal "at least stock on the mean, with a smaller spread"."""
     rows = [
         "| task (score) | rows x epochs | arm | against | seeds | difference of means (95% interval) | mean | "
         "spread ratio (95% interval) | spread |",
