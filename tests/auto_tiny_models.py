@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -171,3 +172,24 @@ def one_class_per_model_type() -> list[tuple[str, str, str]]:
             seen.add(row[1])
             rows.append(row)
     return rows
+
+
+def runnable_tiny_models(mapping: str) -> Iterator[tuple[str, str, nn.Module, dict]]:
+    """(model type, class name, tiny model, inputs it runs on) for each model type of `mapping` (as
+    `one_class_per_model_type` lists them) that builds and runs on the tiny inputs; the others are skipped. Torch uses
+    one thread meanwhile (tiny models: far faster than two threads fighting over a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for row_mapping, model_type, class_name in one_class_per_model_type():
+            if row_mapping != mapping:
+                continue
+            try:
+                model = build_tiny_model(model_type, class_name)
+            except Unbuildable:
+                continue
+            inputs = runnable_inputs(model)
+            if inputs is not None:
+                yield model_type, class_name, model, inputs
+    finally:
+        torch.set_num_threads(threads)

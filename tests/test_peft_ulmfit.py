@@ -235,72 +235,56 @@ def test_lora_on_every_sequence_classification_architecture():
     flows back to the head, and for the architectures without targets of
     our own the adapted layers are peft's `target_modules="all-linear"` less the head (and routers). An architecture
     with no plain linear layer is refused in one line naming `target_modules`."""
-    from auto_tiny_models import Unbuildable, build_tiny_model, one_class_per_model_type, runnable_inputs
+    from auto_tiny_models import build_tiny_model, runnable_tiny_models
     from peft import LoraConfig, get_peft_model
 
     from tl_nlp.training.lora import LORA_TARGET_MODULES_BY_MODEL_TYPE, head_modules
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     checked, refused, problems = [], [], []
-    try:
-        for mapping, model_type, class_name in one_class_per_model_type():
-            if mapping != "sequence_classification":
-                continue
-            try:
-                model = build_tiny_model(model_type, class_name)
-            except Unbuildable:
-                continue
-            inputs = runnable_inputs(model)
-            if inputs is None:  # the plain model does not run on the tiny inputs either
-                continue
-            heads = head_modules(model)
-            backbone = model.base_model_prefix
-            outside = {name.split(".")[0] for name, _ in model.named_parameters() if name.split(".")[0] != backbone}
-            try:
-                peft_model = ulmfit_lora_model(model)
-            except ValueError as error:
-                assert "target_modules" in str(error) and "\n" not in str(error), error
-                refused.append(class_name)
-                continue
-            trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
-            if any("lora_" not in n and "modules_to_save" not in n for n in trainable):
-                problems.append(f"{class_name}: base weights train")
-            for head in outside:  # every module beside the backbone is new: it trains in full
-                if not any(f".{head}.modules_to_save." in f".{n}" for n in trainable):
-                    problems.append(f"{class_name}: head {head} does not train")
-            if model_type not in LORA_TARGET_MODULES_BY_MODEL_TYPE:
-                reference = get_peft_model(
-                    build_tiny_model(model_type, class_name), LoraConfig(target_modules="all-linear")
-                )
-                expected = {
-                    name
-                    for name in adapted_linear_layers(reference)
-                    if name.split(".")[0] not in heads and ".pooler." not in f".{name}."
-                }
-                if adapted_linear_layers(peft_model) != expected:
-                    difference = sorted(adapted_linear_layers(peft_model) ^ expected)
-                    problems.append(f"{class_name}: adapted {difference[:4]}")
-            # The discriminative rates and unfreezing reach every adapter and the head: each trainable parameter is
-            # in a layer group, the head's in the top one (Canine's pooler reads its deep encoder before the final
-            # character encoder runs, so data flow puts it one group lower).
-            groups = layer_groups(peft_model)
-            placed = {name for group in groups for name in group.parameter_names}
-            if not set(trainable) <= placed:
-                problems.append(f"{class_name}: not in a layer group {sorted(set(trainable) - placed)[:2]}")
-            saved = {name for name in trainable if "modules_to_save" in name}
-            if not saved <= set(groups[-1].parameter_names) and class_name != "CanineForSequenceClassification":
-                problems.append(f"{class_name}: head below the top group")
-            logits = peft_model(**inputs).logits
-            logits.float().pow(2).mean().backward()
-            head_grads = [
-                p.grad for n, p in peft_model.named_parameters() if "modules_to_save" in n and p.requires_grad
-            ]
-            if heads and not any(g is not None and g.abs().sum() > 0 for g in head_grads):
-                problems.append(f"{class_name}: no gradient reaches the head")
-            checked.append(class_name)
-    finally:
-        torch.set_num_threads(threads)
+    for model_type, class_name, model, inputs in runnable_tiny_models("sequence_classification"):
+        heads = head_modules(model)
+        backbone = model.base_model_prefix
+        outside = {name.split(".")[0] for name, _ in model.named_parameters() if name.split(".")[0] != backbone}
+        try:
+            peft_model = ulmfit_lora_model(model)
+        except ValueError as error:
+            assert "target_modules" in str(error) and "\n" not in str(error), error
+            refused.append(class_name)
+            continue
+        trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
+        if any("lora_" not in n and "modules_to_save" not in n for n in trainable):
+            problems.append(f"{class_name}: base weights train")
+        for head in outside:  # every module beside the backbone is new: it trains in full
+            if not any(f".{head}.modules_to_save." in f".{n}" for n in trainable):
+                problems.append(f"{class_name}: head {head} does not train")
+        if model_type not in LORA_TARGET_MODULES_BY_MODEL_TYPE:
+            reference = get_peft_model(
+                build_tiny_model(model_type, class_name), LoraConfig(target_modules="all-linear")
+            )
+            expected = {
+                name
+                for name in adapted_linear_layers(reference)
+                if name.split(".")[0] not in heads and ".pooler." not in f".{name}."
+            }
+            if adapted_linear_layers(peft_model) != expected:
+                difference = sorted(adapted_linear_layers(peft_model) ^ expected)
+                problems.append(f"{class_name}: adapted {difference[:4]}")
+        # The discriminative rates and unfreezing reach every adapter and the head: each trainable parameter is
+        # in a layer group, the head's in the top one (Canine's pooler reads its deep encoder before the final
+        # character encoder runs, so data flow puts it one group lower).
+        groups = layer_groups(peft_model)
+        placed = {name for group in groups for name in group.parameter_names}
+        if not set(trainable) <= placed:
+            problems.append(f"{class_name}: not in a layer group {sorted(set(trainable) - placed)[:2]}")
+        saved = {name for name in trainable if "modules_to_save" in name}
+        if not saved <= set(groups[-1].parameter_names) and class_name != "CanineForSequenceClassification":
+            problems.append(f"{class_name}: head below the top group")
+        logits = peft_model(**inputs).logits
+        logits.float().pow(2).mean().backward()
+        head_grads = [p.grad for n, p in peft_model.named_parameters() if "modules_to_save" in n and p.requires_grad]
+        if heads and not any(g is not None and g.abs().sum() > 0 for g in head_grads):
+            problems.append(f"{class_name}: no gradient reaches the head")
+        checked.append(class_name)
     print(f"\nLoRA on {len(checked)} sequence-classification architectures; refused in one line: {refused}")
     assert not problems, "\n".join(problems)
     assert len(checked) >= 95 and len(refused) <= 5  # 102 and 2 (I-BERT, SqueezeBERT) with transformers 5.25

@@ -350,44 +350,30 @@ def test_head_start_sets_the_output_layer_of_every_sequence_classification_archi
     """On a tiny model of every architecture in transformers' sequence-classification mapping, either the bias set is
     the one added to the logits (every logit moves by exactly its change), or nothing is set and nothing moves (the
     decoders' bias-less `score`, Perceiver's head inside its backbone): never another layer of the head."""
-    from auto_tiny_models import Unbuildable, build_tiny_model, one_class_per_model_type, runnable_inputs
+    from auto_tiny_models import runnable_tiny_models
 
     from tl_nlp.models.task_models import _head_output_layer
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     started, left, problems = [], [], []
-    try:
-        for mapping, model_type, class_name in one_class_per_model_type():
-            if mapping != "sequence_classification":
-                continue
-            try:
-                model = build_tiny_model(model_type, class_name)
-            except Unbuildable:
-                continue
-            inputs = runnable_inputs(model)
-            if inputs is None:
-                continue
-            model.eval()
-            with torch.no_grad():
-                before = model(**inputs).logits.clone()
-            layer = _head_output_layer(model, model.config.num_labels)
-            initial = None if layer is None or layer.bias is None else layer.bias.detach().clone()
-            labels = torch.rand(40, model.config.num_labels, generator=torch.Generator().manual_seed(0)) < 0.2
-            changed = start_head_at_training_labels(model, TaskSpec("multi_label"), labels.float().tolist())
-            with torch.no_grad():
-                after = model(**inputs).logits
-            if changed:
-                shift = (layer.bias.detach() - initial).expand_as(before)
-                started.append(class_name)
-                if not torch.allclose(after - before, shift, atol=1e-4):
-                    problems.append(f"{class_name}: the bias set is not the logits'")
-            else:
-                left.append(class_name)
-                if not torch.equal(after, before):
-                    problems.append(f"{class_name}: nothing set, yet the logits moved")
-    finally:
-        torch.set_num_threads(threads)
+    for _, class_name, model, inputs in runnable_tiny_models("sequence_classification"):
+        model.eval()
+        with torch.no_grad():
+            before = model(**inputs).logits.clone()
+        layer = _head_output_layer(model, model.config.num_labels)
+        initial = None if layer is None or layer.bias is None else layer.bias.detach().clone()
+        labels = torch.rand(40, model.config.num_labels, generator=torch.Generator().manual_seed(0)) < 0.2
+        changed = start_head_at_training_labels(model, TaskSpec("multi_label"), labels.float().tolist())
+        with torch.no_grad():
+            after = model(**inputs).logits
+        if changed:
+            shift = (layer.bias.detach() - initial).expand_as(before)
+            started.append(class_name)
+            if not torch.allclose(after - before, shift, atol=1e-4):
+                problems.append(f"{class_name}: the bias set is not the logits'")
+        else:
+            left.append(class_name)
+            if not torch.equal(after, before):
+                problems.append(f"{class_name}: nothing set, yet the logits moved")
     assert not problems, problems
     assert {"BertForSequenceClassification", "RobertaForSequenceClassification"} <= set(started), started
     assert {"DistilBertForSequenceClassification", "BartForSequenceClassification"} <= set(started), started
