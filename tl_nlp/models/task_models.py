@@ -254,7 +254,7 @@ def start_head_at_training_labels(model: nn.Module, spec: TaskSpec, labels: Any)
     "Heads that start from the training labels"): on GoEmotions (2,000 comments, 3 epochs, 375 steps) test macro-F1
     0.078 from zero (3 seeds; every comment given every frequent label, as `Trainer` at its defaults, 0.053) and 0.213
     from the label rates (7 seeds), above a linear layer fitted on the frozen encoder (0.198); on SST-5 as a score
-    Spearman +0.3 points (7 seeds), on STS-B level (-0.2, 3 seeds). This is the prior initialisation of Lin et al.
+    Spearman +0.3 points (7 seeds), on STS-B level (-0.3; 7 seeds against 3 from zero). This is the prior initialisation of Lin et al.
     (2017, "Focal Loss", section 4.1), and for regression the mean that gradient boosting starts from. transformers
     and fastai start every head's bias at zero; single-label classes and multiple choice (a softmax, starting at 1/n)
     keep it.
