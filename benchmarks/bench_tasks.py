@@ -672,6 +672,8 @@ def main() -> None:
     if "recipe" in options.trainers and not options.recipe_model and not options.summary:
         parser.error("--trainers recipe needs --recipe_model")
     if options.summary:
+        if not Path(options.results).is_file():
+            parser.error(f"--summary: no results file {options.results} (--results names the JSON-lines record)")
         print(summary_table(options.results))
         return
     torch.set_num_threads(options.threads)
