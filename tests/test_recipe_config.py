@@ -21,6 +21,8 @@ from tl_nlp.recipe import RecipeError, TextData, prepare_classifier, train_class
 from tl_nlp.recipe.config import ClassifierTrainingArguments, HubArguments
 from tl_nlp.recipe.evaluation import load_classifiers
 from tl_nlp.training import ULMFiTTrainingArguments, layer_groups
+from tl_nlp.training.model_card import stage_paragraph
+from tl_nlp.training.training_record import ULMFiTTrainingRecord
 
 
 def family_default_rates(family: str, top_rate: float, num_groups: int) -> list[float]:
@@ -192,6 +194,47 @@ def test_lora_on_an_architecture_without_targets_of_our_own(corpora, tmp_path, c
     assert "Traceback" not in err and "['qproj'] name no module" in err.strip().splitlines()[-1]
     assert "q_proj" in err.strip().splitlines()[-1]
     assert pipeline("text-classification", model=str(tmp_path / "qv"))("a good film")[0]["label"] in {"neg", "pos"}
+
+
+@pytest.mark.parametrize(("family", "gradual"), [("bert", False), ("awd_lstm", True)])
+def test_gradual_unfreezing_by_model_family_from_the_cli_and_python(family, gradual, request, corpora, tmp_path):
+    """Left unset, the classifier stage unfreezes gradually for AWD-LSTM (ULMFiT) and trains every group of a
+    Transformer from the first step, as transformers' `Trainer` does; the record and the card say which, and
+    "default"; `--gradual_unfreezing` / `--no_gradual_unfreezing` turn it on or off ("set by you")."""
+    model = request.getfixturevalue(family)
+    assert train_classifier_command(model, corpora, tmp_path / "default") == 0
+    record = ULMFiTTrainingRecord.from_dict(
+        json.loads((tmp_path / "default" / "ulmfit_training_record.json").read_text())
+    )
+    stage = record.stages[-1]
+    assert stage.gradual_unfreezing is gradual and stage.settings["gradual_unfreezing"] == "default"
+    assert ("(no gradual unfreezing)" in stage_paragraph(stage)) is not gradual  # the model card's words
+
+    flag = "--no_gradual_unfreezing" if gradual else "--gradual_unfreezing"
+    assert train_classifier_command(model, corpora, tmp_path / "flag", flag) == 0
+    stage = json.loads((tmp_path / "flag" / "ulmfit_training_record.json").read_text())["stages"][-1]
+    assert stage["gradual_unfreezing"] is not gradual and stage["settings"]["gradual_unfreezing"] == "set by you"
+
+    prepared = prepare_classifier(str(model), TextData(str(corpora["train"])), tmp_path / "api")
+    assert prepared.trainer.args.gradual_unfreezing is gradual
+    assert (prepared.trainer.unfreezing_callback is not None) is gradual
+
+
+def test_an_unfreezing_schedule_turns_gradual_unfreezing_on_where_it_was_left_to_the_family(bert, corpora, tmp_path):
+    for schedule in ({"unfreeze_at_fractions": [0.2, 0.4]}, {"unfreeze_every_n_steps": 5}, {"stlr_per_stage": True}):
+        assert ClassifierTrainingArguments(output_dir=str(tmp_path), **schedule).gradual_unfreezing is True
+    # Said in so many words, off stays off: a schedule with nothing to schedule is refused, not ignored.
+    with pytest.raises(ValueError, match="stlr_per_stage=True needs"):
+        ClassifierTrainingArguments(output_dir=str(tmp_path), gradual_unfreezing=False, stlr_per_stage=True)
+    # A plain ULMFiTTrainingArguments keeps ULMFiT's gradual unfreezing on, whatever the model.
+    assert ULMFiTTrainingArguments(output_dir=str(tmp_path)).gradual_unfreezing is True
+    prepared = prepare_classifier(
+        str(bert),
+        TextData(str(corpora["train"])),
+        tmp_path / "api",
+        training_args=ClassifierTrainingArguments(output_dir=str(tmp_path), unfreeze_at_fractions=[0.2, 0.4]),
+    )
+    assert prepared.trainer.args.gradual_unfreezing is True and prepared.trainer.unfreezing_callback is not None
 
 
 def test_a_rate_you_give_is_recorded_as_set_by_you_and_reaches_the_top_group(bert, corpora, tmp_path):
@@ -387,9 +430,31 @@ def test_awd_lstm_classifier_reads_the_first_max_length_tokens_and_evaluation_to
 def test_the_classifier_stage_can_train_at_the_lr_finders_suggestion(bert, corpora, tmp_path, capsys):
     from tl_nlp.recipe.classifier import take_lr_finder_suggestion
 
-    training = ClassifierTrainingArguments(output_dir=str(tmp_path), learning_rate_from_lr_find=True, max_steps=1)
-    prepared = prepare_classifier(str(bert), TextData(str(corpora["train"])), tmp_path, training_args=training)
-    rate = take_lr_finder_suggestion(prepared.trainer)
-    assert prepared.trainer.args.learning_rate == rate != 2e-4
-    assert "LR finder on head: valley" in capsys.readouterr().out
+    # The test runs on the model as training starts: a Transformer trains every group from the first step by
+    # default, the head alone first with gradual unfreezing.
+    for gradual, swept in ((None, "every layer group"), (True, "head")):
+        training = ClassifierTrainingArguments(
+            output_dir=str(tmp_path), learning_rate_from_lr_find=True, max_steps=1, gradual_unfreezing=gradual
+        )
+        prepared = prepare_classifier(str(bert), TextData(str(corpora["train"])), tmp_path, training_args=training)
+        rate = take_lr_finder_suggestion(prepared.trainer)
+        assert prepared.trainer.args.learning_rate == rate != 2e-4
+        assert f"LR finder on {swept}: valley" in capsys.readouterr().out
     assert all(p.requires_grad for p in prepared.trainer.model.parameters())
+
+
+def test_a_yes_no_option_left_to_the_model_family_takes_a_flag_a_value_or_a_config_file(tmp_path):
+    from tl_nlp.cli.io import parse_dataclasses
+
+    def parsed(*argv: str) -> bool | None:
+        (args,) = parse_dataclasses(
+            (ClassifierTrainingArguments,), ["--output_dir", str(tmp_path), *argv], "tl-nlp train-classifier"
+        )
+        return args.gradual_unfreezing
+
+    config = tmp_path / "run.yaml"
+    config.write_text("gradual_unfreezing: false\n", encoding="utf-8")
+    assert parsed() is None  # the model family decides
+    assert parsed("--gradual_unfreezing") is True and parsed("--gradual_unfreezing", "true") is True
+    assert parsed("--no_gradual_unfreezing") is False and parsed("--gradual_unfreezing", "false") is False
+    assert parsed("--config", str(config)) is False and parsed("--config", str(config), "--gradual_unfreezing") is True

@@ -3,6 +3,7 @@ a file or standard input, output written to a file or standard output, and the o
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,6 +47,7 @@ def parse_dataclasses(
         # argparse would take a misspelt prefix (`--learning_rat`) for the option it starts; a typo must be an error.
         allow_abbrev=False,
     )
+    add_switches_for_unset_flags(parser)
     known = {action.dest for action in parser._actions}
     unknown = sorted(set(config_values) - known)
     if unknown:
@@ -63,6 +65,25 @@ def parse_dataclasses(
         return tuple(parser.parse_args_into_dataclasses(args=argv))
     except ValueError as error:  # raised by the dataclass' validation
         raise UsageError(str(error).splitlines()[0] if str(error) else type(error).__name__) from error
+
+
+def add_switches_for_unset_flags(parser) -> None:
+    """`--name` (on) and `--no_name` (off) for each yes/no option whose default is unset (`bool | None` = None: the
+    model family decides, as for `gradual_unfreezing`). `HfArgumentParser` gives such options neither: it wants a
+    value (`--name true`) and adds `--no_name` only to options that default to True. `--name false` still works."""
+    from transformers.hf_argparser import string_to_bool
+
+    for group in parser._action_groups:
+        for action in list(group._group_actions):
+            if action.type is string_to_bool and action.default is None and action.nargs is None:
+                action.nargs, action.const = "?", True
+                group.add_argument(
+                    f"--no_{action.dest}",
+                    action="store_false",
+                    dest=action.dest,
+                    default=argparse.SUPPRESS,  # the option's own default (None) stands; --help shows it there
+                    help=f"Turn {action.dest} off.",
+                )
 
 
 def read_config_file(path: Path) -> dict:

@@ -12,10 +12,13 @@ from transformers import TrainingArguments
 from .callbacks import UNFREEZING_SCHEDULES
 
 # What `ULMFiTTrainer` fills in for the fields left None, by model family (see `model_family`). AWD-LSTM gets fastai's
-# text learners' settings; Transformers keep transformers' optimizer settings, and their decay depends on the depth
-# (`transformer_lr_decay`), so it is not in this table.
+# text learners' settings and ULMFiT's gradual unfreezing; Transformers keep transformers' optimizer settings and train
+# every group from the first step (`gradual_unfreezing` is None only where asked for, as the recipe's classifier stage
+# does: see `ClassifierTrainingArguments`); their decay depends on the depth (`transformer_lr_decay`), so it is not in
+# this table.
 MODEL_FAMILY_DEFAULTS = {
     "awd_lstm": {
+        "gradual_unfreezing": True,
         "discriminative_lr_decay": 2.6,
         "adam_beta2": 0.99,
         "adam_epsilon": 1e-5,
@@ -23,6 +26,7 @@ MODEL_FAMILY_DEFAULTS = {
         "momentum_cycle": [0.8, 0.7, 0.8],
     },
     "transformer": {
+        "gradual_unfreezing": False,
         "adam_beta2": 0.999,
         "adam_epsilon": 1e-8,
         "weight_decay": 0.0,
@@ -57,6 +61,7 @@ class ULMFiTTrainingArguments(TrainingArguments):
       | `adam_epsilon` | 1e-5 (fastai's `Adam`) | 1e-8 | 1e-8 |
       | `weight_decay` | 0.01 (fastai's `Adam`, decoupled like AdamW) | 0.0 | 0.0 |
       | `momentum_cycle` | (0.8, 0.7, 0.8) (fastai's text learners) | none (beta1 stays `adam_beta1`) | - |
+      | `gradual_unfreezing` (when set to `None`) | on (the paper) | off (every group from the first step) | - |
 
       fastai trains with beta1 cycled against the rate (`fit_one_cycle`'s `moms`; the paper used a fixed 0.7); we
       cycle it along STLR's triangle. For Transformers the decay follows the layer-wise decays that fine-tuning
@@ -100,8 +105,13 @@ class ULMFiTTrainingArguments(TrainingArguments):
         stlr_per_stage (`bool`, defaults to `False`):
             Restart the STLR triangle at each gradual-unfreezing stage (fastai's recipe fits each stage with its own
             one-cycle schedule) instead of one triangle over the whole run.
-        gradual_unfreezing (`bool`, defaults to `True`):
-            Start with only the top layer group trainable and unfreeze one more group at each stage.
+        gradual_unfreezing (`bool`, *optional*, defaults to `True`):
+            Start with only the top layer group trainable and unfreeze one more group at each stage. On by default
+            here, as ULMFiT has it, whatever the model: `ULMFiTTrainer` is the techniques. `None` leaves it to the
+            model family (on for AWD-LSTM, off for Transformers, see the table above; the default of the recipe's
+            classifier stage, `ClassifierTrainingArguments`, whose docstring gives the measurements), except that a
+            setting only gradual unfreezing uses (`unfreeze_every_n_steps`, `unfreeze_at_fractions`, an
+            `unfreezing_schedule` other than `"auto"`, `stlr_per_stage`) turns it on.
         unfreeze_every_n_steps (`int`, *optional*):
             One stage every this many optimizer steps; one stage per epoch when neither this nor
             `unfreeze_at_fractions` is set.
@@ -180,8 +190,11 @@ class ULMFiTTrainingArguments(TrainingArguments):
     stlr_per_stage: bool = field(
         default=False, metadata={"help": "Restart the STLR triangle at each gradual-unfreezing stage."}
     )
-    gradual_unfreezing: bool = field(
-        default=True, metadata={"help": "Train the top layer group first and unfreeze one more group per stage."}
+    gradual_unfreezing: bool | None = field(
+        default=True,
+        metadata={
+            "help": "Train the top layer group first and unfreeze one more group per stage (None: by model family)."
+        },
     )
     unfreeze_every_n_steps: int | None = field(
         default=None, metadata={"help": "One unfreezing stage every this many optimizer steps (default: per epoch)."}
@@ -221,6 +234,16 @@ class ULMFiTTrainingArguments(TrainingArguments):
         metadata={"help": "Restore the gradual-unfreezing schedule saved with the checkpoint when resuming."},
     )
 
+    def asks_for_unfreezing_stages(self) -> bool:
+        """Whether a setting that only gradual unfreezing uses is set (stage steps or fractions, a schedule other
+        than "auto", one STLR triangle per stage)."""
+        return bool(
+            self.unfreeze_every_n_steps is not None
+            or self.unfreeze_at_fractions is not None
+            or self.unfreezing_schedule != "auto"
+            or self.stlr_per_stage
+        )
+
     def __post_init__(self):
         super().__post_init__()
         if self.discriminative_lr_decay is not None and not self.discriminative_lr_decay > 0:
@@ -243,6 +266,8 @@ class ULMFiTTrainingArguments(TrainingArguments):
                 f"(lr_scheduler_kwargs={self.lr_scheduler_kwargs!r}) cannot apply while use_stlr=True: STLR is the "
                 "schedule. Set use_stlr=False to use lr_scheduler_type, or leave it at 'linear'."
             )
+        if self.gradual_unfreezing is None and self.asks_for_unfreezing_stages():
+            self.gradual_unfreezing = True  # a schedule of stages only means something with gradual unfreezing
         if self.stlr_per_stage and not (self.use_stlr and self.gradual_unfreezing):
             raise ValueError("stlr_per_stage=True needs use_stlr=True and gradual_unfreezing=True.")
         if self.unfreeze_every_n_steps is not None and self.unfreeze_at_fractions is not None:
