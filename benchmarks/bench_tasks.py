@@ -9,9 +9,10 @@ For each task and seed, two runs on the same checkpoint, the same training rows,
 - `ulmfit`: tl_nlp's task layer (`infer_task`, `encode_task_dataset`, `task_model_from_pretrained`) and
   `ClassificationTrainer` with the recipe's classifier defaults (`ClassifierTrainingArguments`, what `tl-nlp
   train-classifier --task ...` trains with): discriminative rates (for MiniLM's 8 groups 1.25 per group), STLR
-  with the top rate 2e-4, gradual unfreezing on the 'auto' schedule. `--ulmfit_lr`, `--ulmfit_decay` and
-  `--unfreeze_at_fractions` override them (the first measurements used 1e-3, 2.6 and the SST-2 benchmark's
-  fractions).
+  with the top rate 2e-4, every group trained from the first step (no gradual unfreezing for Transformers; runs
+  recorded before that default have it on the 'auto' schedule). `--ulmfit_lr`, `--ulmfit_decay`,
+  `--unfreeze_at_fractions` and `--gradual_unfreezing` / `--no_gradual_unfreezing` override them (the first
+  measurements used 1e-3, 2.6 and the SST-2 benchmark's fractions).
 - `probe`: no fine-tuning: a linear layer fitted on the frozen checkpoint's mean-pooled token states (the
   reference for what fine-tuning adds; not for multiple choice).
 - `recipe` (with `--recipe_model`): `tl_nlp.recipe.train_task_classifier` at its defaults on any checkpoint, for
@@ -89,6 +90,7 @@ from tl_nlp.models.task_models import start_head_at_training_labels, task_model_
 from tl_nlp.recipe.config import ClassifierTrainingArguments  # noqa: E402
 from tl_nlp.tasks import infer_task  # noqa: E402
 from tl_nlp.training import ClassificationTrainer  # noqa: E402
+from tl_nlp.training.arguments import MODEL_FAMILY_DEFAULTS  # noqa: E402
 from tl_nlp.zero_shot import ZeroShotMultipleChoice  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -196,7 +198,10 @@ def run_recipe(task_name: str, seed: int, options) -> dict:
         "use_cpu": True,
         "overwrite_output_dir": True,
         "dataset_name": f"{folder} ({len(train)} rows)",
+        "gradual_unfreezing": options.gradual_unfreezing,
     }
+    gradual = MODEL_FAMILY_DEFAULTS[model_family(config)]["gradual_unfreezing"]
+    gradual = gradual if options.gradual_unfreezing is None else options.gradual_unfreezing
     start = time.perf_counter()
     output_dir = Path(options.output_dir) / f"{task_name}-recipe-{options.recipe_method}-{Path(model).name}-seed{seed}"
     result = train_task_classifier(
@@ -218,6 +223,7 @@ def run_recipe(task_name: str, seed: int, options) -> dict:
         "trainer": "recipe",
         "model": model,
         "method": options.recipe_method,
+        "gradual_unfreezing": gradual,
         # GPT-2's and Llama's `score` layer has no bias to start from the labels.
         **({"head_bias": "zero" if family == "decoder" else "labels"} if task_name in HEAD_BIAS_TASKS else {}),
         "seed": seed,
@@ -345,7 +351,7 @@ def run_fine_tuning(task_name: str, kind: str, seed: int, options, model_dir: Pa
         overrides = {
             "discriminative_lr_decay": options.ulmfit_decay,
             "unfreeze_at_fractions": options.unfreeze_at_fractions,
-            "gradual_unfreezing": False if options.no_gradual_unfreezing else None,
+            "gradual_unfreezing": options.gradual_unfreezing,
         }
         args = ClassifierTrainingArguments(
             **common,
@@ -384,12 +390,13 @@ def run_fine_tuning(task_name: str, kind: str, seed: int, options, model_dir: Pa
         "epochs": options.epochs,
         "batch_size": options.batch_size,
         "learning_rate": trainer.args.learning_rate,
-        # The rate decay and unfreezing schedule the ULMFiT arm trained with (None: the recipe's defaults).
+        # The rate decay and unfreezing schedule the ULMFiT arm trained with (None: the recipe's defaults), and
+        # whether it unfroze gradually (runs recorded before this field all did).
         **(
             {
                 "ulmfit_decay": options.ulmfit_decay,
                 "unfreeze_at_fractions": options.unfreeze_at_fractions,
-                **({"gradual_unfreezing": False} if options.no_gradual_unfreezing else {}),
+                "gradual_unfreezing": trainer.args.gradual_unfreezing,
             }
             if kind == "ulmfit"
             else {}
@@ -431,6 +438,10 @@ def run_zero_shot_copa(options) -> dict:
         result[key] = {"accuracy": correct / len(rows), "interval_95": [round(low, 4), round(high, 4)]}
     return result
 
+
+# Whether the ulmfit arm (a Transformer) unfreezes gradually at the recipe's defaults; a run that did otherwise is
+# an ablation in the summary.
+TRANSFORMER_GRADUAL_UNFREEZING = MODEL_FAMILY_DEFAULTS["transformer"]["gradual_unfreezing"]
 
 # The main score of each task, for the summary table.
 MAIN_METRIC = {
@@ -540,9 +551,12 @@ def _ablation_of(result: dict) -> str:
         changes.append(f"decay {result['ulmfit_decay']:g}")
     if result.get("unfreeze_at_fractions") is not None:
         changes.append("unfreezing at " + ", ".join(f"{value:g}" for value in result["unfreeze_at_fractions"]))
-    if result.get("gradual_unfreezing") is False:
-        changes.append("no gradual unfreezing")
-    return f" ({'; '.join(changes)})" if result["trainer"] == "ulmfit" and changes else ""
+    # A ulmfit run recorded before the field unfroze gradually; a recipe run says so only once the field is recorded
+    # (the family decides its default), so the older ones stay apart from both kinds.
+    gradual = result.get("gradual_unfreezing", result["trainer"] == "ulmfit")
+    if (result["trainer"] == "recipe" and "gradual_unfreezing" in result) or gradual != TRANSFORMER_GRADUAL_UNFREEZING:
+        changes.append("gradual unfreezing" if gradual else "no gradual unfreezing")
+    return f" ({'; '.join(changes)})" if result["trainer"] in ("ulmfit", "recipe") and changes else ""
 
 
 def summary_table(results_file: str) -> str:
@@ -643,9 +657,19 @@ def main() -> None:
         "--unfreeze_at_fractions", type=float, nargs="+", default=None, help="default: the recipe's 'auto' schedule"
     )
     parser.add_argument(
+        "--gradual_unfreezing",
+        action="store_const",
+        const=True,
+        default=None,
+        help="ulmfit and recipe arms: ULMFiT's gradual unfreezing on the 'auto' schedule (an ablation for "
+        "Transformers, whose default trains every group from the first step; AWD-LSTM's default)",
+    )
+    parser.add_argument(
         "--no_gradual_unfreezing",
-        action="store_true",
-        help="ulmfit arm: every layer group trains from the first step (an ablation; STLR and the decay are kept)",
+        action="store_const",
+        const=False,
+        dest="gradual_unfreezing",
+        help="ulmfit and recipe arms: every layer group trains from the first step (the Transformers' default)",
     )
     parser.add_argument(
         "--head_bias",

@@ -3,6 +3,7 @@ means over seeds and on the ratio of their spreads, against the values scipy.sta
 1.x, `t.ppf`, `f.ppf`, `ttest_ind(..., equal_var=False).confidence_interval(0.95)`)."""
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -51,42 +52,56 @@ def test_compare_arms_gives_welch_and_f_intervals(bench):
         bench.compare_arms([0.5], stock)
 
 
-def test_summary_compares_each_arm_with_stock_and_says_what_the_seeds_settle(bench, tmp_path):
+def summary_of(bench, tmp_path, runs: list[dict]) -> list[str]:
+    """The summary's lines for these runs (each given the fields every record has, unless it sets them)."""
     record = tmp_path / "runs.jsonl"
-    lines = []
+    common = {"task": "rte", "num_train": 100, "epochs": 3}
+    record.write_text("".join(json.dumps({**common, **run}) + "\n" for run in runs), encoding="utf-8")
+    return bench.summary_table(str(record)).splitlines()
+
+
+def test_summary_compares_each_arm_with_stock_and_says_what_the_seeds_settle(bench, tmp_path):
+    runs = []
     for seed, (stock, ulmfit) in enumerate([(0.50, 0.60), (0.52, 0.61), (0.51, 0.62)]):
-        for trainer, score in (("stock", stock), ("ulmfit", ulmfit)):
-            lines.append(
-                f'{{"task": "rte", "trainer": "{trainer}", "seed": {seed}, "num_train": 100, "epochs": 3, '
-                f'"metrics": {{"accuracy": {score}}}}}'
-            )
-    # An ablation of the ulmfit arm is an arm of its own, named by what it changed.
-    lines += [
-        f'{{"task": "rte", "trainer": "ulmfit", "seed": {seed}, "num_train": 100, "epochs": 3, "learning_rate": 2e-4, '
-        f'"ulmfit_decay": 1.0, "gradual_unfreezing": false, "metrics": {{"accuracy": {score}}}}}'
-        for seed, score in enumerate([0.40, 0.41, 0.42])
+        runs.append({"trainer": "stock", "seed": seed, "metrics": {"accuracy": stock}})
+        runs.append({"trainer": "ulmfit", "seed": seed, "gradual_unfreezing": False, "metrics": {"accuracy": ulmfit}})
+    # An ablation of the ulmfit arm is an arm of its own, named by what it changed from the recipe's defaults
+    # (for a Transformer: no gradual unfreezing); a run recorded before the field existed unfroze gradually.
+    ablation = {"trainer": "ulmfit", "learning_rate": 2e-4, "ulmfit_decay": 1.0, "gradual_unfreezing": True}
+    runs += [
+        {**ablation, "seed": seed, "metrics": {"accuracy": score}} for seed, score in enumerate([0.40, 0.41, 0.42])
     ]
-    record.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    table = bench.summary_table(str(record)).splitlines()
+    runs += [
+        {"trainer": "ulmfit", "seed": seed, "metrics": {"accuracy": score}} for seed, score in enumerate([0.55, 0.56])
+    ]
+    table = summary_of(bench, tmp_path, runs)
     row = next(line for line in table if line.startswith("| rte (accuracy) | 100 x 3 | ulmfit | stock | 3 / 3"))
     assert "+10.0 points" in row and "| higher |" in row
     assert row.endswith("| not settled |")  # equal spreads over 3 seeds settle nothing
-    ablation = next(line for line in table if "(decay 1; no gradual unfreezing) | stock | 3 / 3" in line)
+    ablation = next(line for line in table if "(decay 1; gradual unfreezing) | stock | 3 / 3" in line)
     assert "-10.0 points" in ablation and "| lower |" in ablation
-    against_defaults = next(line for line in table if "(decay 1; no gradual unfreezing) | ulmfit | 3 / 3" in line)
+    against_defaults = next(line for line in table if "(decay 1; gradual unfreezing) | ulmfit | 3 / 3" in line)
     assert "-20.0 points" in against_defaults
+    older = next(line for line in table if "| ulmfit (gradual unfreezing) | ulmfit | 2 / 3" in line)
+    assert "-5.5 points" in older
+
+
+def test_summary_names_the_recipe_arms_unfreezing_once_it_is_recorded(bench, tmp_path):
+    runs = [
+        {"task": "copa", "trainer": "recipe", "seed": seed, "num_train": 500, **extra, "metrics": {"accuracy": 0.6}}
+        for seed in range(2)
+        for extra in ({}, {"gradual_unfreezing": True}, {"gradual_unfreezing": False})
+    ]
+    arms = {line.split(" | ")[1] for line in summary_of(bench, tmp_path, runs) if "| 500 x 3 | 2 |" in line}
+    # Runs recorded before the field (at the defaults of their time) stay apart from both new kinds of run.
+    assert arms == {"recipe", "recipe (gradual unfreezing)", "recipe (no gradual unfreezing)"}
 
 
 def test_summary_settles_no_spread_from_seeds_that_scored_the_same(bench, tmp_path):
-    record = tmp_path / "runs.jsonl"
-    record.write_text(
-        "".join(
-            f'{{"task": "rte", "trainer": "{trainer}", "seed": {seed}, "num_train": 100, "epochs": 3, '
-            f'"metrics": {{"accuracy": {score}}}}}\n'
-            for seed in range(2)
-            for trainer, score in (("stock", 0.55 + 0.01 * seed), ("ulmfit", 0.5451))
-        ),
-        encoding="utf-8",
-    )
-    row = next(line for line in bench.summary_table(str(record)).splitlines() if "| ulmfit | stock | 2 / 2" in line)
+    runs = [
+        {"trainer": trainer, "seed": seed, "gradual_unfreezing": False, "metrics": {"accuracy": score}}
+        for seed in range(2)
+        for trainer, score in (("stock", 0.55 + 0.01 * seed), ("ulmfit", 0.5451))
+    ]
+    row = next(line for line in summary_of(bench, tmp_path, runs) if "| ulmfit | stock | 2 / 2" in line)
     assert row.endswith("| 0x (every seed scored the same) | not settled |")
