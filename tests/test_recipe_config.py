@@ -223,7 +223,7 @@ def test_gradual_unfreezing_by_model_family_from_the_cli_and_python(family, grad
 def test_an_unfreezing_schedule_turns_gradual_unfreezing_on_where_it_was_left_to_the_family(bert, corpora, tmp_path):
     for schedule in ({"unfreeze_at_fractions": [0.2, 0.4]}, {"unfreeze_every_n_steps": 5}, {"stlr_per_stage": True}):
         assert ClassifierTrainingArguments(output_dir=str(tmp_path), **schedule).gradual_unfreezing is True
-    # Said in so many words, off stays off: a schedule with nothing to schedule is refused, not ignored.
+    # An explicit off stays off: a setting that needs gradual unfreezing is refused then, as it was before.
     with pytest.raises(ValueError, match="stlr_per_stage=True needs"):
         ClassifierTrainingArguments(output_dir=str(tmp_path), gradual_unfreezing=False, stlr_per_stage=True)
     # A plain ULMFiTTrainingArguments keeps ULMFiT's gradual unfreezing on, whatever the model.
@@ -430,8 +430,8 @@ def test_awd_lstm_classifier_reads_the_first_max_length_tokens_and_evaluation_to
 def test_the_classifier_stage_can_train_at_the_lr_finders_suggestion(bert, corpora, tmp_path, capsys):
     from tl_nlp.recipe.classifier import take_lr_finder_suggestion
 
-    # The test runs on the model as training starts: a Transformer trains every group from the first step by
-    # default, the head alone first with gradual unfreezing.
+    # The range test runs on the model as training starts: every group of a Transformer by default, the head alone
+    # with gradual unfreezing.
     for gradual, swept in ((None, "every layer group"), (True, "head")):
         training = ClassifierTrainingArguments(
             output_dir=str(tmp_path), learning_rate_from_lr_find=True, max_steps=1, gradual_unfreezing=gradual
@@ -458,3 +458,22 @@ def test_a_yes_no_option_left_to_the_model_family_takes_a_flag_a_value_or_a_conf
     assert parsed("--gradual_unfreezing") is True and parsed("--gradual_unfreezing", "true") is True
     assert parsed("--no_gradual_unfreezing") is False and parsed("--gradual_unfreezing", "false") is False
     assert parsed("--config", str(config)) is False and parsed("--config", str(config), "--gradual_unfreezing") is True
+
+
+def test_unfreezing_stages_without_gradual_unfreezing_are_refused_not_ignored(awd_lstm, corpora, tmp_path, capsys):
+    for stages in (
+        {"unfreeze_at_fractions": [0.2]},
+        {"unfreeze_every_n_steps": 3},
+        {"unfreezing_schedule": "partial"},
+    ):
+        with pytest.raises(ValueError, match="places gradual-unfreezing stages, but gradual_unfreezing=False"):
+            ClassifierTrainingArguments(output_dir=str(tmp_path), gradual_unfreezing=False, **stages)
+    flags = ("--no_gradual_unfreezing", "--unfreeze_at_fractions", "0.2", "0.4")
+    assert train_classifier_command(awd_lstm, corpora, tmp_path / "refused", *flags) == 2
+    assert "unfreeze_at_fractions=[0.2, 0.4] places gradual-unfreezing stages" in capsys.readouterr().err
+    # The language-model stages of the whole recipe never take the classifier's schedule (they train every layer).
+    from tl_nlp.recipe.config import FinetuneTrainingArguments
+
+    classifier = ClassifierTrainingArguments(output_dir=str(tmp_path), unfreeze_at_fractions=[0.2, 0.4], seed=7)
+    finetune = FinetuneTrainingArguments.from_shared(classifier, output_dir=str(tmp_path / "lm"))
+    assert finetune.unfreeze_at_fractions is None and finetune.gradual_unfreezing is False and finetune.seed == 7

@@ -382,6 +382,9 @@ class HubArguments:
         return self.hub_model_id or Path(output_dir).absolute().name
 
 
+# The classifier's unfreezing schedule: the language-model stages train every layer, so they never take it from the
+# classifier's options (`StageTrainingArguments.from_shared`).
+UNFREEZING_FIELDS = ("unfreezing_schedule", "unfreeze_every_n_steps", "unfreeze_at_fractions", "stlr_per_stage")
 # What differs between the stages' arguments (and names the stage): never carried from one stage to another.
 STAGE_FIELDS = (
     *RECORDED_SETTINGS,
@@ -478,12 +481,14 @@ class StageTrainingArguments(ULMFiTTrainingArguments):
     def from_shared(cls, shared: ULMFiTTrainingArguments, **values: Any) -> StageTrainingArguments:
         """This stage's arguments with the general options of another stage's (seed, precision, logging...):
         everything but the fields whose defaults differ between stages (`STAGE_FIELDS`), which take this class's
-        defaults unless `values` sets them (None values are left out)."""
+        defaults unless `values` sets them (None values are left out), and the unfreezing schedule
+        (`UNFREEZING_FIELDS`), which only the classifier uses."""
         general = {
             f.name: getattr(shared, f.name)
             for f in dataclasses.fields(shared)
             if f.init
             and f.name not in STAGE_FIELDS
+            and f.name not in UNFREEZING_FIELDS
             and f.name in cls.__dataclass_fields__
             and cls.__dataclass_fields__[f.name].init
         }

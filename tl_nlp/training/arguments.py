@@ -270,6 +270,20 @@ class ULMFiTTrainingArguments(TrainingArguments):
             self.gradual_unfreezing = True  # a schedule of stages only means something with gradual unfreezing
         if self.stlr_per_stage and not (self.use_stlr and self.gradual_unfreezing):
             raise ValueError("stlr_per_stage=True needs use_stlr=True and gradual_unfreezing=True.")
+        if self.gradual_unfreezing is False:
+            # Stages without gradual unfreezing would be ignored without a word; fastai_imdb says so below.
+            stages = [
+                f"{name}={getattr(self, name)!r}"
+                for name in ("unfreeze_every_n_steps", "unfreeze_at_fractions")
+                if getattr(self, name) is not None
+            ]
+            if self.unfreezing_schedule in ("per_epoch", "partial"):
+                stages.append(f"unfreezing_schedule={self.unfreezing_schedule!r}")
+            if stages:
+                raise ValueError(
+                    f"{', '.join(stages)} places gradual-unfreezing stages, but gradual_unfreezing=False: set "
+                    "gradual_unfreezing=True (--gradual_unfreezing) or drop it."
+                )
         if self.unfreeze_every_n_steps is not None and self.unfreeze_at_fractions is not None:
             raise ValueError(
                 "Set at most one of unfreeze_every_n_steps and unfreeze_at_fractions (per epoch when neither is set)."
