@@ -111,7 +111,8 @@ class ULMFiTTrainingArguments(TrainingArguments):
             model family (on for AWD-LSTM, off for Transformers, see the table above; the default of the recipe's
             classifier stage, `ClassifierTrainingArguments`, whose docstring gives the measurements), except that a
             setting only gradual unfreezing uses (`unfreeze_every_n_steps`, `unfreeze_at_fractions`, an
-            `unfreezing_schedule` other than `"auto"`, `stlr_per_stage`) turns it on.
+            `unfreezing_schedule` other than `"auto"`, `stlr_per_stage`) turns it on. `False` with one of those
+            settings is an error (they would do nothing).
         unfreeze_every_n_steps (`int`, *optional*):
             One stage every this many optimizer steps; one stage per epoch when neither this nor
             `unfreeze_at_fractions` is set.
