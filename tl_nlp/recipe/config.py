@@ -31,6 +31,7 @@ from ..feature_extraction import POOLINGS, FeatureHeadArguments
 from ..setting_checks import check_class_names, check_positive_number, check_training_settings, check_whole_number
 from ..tasks import TASKS
 from ..training import ULMFiTTrainingArguments
+from ..training.arguments import UNFREEZING_STAGE_FIELDS
 from ..training.lora import ULMFiTLoraArguments
 from .data import TextData
 
@@ -382,9 +383,6 @@ class HubArguments:
         return self.hub_model_id or Path(output_dir).absolute().name
 
 
-# The classifier's unfreezing schedule: the language-model stages train every layer, so they never take it from the
-# classifier's options (`StageTrainingArguments.from_shared`).
-UNFREEZING_FIELDS = ("unfreezing_schedule", "unfreeze_every_n_steps", "unfreeze_at_fractions", "stlr_per_stage")
 # What differs between the stages' arguments (and names the stage): never carried from one stage to another.
 STAGE_FIELDS = (
     *RECORDED_SETTINGS,
@@ -482,13 +480,13 @@ class StageTrainingArguments(ULMFiTTrainingArguments):
         """This stage's arguments with the general options of another stage's (seed, precision, logging...):
         everything but the fields whose defaults differ between stages (`STAGE_FIELDS`), which take this class's
         defaults unless `values` sets them (None values are left out), and the unfreezing schedule
-        (`UNFREEZING_FIELDS`), which only the classifier uses."""
+        (`UNFREEZING_STAGE_FIELDS`), which only the classifier uses: the language-model stages train every layer."""
         general = {
             f.name: getattr(shared, f.name)
             for f in dataclasses.fields(shared)
             if f.init
             and f.name not in STAGE_FIELDS
-            and f.name not in UNFREEZING_FIELDS
+            and f.name not in UNFREEZING_STAGE_FIELDS
             and f.name in cls.__dataclass_fields__
             and cls.__dataclass_fields__[f.name].init
         }

@@ -34,6 +34,11 @@ MODEL_FAMILY_DEFAULTS = {
     },
 }
 
+# The settings that only gradual unfreezing uses: set, they turn it on where the model family was to decide
+# (`ULMFiTTrainingArguments.asks_for_unfreezing_stages`); the recipe's language-model stages never take them from the
+# classifier's options.
+UNFREEZING_STAGE_FIELDS = ("unfreezing_schedule", "unfreeze_every_n_steps", "unfreeze_at_fractions", "stlr_per_stage")
+
 # How many times more slowly a Transformer's bottom layer group (the embeddings) learns than its top group (the head)
 # by default: 1.25 per group over all-MiniLM-L6-v2's 8 groups, the decay measured there (BENCHMARKS.md). One span for
 # every depth, as ELECTRA (Clark et al. 2020) tuned its layer-wise decay per size: 0.8 per layer for 12 layers and 0.9
@@ -236,14 +241,10 @@ class ULMFiTTrainingArguments(TrainingArguments):
     )
 
     def asks_for_unfreezing_stages(self) -> bool:
-        """Whether a setting that only gradual unfreezing uses is set (stage steps or fractions, a schedule other
-        than "auto", one STLR triangle per stage)."""
-        return bool(
-            self.unfreeze_every_n_steps is not None
-            or self.unfreeze_at_fractions is not None
-            or self.unfreezing_schedule != "auto"
-            or self.stlr_per_stage
-        )
+        """Whether a setting that only gradual unfreezing uses (`UNFREEZING_STAGE_FIELDS`: stage steps or fractions,
+        a schedule other than "auto", one STLR triangle per stage) differs from its default."""
+        fields = type(self).__dataclass_fields__
+        return any(getattr(self, name) != fields[name].default for name in UNFREEZING_STAGE_FIELDS)
 
     def __post_init__(self):
         super().__post_init__()
