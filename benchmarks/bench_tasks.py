@@ -200,8 +200,6 @@ def run_recipe(task_name: str, seed: int, options) -> dict:
         "dataset_name": f"{folder} ({len(train)} rows)",
         "gradual_unfreezing": options.gradual_unfreezing,
     }
-    gradual = MODEL_FAMILY_DEFAULTS[model_family(config)]["gradual_unfreezing"]
-    gradual = gradual if options.gradual_unfreezing is None else options.gradual_unfreezing
     start = time.perf_counter()
     output_dir = Path(options.output_dir) / f"{task_name}-recipe-{options.recipe_method}-{Path(model).name}-seed{seed}"
     result = train_task_classifier(
@@ -215,6 +213,9 @@ def run_recipe(task_name: str, seed: int, options) -> dict:
         method=options.recipe_method,
     )
     seconds = time.perf_counter() - start
+    # Whether the stage unfroze gradually, as its training record says (the model family decides when not given).
+    record = json.loads((output_dir / "ulmfit_training_record.json").read_text(encoding="utf-8"))
+    gradual = record["stages"][-1]["gradual_unfreezing"]
     metrics = result.metrics
     if threshold_split:
         metrics = TaskPredictor.from_pretrained(str(output_dir), device="cpu").evaluate(evaluation, eval_split)
