@@ -477,3 +477,39 @@ def test_unfreezing_stages_without_gradual_unfreezing_are_refused_not_ignored(aw
     classifier = ClassifierTrainingArguments(output_dir=str(tmp_path), unfreeze_at_fractions=[0.2, 0.4], seed=7)
     finetune = FinetuneTrainingArguments.from_shared(classifier, output_dir=str(tmp_path / "lm"))
     assert finetune.unfreeze_at_fractions is None and finetune.gradual_unfreezing is False and finetune.seed == 7
+
+
+def test_a_transformer_classifier_at_its_defaults_moves_what_trainer_moves(bert, corpora, tmp_path):
+    """The reference for the Transformer default is transformers' `Trainer` at its defaults: after one optimizer step
+    the same pretrained tensors have moved (all of them), where ULMFiT's first stage (the head alone) moves none."""
+    from safetensors.torch import load_file
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    pretrained = load_file(Path(bert) / "model.safetensors")
+
+    def moved(folder: Path) -> set[str]:
+        trained = load_file(folder / "model.safetensors")
+        return {
+            name for name, value in pretrained.items() if name in trained and not torch.equal(trained[name], value)
+        }
+
+    tokenizer = AutoTokenizer.from_pretrained(bert)
+    rows = TextData(str(corpora["train"])).load()
+    encoded = rows.map(lambda row: {**tokenizer(row["text"]), "labels": int(row["label"] == "pos")})
+    encoded = encoded.remove_columns(["text", "label"])
+    model = AutoModelForSequenceClassification.from_pretrained(bert, num_labels=2)
+    arguments = TrainingArguments(str(tmp_path / "stock"), max_steps=1, report_to=[], use_cpu=True, save_strategy="no")
+    trainer = Trainer(
+        model=model, args=arguments, train_dataset=encoded, data_collator=DataCollatorWithPadding(tokenizer)
+    )
+    trainer.train()
+    trainer.save_model(str(tmp_path / "stock"))
+    reference = moved(tmp_path / "stock")
+    assert reference and {name.split(".")[0] for name in reference} == {"bert"}
+
+    # The first step of an 8-step run (its checkpoint), where gradual unfreezing's first stage trains the head alone.
+    first_step = ("--max_steps", "8", "--save_strategy", "steps", "--save_steps", "1")
+    assert train_classifier_command(bert, corpora, tmp_path / "default", *first_step) == 0
+    assert moved(tmp_path / "default" / "checkpoint-1") == reference
+    assert train_classifier_command(bert, corpora, tmp_path / "gradual", "--gradual_unfreezing", *first_step) == 0
+    assert moved(tmp_path / "gradual" / "checkpoint-1") == set()
