@@ -16,6 +16,7 @@ from transformers import AutoModelForSequenceClassification, DataCollatorWithPad
 from ..data import encode_labels, tokenize_dataset
 from ..feature_extraction import FeatureExtractionClassifier, FeatureHeadArguments
 from ..metrics import classification_metrics
+from ..training.chance_level import chance_level_loss
 from ..training.lora import ULMFiTLoraArguments
 from ..training.lr_finder import find_learning_rate
 from ..training.training_record import ULMFiTStage, chain_record, find_starting_point
@@ -203,6 +204,9 @@ def prepare_classifier(
         settings=settings,
         encode=inference_encode,
         label_names=[id2label[index] for index in range(len(id2label))],
+        chance_loss=chance_level_loss(
+            train["labels"], "single_label_classification", len(id2label), args.label_smoothing_factor
+        ),
     )
 
 
@@ -276,7 +280,7 @@ def train_classifier(
             print(trainer.layer_group_summary())
         train_output = trainer.train(resume_from_checkpoint=checkpoint)
         prepared.guard.raise_if_stopped()
-        metrics: dict[str, dict] = {"train": {**train_output.metrics, **prepared.parameter_counts}}
+        metrics: dict[str, dict] = {"train": prepared.train_metrics(train_output)}
         if is_main:
             print_metrics(f"classifier ({prepared.method}): train", metrics["train"])
         if prepared.eval_dataset is not None:

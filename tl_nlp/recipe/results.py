@@ -21,6 +21,7 @@ from transformers import PreTrainedModel
 
 from ..data import tokenize_dataset
 from ..hub import push_model_folder
+from ..training.chance_level import not_learnt_message
 from ..training.loss_guard import NonFiniteLossCallback
 from ..training.output_folders import (
     COMMIT_FILE,
@@ -48,7 +49,9 @@ class StageResult:
 @dataclass
 class PreparedStage:
     """A stage ready to train: its trainer (model inside), tokenizer, loss guard and evaluation data, and where its
-    recorded settings came from (`{setting: "default" | "set by you"}`)."""
+    recorded settings came from (`{setting: "default" | "set by you"}`). A classifier stage knows the loss of the
+    best constant prediction for its training labels (`chance_loss`, `tl_nlp.training.chance_level`): its training
+    metrics carry it as `train_chance_level_loss`, and a run whose training loss ends there is said not to have learnt."""
 
     stage: str
     output_dir: Path
@@ -66,6 +69,18 @@ class PreparedStage:
     # Task stages (`tl_nlp.recipe.task`): the task, and the raw validation rows its metrics and threshold read.
     task: Any = None
     eval_rows: Any = None
+    chance_loss: float | None = None
+
+    def train_metrics(self, train_output: Any) -> dict[str, Any]:
+        """The stage's training metrics: `Trainer.train`'s, the parameter counts and, for a classifier,
+        `train_chance_level_loss` (to read `train_loss` against)."""
+        chance = {} if self.chance_loss is None else {"train_chance_level_loss": round(self.chance_loss, 6)}
+        return {**train_output.metrics, **self.parameter_counts, **chance}
+
+    def not_learnt(self) -> str | None:
+        """One line when the classifier's training loss ended at the chance level (it did not learn), else None."""
+        state = self.trainer.state
+        return not_learnt_message(state.log_history, state.max_steps, self.chance_loss)
 
     def tokenize(self, data: Any) -> Any:
         """Labelled texts (`TextData`, a file or Hub name, or a dataset) read as the saved classifier will read them
@@ -149,12 +164,15 @@ def save_trained_stage(
     its record and arguments come from the trainer."""
     trainer = prepared.trainer
     if trainer.is_world_process_zero():
+        not_learnt = prepared.not_learnt()
+        if not_learnt:
+            print(f"warning: {prepared.output_dir}: {not_learnt}")
         save_stage(
             prepared.output_dir,
             model,
             prepared.tokenizer,
             metrics,
-            record=_with_method_note(trainer.training_record(), prepared, trainer.state.global_step),
+            record=_with_notes(trainer.training_record(), prepared, trainer.state.global_step, not_learnt),
             settings=prepared.settings,
             training_args=trainer.args,
             hub=hub,
@@ -166,18 +184,22 @@ def save_trained_stage(
     return StageResult(prepared.output_dir, flatten_metrics(metrics))
 
 
-def _with_method_note(record: Any, prepared: PreparedStage, steps: int) -> Any:
-    """The training record, its last stage saying that LoRA trained it (the card repeats it): how many of the
-    parameters trained, and that the adapters are merged. Unchanged for full fine-tuning, or when no step ran (the
-    last stage is then an earlier one)."""
+def _with_notes(record: Any, prepared: PreparedStage, steps: int, not_learnt: str | None) -> Any:
+    """The training record, its last stage noting what a reader of the model card must know: that LoRA trained it
+    (how many of the parameters trained, and that the adapters are merged), and that it did not learn
+    (`not_learnt`). Unchanged when there is neither, or when no step ran (the last stage is then an earlier one)."""
     counts = prepared.parameter_counts
-    if record is None or prepared.method != "lora" or not steps or not counts:
+    notes = []
+    if prepared.method == "lora" and counts:
+        notes.append(
+            f"Trained with LoRA: the adapters and the new head, {counts['trainable_parameters']:,} of "
+            f"{counts['total_parameters']:,} parameters; the adapters are merged into these weights."
+        )
+    if not_learnt:
+        notes.append(f"Warning: {not_learnt}")
+    if record is None or not steps or not notes:
         return record
-    note = (
-        f"Trained with LoRA: the adapters and the new head, {counts['trainable_parameters']:,} of "
-        f"{counts['total_parameters']:,} parameters; the adapters are merged into these weights."
-    )
-    last = dataclasses.replace(record.stages[-1], notes=note)
+    last = dataclasses.replace(record.stages[-1], notes=" ".join(notes))
     return dataclasses.replace(record, stages=[*record.stages[:-1], last])
 
 

@@ -29,6 +29,7 @@ from ..metrics import task_compute_metrics
 from ..models.task_models import start_head_at_training_labels, task_model_from_pretrained
 from ..task_predictions import TaskPredictor
 from ..tasks import TaskSpec, infer_task
+from ..training.chance_level import chance_level_loss
 from ..training.lora import ULMFiTLoraArguments
 from .config import HubArguments, TaskArguments, TrainingLike, check_method, stage_training_arguments
 from .data import DataLike, RecipeError, TextData, data_description, load_rows, source_name
@@ -50,6 +51,16 @@ def _given_columns(data: DataLike, dataset: datasets.Dataset) -> tuple[str | Non
 CARD_METRICS = tuple(
     f"eval_{name}" for name in ("accuracy", "macro_f1", "micro_f1", "pearson", "spearman", "exact_match", "threshold")
 )
+
+
+def task_chance_level_loss(
+    spec: TaskSpec, labels: Any, label_names: Sequence[str] | None, label_smoothing: float = 0.0
+) -> float | None:
+    """The loss of the best constant prediction for a task's training labels (`chance_level_loss`): a multiple-choice
+    head's softmax runs over the choices, every other head's loss follows the task's `problem_type`."""
+    if spec.task == "multiple_choice":
+        return chance_level_loss(labels, "single_label_classification", len(spec.choice_columns), label_smoothing)
+    return chance_level_loss(labels, spec.problem_type, len(label_names) if label_names else None, label_smoothing)
 
 
 def resolve_task(data: DataLike, task: TaskArguments | None = None) -> tuple[TaskSpec, str, datasets.Dataset]:
@@ -188,6 +199,7 @@ def prepare_task_classifier(
         settings=settings,
         task=spec,
         eval_rows=eval_rows if eval_data is not None else None,
+        chance_loss=task_chance_level_loss(spec, train["labels"], names, args.label_smoothing_factor),
     )
 
 
@@ -226,7 +238,7 @@ def train_task_classifier(
             print(trainer.layer_group_summary())
         train_output = trainer.train(resume_from_checkpoint=checkpoint)
         prepared.guard.raise_if_stopped()
-        metrics: dict[str, dict] = {"train": {**train_output.metrics, **prepared.parameter_counts}}
+        metrics: dict[str, dict] = {"train": prepared.train_metrics(train_output)}
         if is_main:
             print_metrics(f"{spec.task}: train", metrics["train"])
         model = model_to_save(trainer.model, prepared.output_dir, prepared.save_adapter, is_main)
