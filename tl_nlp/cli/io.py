@@ -52,6 +52,13 @@ def parse_dataclasses(
     unknown = sorted(set(config_values) - known)
     if unknown:
         raise UsageError(f"{config_path}: unknown option(s) {', '.join(unknown)} for {prog}")
+    actions: dict[str, argparse.Action] = {}
+    for action in parser._actions:  # an option's own action, not the `--no_name` switch that shares its dest
+        actions.setdefault(action.dest, action)
+    for dest, value in config_values.items():
+        problem = config_value_problem(actions[dest], value)
+        if problem:
+            raise UsageError(f"{config_path}: {dest}: {problem}")
     config_values = {**(defaults or {}), **config_values}
     # File values become the parser's defaults (so required fields can come from the file); flags override them.
     parser.set_defaults(**{dest: value for dest, value in config_values.items() if dest in known})
@@ -65,6 +72,38 @@ def parse_dataclasses(
         return tuple(parser.parse_args_into_dataclasses(args=argv))
     except ValueError as error:  # raised by the dataclass' validation
         raise UsageError(str(error).splitlines()[0] if str(error) else type(error).__name__) from error
+
+
+def config_value_problem(action: argparse.Action, value) -> str | None:
+    """Why a config file's value does not fit its option, or None. A string goes through the option's own conversion
+    like a flag's value (argparse checks it), but YAML and JSON also give booleans, numbers and lists, which argparse
+    passes on unconverted: `gradual_unfreezing: 3` would be taken as on, `seed: true` as 1, `learning_rate: [1]` would
+    fail deep in the optimizer. Options that take text (`str`) accept any value (e.g. a mapping for
+    `lr_scheduler_kwargs`)."""
+    if value is None or isinstance(value, str):
+        return None
+    if action.nargs in ("+", "*"):
+        if not isinstance(value, list):
+            return f"expected a list, got {value!r}"
+        problems = [_scalar_problem(action.type, item) for item in value]
+        return next((f"item {index}: {problem}" for index, problem in enumerate(problems) if problem), None)
+    return _scalar_problem(action.type, value)
+
+
+def _scalar_problem(kind, value) -> str | None:
+    from transformers.hf_argparser import string_to_bool
+
+    if value is None or isinstance(value, str):
+        return None
+    if kind is string_to_bool:
+        fits, wanted = isinstance(value, bool), "true or false"
+    elif kind is int:
+        fits, wanted = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+    elif kind is float:
+        fits, wanted = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    else:
+        return None
+    return None if fits else f"expected {wanted}, got {value!r}"
 
 
 def add_switches_for_unset_flags(parser) -> None:
