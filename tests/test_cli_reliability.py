@@ -130,6 +130,22 @@ def test_a_killed_stage_resumes_from_its_last_checkpoint_to_the_uninterrupted_we
     assert status == 0 and weights_of(killed).keys() == reference.keys()
 
 
+def test_resuming_with_other_settings_than_the_checkpoints_is_refused_naming_them(folders, corpora, tmp_path, capsys):
+    # The AWD-LSTM classifier unfreezes gradually by default; a run resumed with it off (as after a change of
+    # default) would not end where the uninterrupted one did.
+    command = [*classifier_command(folders, corpora, tmp_path / "clas"), "--save_strategy", "steps", "--save_steps", 2]
+    assert run(capsys, command)[0] == 0
+    status, _, err = run(
+        capsys, [*command, "--resume_from_checkpoint", "last", "--no_gradual_unfreezing", "--weight_decay", "0.1"]
+    )
+    # Found once the model is loaded (its family decides the defaults): after transformers' loading bar, one line.
+    *before, last = err.rstrip("\n").split("\n")
+    assert status == 2 and "Traceback" not in err and all("Loading weights" in line for line in before), err
+    assert "it was trained with gradual_unfreezing True (now False); weight_decay 0.01 (now 0.1)" in last
+    assert "resume it with --gradual_unfreezing true --weight_decay 0.01, or start afresh" in last
+    assert run(capsys, [*command, "--resume_from_checkpoint", "last"])[0] == 0  # the same settings resume
+
+
 def test_resume_errors_are_one_line(folders, corpora, tmp_path, capsys):
     status, _, err = run(
         capsys, classifier_command(folders, corpora, tmp_path / "a", "--resume_from_checkpoint", "last")

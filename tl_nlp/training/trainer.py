@@ -2,7 +2,8 @@
 
 It overrides only the narrow hooks: `create_optimizer`, `create_scheduler`, `compute_loss` and `training_step`
 (to drop frozen gradients before clipping), plus `set_initial_training_values` to remember the number of steps
-per epoch. It never overrides `train()`. For sharing, `_save` also writes the training record and
+per epoch and `_load_from_checkpoint` to refuse resuming a checkpoint with other settings. It never overrides
+`train()`. For sharing, `_save` also writes the training record and
 `create_model_card` writes the card from it, so `save_model` and `push_to_hub` work as they do for `Trainer`.
 """
 
@@ -26,16 +27,35 @@ from .callbacks import GradualUnfreezingCallback
 from .distributed_freezing import check_deepspeed_supports_ulmfit, deepspeed_config_of
 from .layer_groups import LayerGroup, layer_group_summary, layer_groups
 from .model_card import build_model_card, check_hub_folder
+from .output_folders import OutputFolderError
 from .param_groups import discriminative_param_groups
 from .schedules import get_staged_schedule
 from .training_record import (
+    TRAINING_RECORD_FILE,
+    ULMFiTStage,
     ULMFiTTrainingRecord,
     chain_record,
+    data_statistics,
     dataset_name_and_split,
     find_starting_point,
+    read_training_record,
     run_stage,
     training_objective,
     write_training_record,
+)
+
+# The settings that shape a run's batches, rates and frozen groups step by step, as the training record keeps them: a
+# run resumed from a checkpoint with one of them changed does not end where the uninterrupted run would (e.g. after
+# a default changed between versions). The peak learning rate is not among them: the scheduler's state in the
+# checkpoint restores it, whatever the new run says.
+RESUME_SETTINGS = (
+    "per_device_train_batch_size",
+    "discriminative_lr_decay",
+    "use_stlr",
+    "stlr_cut_frac",
+    "stlr_ratio",
+    "gradual_unfreezing",
+    "weight_decay",
 )
 
 
@@ -104,6 +124,9 @@ class ULMFiTTrainer(Trainer):
       added to the training gradient only: the logged training loss and the evaluation loss stay the model's plain
       loss. Override `compute_regularization_loss` to change or extend it.
     - The loss is a true mean under DDP and gradient accumulation (see `model_normalizes_loss_by_num_items`).
+    - Resuming checks the settings: a checkpoint trained with other `RESUME_SETTINGS` (batch size, decay, STLR,
+      gradual unfreezing, weight decay) than this run's is refused in one line (`check_checkpoint_settings`), where
+      `Trainer` would resume it and end elsewhere than the uninterrupted run.
     - A training record: `save_model(folder)` also writes `ulmfit_training_record.json`, the stages of the record
       in the folder the model was loaded from plus this run's stage (see `training_record`), and `push_to_hub()`
       uploads the output folder with a model card written from that record (`tl_nlp.training.model_card.build_model_card`).
@@ -207,7 +230,38 @@ class ULMFiTTrainer(Trainer):
         _, eval_split = dataset_name_and_split(self.eval_dataset)
         return chain_record(self.starting_point, stage, language=self.args.language, eval_split=eval_split)
 
+    def check_checkpoint_settings(self, checkpoint: str) -> None:
+        """Refuses to resume `checkpoint` with settings (`RESUME_SETTINGS`) other than those it was trained with, as
+        the training record in the checkpoint says; transformers' `Trainer` resumes whatever they are. A checkpoint
+        without a record (not written by a `ULMFiTTrainer`) is not checked.
+
+        Raises:
+            OutputFolderError: one line naming each changed setting, its value then and now, and the flags that
+                resume the run as it was.
+        """
+        path = Path(checkpoint) / TRAINING_RECORD_FILE
+        if not path.is_file():
+            return
+        saved = read_training_record(path).stages[-1]  # this run's stage when the checkpoint was written
+        # As the record is written: the data's own statistics (a language model's stream batch size) win over args.
+        statistics = data_statistics(self.train_dataset, saved.objective)
+        now = ULMFiTStage.from_training_arguments(
+            self.args, name=saved.name, objective=saved.objective, dataset=saved.dataset, **statistics
+        )
+        changed = [name for name in RESUME_SETTINGS if not _same_setting(getattr(saved, name), getattr(now, name))]
+        if changed:
+            then = "; ".join(f"{name} {getattr(saved, name)!r} (now {getattr(now, name)!r})" for name in changed)
+            flags = " ".join(f"--{name} {_flag_value(getattr(saved, name), name)}" for name in changed)
+            raise OutputFolderError(
+                f"resume from {checkpoint}: it was trained with {then}, so this run would not end where the "
+                f"uninterrupted one would; resume it with {flags}, or start afresh (overwrite_output_dir)."
+            )
+
     # ---- Trainer hooks ----------------------------------------------------------------------------------------------
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        self.check_checkpoint_settings(resume_from_checkpoint)
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         super()._save(output_dir, state_dict=state_dict)
@@ -359,3 +413,16 @@ class ULMFiTTrainer(Trainer):
         return (
             self.model_accepts_loss_kwargs and num_items_in_batch is not None
         ) or self.compute_loss_func is not None
+
+
+def _same_setting(saved: Any, now: Any) -> bool:
+    if isinstance(saved, float) and isinstance(now, float):
+        return abs(saved - now) <= 1e-9 * max(abs(saved), abs(now))
+    return saved == now
+
+
+def _flag_value(value: Any, name: str) -> str:
+    """A recorded setting as its flag takes it (a decay recorded as None was 1.0: one rate for every group)."""
+    if value is None and name == "discriminative_lr_decay":
+        return "1.0"
+    return str(value).lower() if isinstance(value, bool) else f"{value:g}" if isinstance(value, float) else str(value)
