@@ -111,7 +111,10 @@ def test_the_end_of_the_run_is_its_last_tenth_and_the_classification_loss_wins_o
     evaluation = [{"loss": 0.2, "step": 95}, {"eval_loss": 0.69, "step": 100}]
     assert final_training_loss(evaluation, 100) == pytest.approx(0.2)
     chance = -np.log(0.5)
-    assert "did not learn" in not_learnt_message([{"loss": 0.6931, "step": 100}], 100, chance)
+    message = not_learnt_message([{"loss": 0.6931, "step": 100}], 100, chance)
+    assert "did not learn" in message and message.endswith("a lower learning rate, or gradual unfreezing.")
+    gradual = not_learnt_message([{"loss": 0.6931, "step": 100}], 100, chance, unfroze_gradually=True)
+    assert gradual.endswith("train again with another seed, a lower learning rate.")
     assert not_learnt_message([{"loss": 0.66, "step": 100}], 100, chance) is None  # 4.8% below: it learnt a little
     assert not_learnt_message([], 100, chance) is None
     assert not_learnt_message([{"loss": 0.7, "step": 100}], 100, None) is None

@@ -80,7 +80,10 @@ class PreparedStage:
     def not_learnt(self) -> str | None:
         """One line when the classifier's training loss ended at the chance level (it did not learn), else None."""
         state = self.trainer.state
-        return not_learnt_message(state.log_history, state.max_steps, self.chance_loss)
+        unfroze_gradually = bool(getattr(self.trainer.args, "gradual_unfreezing", False))
+        return not_learnt_message(
+            state.log_history, state.max_steps, self.chance_loss, unfroze_gradually=unfroze_gradually
+        )
 
     def tokenize(self, data: Any) -> Any:
         """Labelled texts (`TextData`, a file or Hub name, or a dataset) read as the saved classifier will read them

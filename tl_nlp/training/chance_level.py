@@ -103,9 +103,11 @@ def not_learnt_message(
     max_steps: int,
     chance_loss: float | None,
     tolerance: float = CHANCE_LEVEL_TOLERANCE,
+    unfroze_gradually: bool = False,
 ) -> str | None:
-    """One line saying that the run did not learn (its training loss ended within `tolerance` of `chance_loss`), or
-    None when it did, or when either loss is unknown."""
+    """One line saying that the run did not learn (its training loss ended within `tolerance` of `chance_loss`), with
+    what to try (gradual unfreezing only where the run did not unfreeze gradually), or None when it did learn, or when
+    either loss is unknown."""
     final = final_training_loss(log_history, max_steps)
     if final is None or chance_loss is None or chance_loss <= 0 or final < (1 - tolerance) * chance_loss:
         return None
@@ -113,5 +115,5 @@ def not_learnt_message(
         f"the training loss ended at {final:.4g}, against {chance_loss:.4g} for always predicting the training "
         f"labels' rates (less than {tolerance:.0%} below it): the classifier did not learn from its inputs. "
         "Fine-tuning on few labels fails like this now and then; train again with another seed, a lower learning "
-        "rate, or gradual unfreezing."
+        + ("rate." if unfroze_gradually else "rate, or gradual unfreezing.")
     )
