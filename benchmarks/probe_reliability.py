@@ -229,6 +229,11 @@ def write_data(root: Path) -> dict[str, Path]:
     write("config_broken.yaml", "a: [1, 2\n")
     write("config_float_batch.yaml", "per_device_eval_batch_size: 8.5\n")
     write("config_nan_lr.yaml", "learning_rate: .nan\n")
+    # YAML values of the wrong type, which argparse passes on unconverted.
+    write("config_int_switch.yaml", "gradual_unfreezing: 3\n")
+    write("config_bool_seed.yaml", "seed: true\n")
+    write("config_list_rate.yaml", "learning_rate: [0.001]\n")
+    write("config_scalar_fractions.yaml", "unfreeze_at_fractions: 0.5\n")
     return paths
 
 
@@ -521,6 +526,10 @@ def probes(fixtures: Fixtures) -> list[Probe]:
         "YAML syntax error": ["--config", data["config_broken.yaml"]],
         "YAML float batch size": ["--config", data["config_float_batch.yaml"]],
         "YAML learning_rate .nan": ["--config", data["config_nan_lr.yaml"]],
+        "YAML gradual_unfreezing: 3": ["--config", data["config_int_switch.yaml"]],
+        "YAML seed: true": ["--config", data["config_bool_seed.yaml"]],
+        "YAML learning_rate as a list": ["--config", data["config_list_rate.yaml"]],
+        "YAML unfreeze_at_fractions as a number": ["--config", data["config_scalar_fractions.yaml"]],
         "missing config file": ["--config", root / "nope.yaml"],
     }
     for index, (what, flags) in enumerate(settings.items()):
@@ -653,6 +662,18 @@ def probes(fixtures: Fixtures) -> list[Probe]:
         lambda: run_cli(
             classifier_argv(fixtures, fresh("resume-model"), "--resume_from_checkpoint", fixtures.classifier)
         ),
+    )
+    add(
+        "--resume_from_checkpoint last with gradual unfreezing turned off since the checkpoint",
+        "resume",
+        lambda: _resume_with_other_settings(fixtures, fresh("resume-settings")),
+    )
+    add(
+        "train-classifier at a rate too small to learn anything",
+        "settings",
+        lambda: run_cli(classifier_argv(fixtures, fresh("not-learnt"), "--learning_rate", "1e-9")),
+        expect="ok",
+        check=lambda o: None if "did not learn from its inputs" in o.stdout else "silently-wrong",
     )
     for command, signal_name in [("train-classifier", "SIGKILL"), ("train-classifier", "SIGTERM"),
                                  ("pretrain-lm", "SIGKILL"), ("pretrain-lm", "SIGTERM")]:  # fmt: skip
@@ -956,6 +977,16 @@ def _killed_save_check(folder: Path, fixtures: Fixtures) -> Callable[[Outcome], 
         return "lost-model" if outcome.exit_status == 0 else None
 
     return check
+
+
+def _resume_with_other_settings(fixtures: Fixtures, folder: Path) -> Outcome:
+    """A classifier trained with checkpoints (gradual unfreezing on, the AWD-LSTM default), then resumed with it off:
+    the run would not end where the uninterrupted one did."""
+    argv = classifier_argv(fixtures, folder, "--save_strategy", "steps", "--save_steps", "2")
+    first = run_cli(argv)
+    if first.exit_status != 0:
+        return first
+    return run_cli([*argv, "--resume_from_checkpoint", "last", "--no_gradual_unfreezing"])
 
 
 def _kill_and_resume(fixtures: Fixtures, command: str, signal_name: str, folder: Path) -> Outcome:
