@@ -560,7 +560,8 @@ class ClassifierTrainingArguments(StageTrainingArguments):
     100 labels -1.7 (3 seeds); with LoRA SST-2 held-out -1.4 and SST-5 validation -0.9 (3 seeds, settled);
     gemma-3-270m with LoRA -1.0 (2 seeds). SmolLM2-135M went the other way, +0.6 fully fine-tuned (3 seeds) and +1.1
     with LoRA (2 seeds), neither settled, so no family of Transformers is singled out. Its spread was smaller on STS-B
-    (0.41x) and on RTE's 2,490 pairs, where one seed of three never learned without it. `--gradual_unfreezing`
+    (0.41x); on RTE's 2,490 pairs one run of seven never learned without it (the stage says so when that happens),
+    none of three with it. `--gradual_unfreezing`
     (`gradual_unfreezing=True`) puts it back for any family, and so does any unfreezing schedule given
     (`unfreeze_at_fractions`, `unfreeze_every_n_steps`, `unfreezing_schedule`, `stlr_per_stage`);
     `--no_gradual_unfreezing` turns it off for AWD-LSTM.
