@@ -553,18 +553,17 @@ class ClassifierTrainingArguments(StageTrainingArguments):
     Gradual unfreezing (`gradual_unfreezing`, left None: by model family) is on for AWD-LSTM, as ULMFiT has it, and off
     for Transformers: every layer group trains from the first step, as transformers' `Trainer` trains every layer
     (fastai's `fine_tune` trains the head alone for one epoch, then everything), with the decay and STLR kept. ULMFiT
-    unfroze an AWD-LSTM trained at 1e-2 one group per epoch; a pretrained Transformer fine-tuned for a few epochs
-    mostly lost by it. With it, all-MiniLM-L6-v2 for 3 epochs scored lower on the mean on five of six tasks (7 seeds
-    each, BENCHMARKS.md "Gradual unfreezing on these tasks"), settled at 95% on three: STS-B Spearman -1.3 points,
-    SST-5 as a score -0.7, GoEmotions macro-F1 -1.4; COPA -0.6, SST-5 classes -0.1, RTE +0.3 (not settled); IMDb at
-    100 labels -1.7 (3 seeds); with LoRA SST-2 held-out -1.4 and SST-5 validation -0.9 (3 seeds, settled);
-    gemma-3-270m with LoRA -1.0 (2 seeds). SmolLM2-135M went the other way, +0.6 fully fine-tuned (3 seeds) and +1.1
-    with LoRA (2 seeds), neither settled, so no family of Transformers is singled out. Its spread was smaller on STS-B
-    (0.41x); on RTE's 2,490 pairs one run of seven never learned without it (the stage says so when that happens),
-    none of three with it. `--gradual_unfreezing`
-    (`gradual_unfreezing=True`) puts it back for any family, and so does any unfreezing schedule given
-    (`unfreeze_at_fractions`, `unfreeze_every_n_steps`, `unfreezing_schedule`, `stlr_per_stage`);
-    `--no_gradual_unfreezing` turns it off for AWD-LSTM.
+    unfroze an AWD-LSTM trained at 1e-2 one group per epoch; a pretrained Transformer fine-tuned for a few epochs mostly
+    lost by it. With it, all-MiniLM-L6-v2 for 3 epochs scored lower on the mean on five of six tasks (7 seeds each,
+    BENCHMARKS.md "Gradual unfreezing on these tasks"), settled at 95% on three: STS-B Spearman -1.3 points, SST-5 as a
+    score -0.7, GoEmotions macro-F1 -1.4; COPA -0.6, SST-5 classes -0.1, RTE +0.3 (not settled); IMDb at 100 labels -1.7
+    (3 seeds); with LoRA SST-2 held-out -1.4 and SST-5 validation -0.9 (3 seeds, settled); gemma-3-270m with LoRA -1.0
+    (2 seeds). SmolLM2-135M went the other way, +0.6 on SST-2 and +1.3 on COPA fully fine-tuned (3 seeds each) and +1.1
+    with LoRA (2 seeds), none settled, so no family of Transformers is singled out. Its spread was smaller on STS-B
+    (0.41x); on RTE's 2,490 pairs one run of seven never learned without it (the stage says so when that happens), none
+    of seven with it. `--gradual_unfreezing` (`gradual_unfreezing=True`) puts it back for any family, and so does any
+    unfreezing schedule given (`unfreeze_at_fractions`, `unfreeze_every_n_steps`, `unfreezing_schedule`,
+    `stlr_per_stage`); `--no_gradual_unfreezing` turns it off for AWD-LSTM.
 
     `learning_rate_from_lr_find=True` runs the learning-rate range test first, on the model as training starts (with
     gradual unfreezing the top layer group alone, else every group), and trains at its valley suggestion (fastai's
