@@ -619,25 +619,29 @@ def learning_fields(log_history: list[dict], max_steps: int, chance_loss: float 
 
 def learning_table(results_files: list[str]) -> str:
     """Per arm, the runs whose training loss ended at the chance level (did not learn), from the records that carry
-    their logged losses (`train_losses`; positions in steps, or in epochs for the runs taken from console logs), with
-    the closest any run that learnt came to the chance level (its final loss over the chance level)."""
-    arms: dict[tuple, list[tuple[int, float, float]]] = {}
+    their logged losses (`train_losses`; positions in steps, or in epochs for the runs taken from console logs) or,
+    for the `recipe` arm, the stage's own verdict (`learnt`), with the closest any run that learnt came to the chance
+    level (its final loss over the chance level, where its losses are recorded)."""
+    arms: dict[tuple, list[tuple[int, bool, float | None, float]]] = {}
     for results_file in results_files:
         for result in read_results(results_file):
-            if not result.get("train_losses") or result.get("train_chance_level_loss") is None:
-                continue
-            history = [{"step": position, "loss": loss} for position, loss in result["train_losses"]]
-            final = final_training_loss(history, result["max_steps"])
-            ratio = final / result["train_chance_level_loss"]
             score = result["metrics"][MAIN_METRIC[result["task"]]]
-            arms.setdefault(arm_key(result), []).append((result["seed"], ratio, score))
+            if result.get("train_losses") and result.get("train_chance_level_loss"):
+                history = [{"step": position, "loss": loss} for position, loss in result["train_losses"]]
+                ratio = final_training_loss(history, result["max_steps"]) / result["train_chance_level_loss"]
+                verdict = (ratio < 1 - CHANCE_LEVEL_TOLERANCE, ratio)
+            elif isinstance(result.get("learnt"), bool):
+                verdict = (result["learnt"], None)
+            else:
+                continue  # not recorded, or labels that all agree (nothing to learn)
+            arms.setdefault(arm_key(result), []).append((result["seed"], *verdict, score))
     rows = [
         "| task (score) | arm | model | rows x epochs | runs | did not learn: seed (score) | closest run that learnt |",
         "|---|---|---|---|---|---|---|",
     ]
     for (task, arm, model, rows_count, epochs), runs in sorted(arms.items()):
-        stuck = [(seed, score) for seed, ratio, score in runs if ratio >= 1 - CHANCE_LEVEL_TOLERANCE]
-        learnt = [ratio for seed, ratio, score in runs if ratio < 1 - CHANCE_LEVEL_TOLERANCE]
+        stuck = [(seed, score) for seed, learnt, ratio, score in runs if not learnt]
+        learnt = [ratio for seed, learnt, ratio, score in runs if learnt and ratio is not None]
         named = ", ".join(f"{seed} ({score:.4f})" for seed, score in stuck) or "none"
         closest = f"{max(learnt):.3f} of the chance level" if learnt else "-"
         rows.append(
