@@ -144,6 +144,21 @@ def test_resuming_with_other_settings_than_the_checkpoints_is_refused_naming_the
     assert "it was trained with gradual_unfreezing True (now False); weight_decay 0.01 (now 0.1)" in last
     assert "resume it with --gradual_unfreezing true --weight_decay 0.01, or start afresh" in last
     assert run(capsys, [*command, "--resume_from_checkpoint", "last"])[0] == 0  # the same settings resume
+    # A changed peak rate would not be used (the checkpoint's scheduler brings back the old one): refused too.
+    status, _, err = run(capsys, [*command, "--resume_from_checkpoint", "last", "--learning_rate", "0.5"])
+    assert status == 2 and "it was trained with learning_rate 0.01 (now 0.5)" in err.rstrip("\n").split("\n")[-1]
+
+
+def test_a_run_at_the_lr_finders_rate_resumes_at_the_rate_it_found(folders, corpora, tmp_path, capsys):
+    command = [*classifier_command(folders, corpora, tmp_path / "clas"), "--learning_rate_from_lr_find", "true",
+               "--save_strategy", "steps", "--save_steps", 2]  # fmt: skip
+    status, out, err = run(capsys, command)
+    assert status == 0, err
+    found = json.loads((tmp_path / "clas" / "ulmfit_training_record.json").read_text())["stages"][-1]["learning_rate"]
+    assert "LR finder on head: valley" in out and found != 1e-2
+    status, out, err = run(capsys, [*command, "--resume_from_checkpoint", "last"])
+    assert status == 0, err
+    assert f"at the rate found before, {found:.2e}" in out and "LR finder on" not in out  # no second sweep
 
 
 def test_resume_errors_are_one_line(folders, corpora, tmp_path, capsys):

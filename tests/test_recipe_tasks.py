@@ -184,6 +184,16 @@ def test_rte_with_bert_explicit_task_options_through_the_api(bases, tmp_path):
     assert {"eval_accuracy", "eval_f1_entailment", "eval_f1_not_entailment", "eval_micro_f1"} <= set(result.metrics)
 
 
+def test_a_task_stage_trains_at_the_lr_finders_rate_when_asked(bases, tmp_path, capsys):
+    # A pair task trains in its own stage: learning_rate_from_lr_find must reach it, not be ignored.
+    train = real_rows("glue_rte", "train", tmp_path / "train.parquet")
+    training = {**TRAINING, "learning_rate_from_lr_find": True, "max_steps": 2}
+    result = train_classifier(str(bases["encoder"]), TextData(str(train)), tmp_path / "rte", training_args=training)
+    record = json.loads((result.output_dir / "ulmfit_training_record.json").read_text())
+    assert "LR finder on every layer group: valley" in capsys.readouterr().out
+    assert record["stages"][-1]["learning_rate"] != 2e-4  # the suggestion, not the default
+
+
 @pytest.mark.parametrize("family", ["encoder", "decoder"])
 def test_a_pair_task_stage_takes_the_reading_options_and_saves_them_for_predict(bases, tmp_path, family):
     """The reference is transformers' own pair truncation (longest first) with `truncation_side="left"` on the

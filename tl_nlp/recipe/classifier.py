@@ -18,7 +18,7 @@ from ..feature_extraction import FeatureExtractionClassifier, FeatureHeadArgumen
 from ..metrics import classification_metrics
 from ..training.chance_level import chance_level_loss
 from ..training.lora import ULMFiTLoraArguments
-from ..training.lr_finder import find_learning_rate
+from ..training.lr_finder import take_lr_finder_suggestion
 from ..training.training_record import ULMFiTStage, chain_record, find_starting_point
 from .config import (
     ClassifierMethodArguments,
@@ -274,8 +274,8 @@ def train_classifier(
         prepared = prepare_classifier(model_name_or_path, train_data, output_dir, **kwargs)
         trainer = prepared.trainer
         is_main = trainer.is_world_process_zero()
-        if getattr(trainer.args, "learning_rate_from_lr_find", False) and checkpoint is None:
-            take_lr_finder_suggestion(trainer, is_main)
+        if getattr(trainer.args, "learning_rate_from_lr_find", False):
+            take_lr_finder_suggestion(trainer, is_main, checkpoint)
         if is_main:
             print(trainer.layer_group_summary())
         train_output = trainer.train(resume_from_checkpoint=checkpoint)
@@ -308,20 +308,6 @@ def prepare_classifier_stage(
     return prepare_task_classifier(
         model_name_or_path, train_data, output_dir, task=task, **_task_method_options(kwargs)
     )
-
-
-def take_lr_finder_suggestion(trainer, is_main: bool = True) -> float:
-    """Runs the learning-rate range test on `trainer` (the model as training starts: with gradual unfreezing, the
-    top layer group alone) and sets its `learning_rate` to the valley suggestion; keeps the rate it had when the
-    curve gives none. Returns the rate training will use."""
-    result = find_learning_rate(trainer)
-    if result.suggestion is not None:
-        trainer.args.learning_rate = result.suggestion
-    if is_main:
-        swept = ", ".join(result.swept_groups or ["every layer group"])
-        found = "none (curve too short), keeping" if result.suggestion is None else "valley"
-        print(f"LR finder on {swept}: {found} {trainer.args.learning_rate:.2e} for the top layer group")
-    return trainer.args.learning_rate
 
 
 def _train_feature_extraction_classifier(

@@ -31,6 +31,7 @@ from ..task_predictions import TaskPredictor
 from ..tasks import TaskSpec, infer_task
 from ..training.chance_level import chance_level_loss
 from ..training.lora import ULMFiTLoraArguments
+from ..training.lr_finder import take_lr_finder_suggestion
 from .config import HubArguments, TaskArguments, TrainingLike, check_method, stage_training_arguments
 from .data import DataLike, RecipeError, TextData, data_description, load_rows, source_name
 from .evaluation import set_truncation
@@ -234,6 +235,8 @@ def train_task_classifier(
         prepared = prepare_task_classifier(model_name_or_path, train_data, output_dir, **kwargs)
         trainer, spec = prepared.trainer, prepared.task
         is_main = trainer.is_world_process_zero()
+        if getattr(trainer.args, "learning_rate_from_lr_find", False):
+            take_lr_finder_suggestion(trainer, is_main, checkpoint)
         if is_main:
             print(trainer.layer_group_summary())
         train_output = trainer.train(resume_from_checkpoint=checkpoint)

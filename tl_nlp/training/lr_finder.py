@@ -30,6 +30,7 @@ import torch
 from transformers import Trainer
 
 from ..extras import import_extra
+from .training_record import TRAINING_RECORD_FILE, read_training_record
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -284,3 +285,27 @@ def _sweep(
         if smoothed > arguments.divergence_threshold * best:
             break
     return learning_rates, losses, raw_losses
+
+
+def take_lr_finder_suggestion(trainer: Trainer, is_main: bool = True, checkpoint: str | None = None) -> float:
+    """Runs the learning-rate range test on `trainer` (the model as training starts: with gradual unfreezing, the
+    top layer group alone) and sets its `learning_rate` to the valley suggestion; keeps the rate it had when the
+    curve gives none. Resuming from `checkpoint`, it sweeps nothing and takes the rate the interrupted run found, from
+    the checkpoint's training record (a `ULMFiTTrainer` checkpoint): the resumed run goes on at that rate, as the
+    checkpoint's scheduler state does anyway. Returns the rate training will use."""
+    record = Path(checkpoint) / TRAINING_RECORD_FILE if checkpoint is not None else None
+    if record is not None and record.is_file():
+        found = read_training_record(record).stages[-1].learning_rate
+        if found is not None:
+            trainer.args.learning_rate = found
+        if is_main:
+            print(f"LR finder: resuming {checkpoint} at the rate found before, {trainer.args.learning_rate:.2e}")
+        return trainer.args.learning_rate
+    result = find_learning_rate(trainer)
+    if result.suggestion is not None:
+        trainer.args.learning_rate = result.suggestion
+    if is_main:
+        swept = ", ".join(result.swept_groups or ["every layer group"])
+        found = "none (curve too short), keeping" if result.suggestion is None else "valley"
+        print(f"LR finder on {swept}: {found} {trainer.args.learning_rate:.2e} for the top layer group")
+    return trainer.args.learning_rate

@@ -46,9 +46,10 @@ from .training_record import (
 
 # The settings that shape a run's batches, rates and frozen groups step by step, as the training record keeps them: a
 # run resumed from a checkpoint with one of them changed does not end where the uninterrupted run would (e.g. after
-# a default changed between versions). The peak learning rate is not among them: the scheduler's state in the
-# checkpoint restores it, whatever the new run says.
+# a default changed between versions). A changed peak rate would not even be used: the checkpoint's scheduler state
+# brings back the old one, while the training record would name the new one.
 RESUME_SETTINGS = (
+    "learning_rate",
     "per_device_train_batch_size",
     "discriminative_lr_decay",
     "use_stlr",
@@ -124,8 +125,8 @@ class ULMFiTTrainer(Trainer):
       added to the training gradient only: the logged training loss and the evaluation loss stay the model's plain
       loss. Override `compute_regularization_loss` to change or extend it.
     - The loss is a true mean under DDP and gradient accumulation (see `model_normalizes_loss_by_num_items`).
-    - Resuming checks the settings: a checkpoint trained with other `RESUME_SETTINGS` (batch size, decay, STLR,
-      gradual unfreezing, weight decay) than this run's is refused in one line (`check_checkpoint_settings`), where
+    - Resuming checks the settings: a checkpoint trained with other `RESUME_SETTINGS` (peak rate, batch size, decay,
+      STLR, gradual unfreezing, weight decay) than this run's is refused in one line (`check_checkpoint_settings`), where
       `Trainer` would resume it and end elsewhere than the uninterrupted run.
     - A training record: `save_model(folder)` also writes `ulmfit_training_record.json`, the stages of the record
       in the folder the model was loaded from plus this run's stage (see `training_record`), and `push_to_hub()`
