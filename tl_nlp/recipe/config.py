@@ -567,7 +567,7 @@ class ClassifierTrainingArguments(StageTrainingArguments):
 
     `learning_rate_from_lr_find=True` runs the learning-rate range test first, on the model as training starts (with
     gradual unfreezing the top layer group alone, else every group), and trains at its valley suggestion (fastai's
-    default suggestion).
+    default suggestion), for every task; a run resumed from a checkpoint goes on at the rate it found.
 
     Default top rates: 1e-2 for AWD-LSTM (fastai's IMDb tutorial trains the head alone at 2e-2, then 1e-2, 5e-3); 2e-4
     for transformers, 4x transformers' `TrainingArguments` default of 5e-5. The top rate is the new head's; with the
