@@ -669,6 +669,11 @@ def probes(fixtures: Fixtures) -> list[Probe]:
         lambda: _resume_with_other_settings(fixtures, fresh("resume-settings")),
     )
     add(
+        "--resume_from_checkpoint last with another --learning_rate than the checkpoint's",
+        "resume",
+        lambda: _resume_with_other_settings(fixtures, fresh("resume-rate"), "--learning_rate", "0.5"),
+    )
+    add(
         "train-classifier at a rate too small to learn anything",
         "settings",
         lambda: run_cli(classifier_argv(fixtures, fresh("not-learnt"), "--learning_rate", "1e-9")),
@@ -979,14 +984,15 @@ def _killed_save_check(folder: Path, fixtures: Fixtures) -> Callable[[Outcome], 
     return check
 
 
-def _resume_with_other_settings(fixtures: Fixtures, folder: Path) -> Outcome:
-    """A classifier trained with checkpoints (gradual unfreezing on, the AWD-LSTM default), then resumed with it off:
-    the run would not end where the uninterrupted one did."""
+def _resume_with_other_settings(fixtures: Fixtures, folder: Path, *changed: str) -> Outcome:
+    """A classifier trained with checkpoints, then resumed with `changed` settings (by default gradual unfreezing off,
+    where the AWD-LSTM default is on): the run would not end where the uninterrupted one did (a changed peak rate
+    would not even be used: the checkpoint's scheduler keeps the old one)."""
     argv = classifier_argv(fixtures, folder, "--save_strategy", "steps", "--save_steps", "2")
     first = run_cli(argv)
     if first.exit_status != 0:
         return first
-    return run_cli([*argv, "--resume_from_checkpoint", "last", "--no_gradual_unfreezing"])
+    return run_cli([*argv, "--resume_from_checkpoint", "last", *(changed or ["--no_gradual_unfreezing"])])
 
 
 def _kill_and_resume(fixtures: Fixtures, command: str, signal_name: str, folder: Path) -> Outcome:
