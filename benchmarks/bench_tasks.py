@@ -100,6 +100,7 @@ from tl_nlp.training.arguments import MODEL_FAMILY_DEFAULTS  # noqa: E402
 from tl_nlp.training.chance_level import (  # noqa: E402
     CHANCE_LEVEL_TOLERANCE,
     final_training_loss,
+    logged_training_losses,
     not_learnt_message,
 )
 from tl_nlp.zero_shot import ZeroShotMultipleChoice  # noqa: E402
@@ -603,11 +604,7 @@ def arm_key(result: dict) -> tuple:
 def learning_fields(log_history: list[dict], max_steps: int, chance_loss: float | None) -> dict:
     """A run's logged training losses, the loss of always predicting its training labels' rates, and whether it
     learnt (`tl_nlp.training.chance_level`: its loss ended 2% or more below that), for its record."""
-    losses = [
-        [entry["step"], round(float(entry.get("classification_loss", entry["loss"])), 4)]
-        for entry in log_history
-        if "loss" in entry
-    ]
+    losses = [[step, round(loss, 4)] for step, loss in logged_training_losses(log_history)]
     judged = chance_loss is not None and bool(losses)
     return {
         "train_losses": losses,

@@ -83,15 +83,21 @@ def chance_level_loss(
     )
 
 
-def final_training_loss(log_history: list[dict[str, Any]], max_steps: int) -> float | None:
-    """The mean training loss logged in the last tenth of the run's steps (the last one logged when none is), from
-    `TrainerState.log_history`: the classification loss alone where the auxiliary LM loss was added to it
-    (`classification_loss`), else `loss`. None when no training loss was logged."""
+def logged_training_losses(log_history: list[dict[str, Any]]) -> list[tuple[int, float]]:
+    """`(step, loss)` of each finite training loss in `TrainerState.log_history`: the classification loss alone where
+    the auxiliary LM loss was added to it (`classification_loss`), else `loss`."""
     logged = []
     for entry in log_history:
         loss = entry.get("classification_loss", entry.get("loss"))
         if "loss" in entry and isinstance(loss, (int, float)) and math.isfinite(loss):
             logged.append((entry.get("step", 0), float(loss)))
+    return logged
+
+
+def final_training_loss(log_history: list[dict[str, Any]], max_steps: int) -> float | None:
+    """The mean training loss logged in the last tenth of the run's steps (the last one logged when none is), from
+    `TrainerState.log_history` (`logged_training_losses`). None when no training loss was logged."""
+    logged = logged_training_losses(log_history)
     if not logged:
         return None
     final = [loss for step, loss in logged if step > (1 - FINAL_FRACTION) * max_steps] or [logged[-1][1]]
