@@ -428,7 +428,7 @@ def test_awd_lstm_classifier_reads_the_first_max_length_tokens_and_evaluation_to
 
 
 def test_the_classifier_stage_can_train_at_the_lr_finders_suggestion(bert, corpora, tmp_path, capsys):
-    from tl_nlp.recipe.classifier import take_lr_finder_suggestion
+    from tl_nlp.training.lr_finder import take_lr_finder_suggestion
 
     # The range test runs on the model as training starts: every group of a Transformer by default, the head alone
     # with gradual unfreezing.

@@ -18,7 +18,6 @@ from ..feature_extraction import FeatureExtractionClassifier, FeatureHeadArgumen
 from ..metrics import classification_metrics
 from ..training.chance_level import chance_level_loss
 from ..training.lora import ULMFiTLoraArguments
-from ..training.lr_finder import take_lr_finder_suggestion
 from ..training.training_record import ULMFiTStage, chain_record, find_starting_point
 from .config import (
     ClassifierMethodArguments,
@@ -274,15 +273,9 @@ def train_classifier(
         prepared = prepare_classifier(model_name_or_path, train_data, output_dir, **kwargs)
         trainer = prepared.trainer
         is_main = trainer.is_world_process_zero()
-        if getattr(trainer.args, "learning_rate_from_lr_find", False):
-            take_lr_finder_suggestion(trainer, is_main, checkpoint)
-        if is_main:
-            print(trainer.layer_group_summary())
-        train_output = trainer.train(resume_from_checkpoint=checkpoint)
-        prepared.guard.raise_if_stopped()
-        metrics: dict[str, dict] = {"train": prepared.train_metrics(train_output)}
-        if is_main:
-            print_metrics(f"classifier ({prepared.method}): train", metrics["train"])
+        metrics: dict[str, dict] = {
+            "train": prepared.train_classifier(checkpoint, f"classifier ({prepared.method}): train")
+        }
         if prepared.eval_dataset is not None:
             metrics["eval"] = trainer.evaluate(prepared.eval_dataset)
             if is_main:

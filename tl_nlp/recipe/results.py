@@ -23,6 +23,7 @@ from ..data import tokenize_dataset
 from ..hub import push_model_folder
 from ..training.chance_level import not_learnt_message
 from ..training.loss_guard import NonFiniteLossCallback
+from ..training.lr_finder import take_lr_finder_suggestion
 from ..training.output_folders import (
     COMMIT_FILE,
     OutputFolderLock,
@@ -51,7 +52,7 @@ class PreparedStage:
     """A stage ready to train: its trainer (model inside), tokenizer, loss guard and evaluation data, and where its
     recorded settings came from (`{setting: "default" | "set by you"}`). A classifier stage knows the loss of the
     best constant prediction for its training labels (`chance_loss`, `tl_nlp.training.chance_level`): its training
-    metrics carry it as `train_chance_level_loss`, and a run whose training loss ends there is said not to have learnt."""
+    metrics carry it as `train_chance_level_loss` (`train_classifier`), and a run whose training loss ends there is said not to have learnt."""
 
     stage: str
     output_dir: Path
@@ -71,11 +72,24 @@ class PreparedStage:
     eval_rows: Any = None
     chance_loss: float | None = None
 
-    def train_metrics(self, train_output: Any) -> dict[str, Any]:
-        """The stage's training metrics: `Trainer.train`'s, the parameter counts and, for a classifier,
-        `train_chance_level_loss` (to read `train_loss` against)."""
+    def train_classifier(self, checkpoint: str | None, title: str) -> dict[str, Any]:
+        """Trains a classifier stage (from `checkpoint` when resuming): at the LR finder's rate when
+        `learning_rate_from_lr_find` asks for it (resumed: the rate it found), after printing the layer groups; stops
+        on a non-finite loss. Returns and prints (under `title`) its training metrics: `Trainer.train`'s, the parameter
+        counts and `train_chance_level_loss` (to read `train_loss` against)."""
+        trainer = self.trainer
+        is_main = trainer.is_world_process_zero()
+        if getattr(trainer.args, "learning_rate_from_lr_find", False):
+            take_lr_finder_suggestion(trainer, is_main, checkpoint)
+        if is_main:
+            print(trainer.layer_group_summary())
+        train_output = trainer.train(resume_from_checkpoint=checkpoint)
+        self.guard.raise_if_stopped()
         chance = {} if self.chance_loss is None else {"train_chance_level_loss": round(self.chance_loss, 6)}
-        return {**train_output.metrics, **self.parameter_counts, **chance}
+        metrics = {**train_output.metrics, **self.parameter_counts, **chance}
+        if is_main:
+            print_metrics(title, metrics)
+        return metrics
 
     def not_learnt(self) -> str | None:
         """One line when the classifier's training loss ended at the chance level (it did not learn), else None."""

@@ -31,7 +31,6 @@ from ..task_predictions import TaskPredictor
 from ..tasks import TaskSpec, infer_task
 from ..training.chance_level import chance_level_loss
 from ..training.lora import ULMFiTLoraArguments
-from ..training.lr_finder import take_lr_finder_suggestion
 from .config import HubArguments, TaskArguments, TrainingLike, check_method, stage_training_arguments
 from .data import DataLike, RecipeError, TextData, data_description, load_rows, source_name
 from .evaluation import set_truncation
@@ -235,15 +234,7 @@ def train_task_classifier(
         prepared = prepare_task_classifier(model_name_or_path, train_data, output_dir, **kwargs)
         trainer, spec = prepared.trainer, prepared.task
         is_main = trainer.is_world_process_zero()
-        if getattr(trainer.args, "learning_rate_from_lr_find", False):
-            take_lr_finder_suggestion(trainer, is_main, checkpoint)
-        if is_main:
-            print(trainer.layer_group_summary())
-        train_output = trainer.train(resume_from_checkpoint=checkpoint)
-        prepared.guard.raise_if_stopped()
-        metrics: dict[str, dict] = {"train": prepared.train_metrics(train_output)}
-        if is_main:
-            print_metrics(f"{spec.task}: train", metrics["train"])
+        metrics: dict[str, dict] = {"train": prepared.train_classifier(checkpoint, f"{spec.task}: train")}
         model = model_to_save(trainer.model, prepared.output_dir, prepared.save_adapter, is_main)
         if prepared.eval_dataset is not None:
             predictor = TaskPredictor(model, prepared.tokenizer, spec, trainer.args.per_device_eval_batch_size)
