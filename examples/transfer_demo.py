@@ -188,6 +188,7 @@ def main() -> None:
         inference_max_length=args.inference_max_length,
         training_args=dict(
             output_dir=str(output / "checkpoints"),
+            overwrite_output_dir=True,  # a demo run replaces the previous one's folder, as `make demo-awd-lstm` does
             seed=args.seed,
             num_train_epochs=args.num_train_epochs,
             learning_rate=args.learning_rate,
